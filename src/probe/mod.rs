@@ -1,0 +1,1 @@
+//! Kernel and io_uring capability detection. (Stub: being written.)

@@ -1,0 +1,181 @@
+//! Sans-IO protocols.
+//!
+//! A protocol never touches a file descriptor, a clock or a thread. A backend drives it:
+//!
+//! ```text
+//!   loop {
+//!       match proto.poll(now) {
+//!           Step::Send(chunks)  => hand every byte to the kernel, in order, then poll again
+//!           Step::Open(path)    => resolve `path` beneath the root, answer with handle_open
+//!           Step::ReadDir(path) => list the directory, answer with handle_read_dir
+//!           Step::Recv(wait)    => receive; answer with handle_recv, handle_eof or handle_timeout
+//!           Step::Close         => close the connection
+//!       }
+//!   }
+//! ```
+//!
+//! The protocol owns only what it must keep between calls (a partial request). Received
+//! bytes arrive as a borrowed slice, so a backend can return its receive buffer to the
+//! kernel (a provided-buffer ring) as soon as `handle_recv` returns. Output moves to the
+//! backend by value in [`Step::Send`]: from then on the backend owns it until the kernel
+//! is done with it.
+//!
+//! Promise 2 (blocking-send semantics) is the backend's half of this contract: it polls
+//! again only once the whole of a `Send` has been handed to the kernel. That is what
+//! keeps pipelined responses in order without any queue in the protocol.
+#![forbid(unsafe_code)]
+
+pub mod echo;
+pub mod http1;
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One piece of a response. A backend sends the chunks of one [`Step::Send`] in order.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Bytes the protocol built.
+    Mem(Vec<u8>),
+    /// Bytes that live forever (fixed error bodies).
+    Static(&'static [u8]),
+    /// `len` bytes of `file` from `offset`. Sent zero-copy where the backend can. If the
+    /// file turns out shorter than `offset + len` the backend ends the connection: it
+    /// never pads and never waits.
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Chunk {
+    /// Bytes this chunk puts on the wire.
+    pub fn len(&self) -> u64 {
+        match self {
+            Chunk::Mem(v) => v.len() as u64,
+            Chunk::Static(s) => s.len() as u64,
+            Chunk::File { len, .. } => *len,
+        }
+    }
+
+    /// True when the chunk carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a protocol waits for when it asks to receive. The backend maps it to a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Between requests on a kept-alive connection: the keep-alive idle timeout.
+    Idle,
+    /// Inside a request, or before the first one: the header timeout. The backend
+    /// measures it from the start of the wait, not per received byte, so a client that
+    /// trickles one byte at a time (slowloris) still runs out of time.
+    Request,
+}
+
+/// The next thing a protocol wants done.
+#[derive(Debug)]
+pub enum Step {
+    /// Hand all these bytes to the kernel, in order, then poll again.
+    Send(Vec<Chunk>),
+    /// Resolve this path beneath the served root and answer with
+    /// [`Protocol::handle_open`]. The path is relative, `/`-separated, already
+    /// normalised ("" is the root itself); the resolver still refuses any escape.
+    Open(String),
+    /// List this directory beneath the root and answer with [`Protocol::handle_read_dir`].
+    ReadDir(String),
+    /// Receive more bytes, then call [`Protocol::handle_recv`], or
+    /// [`Protocol::handle_eof`] when the peer has closed, or
+    /// [`Protocol::handle_timeout`] when the wait outlasts its timeout.
+    Recv(Wait),
+    /// Close the connection. Everything asked for before has been sent.
+    Close,
+}
+
+/// The kind of a resolved path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    /// FIFO, socket, device: never served.
+    Other,
+}
+
+/// What `stat` said about a resolved path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub kind: FileKind,
+    pub len: u64,
+    /// Modification time: seconds since the epoch, and nanoseconds.
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// A path the backend opened for the protocol.
+#[derive(Debug)]
+pub struct Opened {
+    pub file: File,
+    pub meta: FileMeta,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The raw name. Linux names are bytes, not always UTF-8.
+    pub name: Vec<u8>,
+    pub kind: FileKind,
+    pub len: u64,
+    pub mtime_sec: i64,
+}
+
+/// A sans-IO connection protocol. One value per connection.
+pub trait Protocol: Send + 'static {
+    /// Bytes received from the peer. The protocol copies what it must keep.
+    fn handle_recv(&mut self, data: &[u8]);
+    /// The peer closed its sending side.
+    fn handle_eof(&mut self);
+    /// The wait announced by [`Step::Recv`] outlasted its timeout.
+    fn handle_timeout(&mut self);
+    /// The answer to [`Step::Open`].
+    fn handle_open(&mut self, _result: io::Result<Opened>) {}
+    /// The answer to [`Step::ReadDir`].
+    fn handle_read_dir(&mut self, _result: io::Result<Vec<DirEntry>>) {}
+    /// The server is shutting down: finish what is in flight, then ask to close.
+    fn handle_drain(&mut self) {}
+    /// The next step. `now` is the wall clock, for protocols that stamp dates.
+    fn poll(&mut self, now: SystemTime) -> Step;
+    /// A finished exchange's access-log line, if this protocol keeps a log.
+    fn take_log_line(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// Makes one protocol value per accepted connection.
+pub trait ProtocolFactory: Send + Sync + 'static {
+    type Proto: Protocol;
+    /// A fresh protocol for a connection from `peer`.
+    fn new_conn(&self, peer: SocketAddr) -> Self::Proto;
+    /// Bytes written, best effort and without blocking, to a connection that is refused
+    /// because the server is at its connection limit.
+    fn overload_response(&self) -> Option<&'static [u8]> {
+        None
+    }
+}
+
+/// Lets a shared factory serve as a factory.
+impl<F: ProtocolFactory> ProtocolFactory for Arc<F> {
+    type Proto = F::Proto;
+    fn new_conn(&self, peer: SocketAddr) -> Self::Proto {
+        (**self).new_conn(peer)
+    }
+    fn overload_response(&self) -> Option<&'static [u8]> {
+        (**self).overload_response()
+    }
+}
