@@ -2,7 +2,16 @@
 //! fallback. See `docs/ARCHITECTURE.md` for the layers and the two promises.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod backend;
+pub mod config;
+pub mod conn;
 pub mod fs;
 pub mod probe;
 pub mod proto;
+pub mod server;
+pub mod stats;
 pub mod sys;
+
+pub use backend::{CloseReason, Control, Hooks, NoHooks};
+pub use config::Config;
+pub use server::{Server, StartError};

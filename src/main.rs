@@ -1,1 +1,273 @@
-fn main() {}
+//! The `ringserve` command: parse → config → probe → serve. Nothing else lives here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringserve::config::{parse_duration, Config, TcpKeepalive};
+use ringserve::probe::{self, BackendRequest};
+use ringserve::proto::echo::EchoFactory;
+use ringserve::proto::http1::{HttpConfig, HttpFactory};
+use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
+use ringserve::{NoHooks, Server, StartError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit status for bad usage or configuration (clap uses it for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+/// Descriptors kept back from --max-connections for listeners, files being sent,
+/// directories being listed, epoll, eventfds and the spare.
+const FD_RESERVE: u64 = 64;
+
+#[derive(Parser)]
+#[command(name = "ringserve", version, about = "An io_uring-first static file server with an epoll fallback")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve a directory over HTTP/1.1 (or run another protocol).
+    Serve(ServeArgs),
+    /// Report the kernel's io_uring support and which backend `auto` would choose.
+    Probe {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    /// HTTP/1.1 static files.
+    Http,
+    /// Echo every byte back (the seed's default handler).
+    Echo,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// Durations accept `20`, `20s`, `500ms` or `2m`; a bare number is seconds.
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory to serve.
+    #[arg(default_value = ".")]
+    root: PathBuf,
+    /// Address to listen on; repeat for several. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    listen: Vec<SocketAddr>,
+    /// I/O backend. auto: io_uring where the kernel really offers it, epoll otherwise.
+    /// A forced backend that cannot start is an error, never a silent switch.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Protocol spoken on every connection.
+    #[arg(long, value_enum, default_value = "http")]
+    protocol: ProtocolArg,
+
+    /// epoll pool: worker threads kept even when idle [default: CPU count, at least 2].
+    #[arg(long, value_name = "N")]
+    workers_min: Option<usize>,
+    /// epoll pool: most worker threads; the pool grows by one when all are busy.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    workers_max: usize,
+    /// epoll pool: a worker above the minimum that has been idle this long exits.
+    #[arg(long, value_name = "DUR", default_value = "20s", value_parser = duration)]
+    worker_idle_timeout: Duration,
+
+    /// A send that makes no progress for this long closes the connection.
+    #[arg(long, value_name = "DUR", default_value = "20s", value_parser = duration)]
+    send_timeout: Duration,
+    /// Time to receive a whole request header section (slowloris guard).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
+    header_timeout: Duration,
+    /// An idle kept-alive connection is closed after this long.
+    #[arg(long, value_name = "DUR", default_value = "75s", value_parser = duration)]
+    keepalive_timeout: Duration,
+    /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
+    shutdown_timeout: Duration,
+
+    /// Most open connections; more are accepted and closed at once (HTTP: a 503).
+    /// Capped by the open-file limit.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    max_connections: usize,
+    /// listen(2) backlog.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    backlog: u32,
+    /// SO_SNDBUF for accepted sockets in bytes; 0 keeps the kernel's autotuning.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    sndbuf: usize,
+
+    /// TCP keepalive: idle time before the first probe.
+    #[arg(long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
+    tcp_keepalive_idle: Duration,
+    /// TCP keepalive: time between probes.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration)]
+    tcp_keepalive_interval: Duration,
+    /// TCP keepalive: unanswered probes before the connection is dropped.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    tcp_keepalive_count: u32,
+
+    /// Serve an HTML listing for directories without index.html [default: off].
+    #[arg(long)]
+    listing: bool,
+    /// Write one access-log line per response to stdout [default: off].
+    #[arg(long)]
+    access_log: bool,
+    /// Largest request header section in bytes; larger gets 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    max_header_bytes: usize,
+    /// Longest request-target in bytes; longer gets 414.
+    #[arg(long, value_name = "BYTES", default_value_t = 8192)]
+    max_uri_bytes: usize,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Config {
+        let mut cfg = Config::new(self.root);
+        cfg.listen = self.listen;
+        cfg.backend = match self.backend {
+            BackendArg::Auto => BackendRequest::Auto,
+            BackendArg::Uring => BackendRequest::Uring,
+            BackendArg::Epoll => BackendRequest::Epoll,
+        };
+        if let Some(n) = self.workers_min {
+            cfg.workers_min = n;
+        }
+        cfg.workers_max = self.workers_max;
+        cfg.worker_idle_timeout = self.worker_idle_timeout;
+        cfg.send_timeout = self.send_timeout;
+        cfg.header_timeout = self.header_timeout;
+        cfg.keepalive_timeout = self.keepalive_timeout;
+        cfg.shutdown_timeout = self.shutdown_timeout;
+        cfg.max_connections = self.max_connections;
+        cfg.backlog = self.backlog;
+        cfg.sndbuf = self.sndbuf;
+        cfg.tcp_keepalive = TcpKeepalive {
+            idle: self.tcp_keepalive_idle,
+            interval: self.tcp_keepalive_interval,
+            count: self.tcp_keepalive_count,
+        };
+        cfg.http = HttpConfig {
+            listing: self.listing,
+            access_log: self.access_log,
+            max_header_bytes: self.max_header_bytes,
+            max_uri_bytes: self.max_uri_bytes,
+            ..HttpConfig::default()
+        };
+        cfg
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Probe { json } => {
+            let p = probe::probe();
+            if json {
+                println!("{}", p.to_json());
+            } else {
+                print!("{}", p.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let protocol = args.protocol;
+    let mut cfg = args.into_config();
+    if cfg.workers_min == 0 || cfg.workers_max < cfg.workers_min {
+        eprintln!(
+            "ringserve: --workers-min must be at least 1 and at most --workers-max (got {} and {})",
+            cfg.workers_min, cfg.workers_max
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Ok(limit) = raise_nofile_limit() {
+        let room = limit.saturating_sub(FD_RESERVE) as usize;
+        if cfg.max_connections > room {
+            eprintln!(
+                "ringserve: --max-connections {} exceeds the open-file limit {limit}; using {room}",
+                cfg.max_connections
+            );
+            cfg.max_connections = room;
+        }
+    }
+    // Signals are blocked before any thread starts, so every thread inherits the mask
+    // and they stay pending for the signal thread's sigwait. No handler ever runs.
+    let signals = SigSet::of(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
+    if let Err(e) = signals.block() {
+        eprintln!("ringserve: blocking signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let root = std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| cfg.root.clone());
+    let scheme = match protocol {
+        ProtocolArg::Http => "http",
+        ProtocolArg::Echo => "tcp",
+    };
+    let started = match protocol {
+        ProtocolArg::Http => {
+            let http = cfg.http.clone();
+            Server::start(cfg, HttpFactory::new(http), Arc::new(NoHooks))
+        }
+        ProtocolArg::Echo => Server::start(cfg, EchoFactory, Arc::new(NoHooks)),
+    };
+    let server = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringserve: {e}");
+            return ExitCode::from(match e {
+                StartError::Config(_) => EXIT_CONFIG,
+                StartError::Io(_) => 1,
+            });
+        }
+    };
+    let addrs: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(|a| format!("{scheme}://{a}"))
+        .collect();
+    eprintln!(
+        "ringserve: serving {} on {} with backend {} ({})",
+        root.display(),
+        addrs.join(" "),
+        server.backend(),
+        server.reason()
+    );
+    let control = server.control();
+    let stats = server.stats_handle();
+    let spawned = std::thread::Builder::new()
+        .name("ringserve-signals".into())
+        .spawn(move || loop {
+            match signals.wait() {
+                Ok(libc::SIGUSR1) => eprintln!("ringserve: stats {}", stats.snapshot()),
+                Ok(_) => {
+                    eprintln!("ringserve: shutting down");
+                    control.shutdown();
+                }
+                Err(e) => {
+                    eprintln!("ringserve: sigwait: {e}");
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("ringserve: starting the signal thread: {e}");
+        server.shutdown();
+        return ExitCode::FAILURE;
+    }
+    server.wait();
+    ExitCode::SUCCESS
+}

@@ -18,3 +18,5 @@ macro_rules! syscall {
 }
 
 pub mod fs;
+pub mod epoll;
+pub mod net;

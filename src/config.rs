@@ -1,0 +1,128 @@
+//! Every knob, with its default and the reason for it. The CLI (`src/main.rs`) maps
+//! flags onto this one-to-one; the library takes it as is.
+
+use crate::probe::BackendRequest;
+use crate::proto::http1::HttpConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// TCP keepalive probes on accepted sockets (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT).
+/// The seed's values: a peer that vanished without a FIN is found in about 30 minutes
+/// instead of the kernel's two hours, without any application-level heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+impl Default for TcpKeepalive {
+    fn default() -> Self {
+        TcpKeepalive {
+            idle: Duration::from_secs(1800),
+            interval: Duration::from_secs(5),
+            count: 3,
+        }
+    }
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory served. Opened once; every lookup is relative to that descriptor.
+    pub root: PathBuf,
+    /// Addresses to listen on. Port 0 picks a free port.
+    pub listen: Vec<SocketAddr>,
+    /// auto, uring or epoll.
+    pub backend: BackendRequest,
+    /// epoll pool: threads kept even when idle. Default: the CPU count, at least 2.
+    pub workers_min: usize,
+    /// epoll pool: the ceiling the pool grows to when every worker is busy. A worker is
+    /// held for the whole of a blocking send, so this bounds how many stalled readers
+    /// can be waited on at once before new work queues.
+    pub workers_max: usize,
+    /// epoll pool: a worker above the minimum that saw no event for this long exits.
+    /// The seed's MIN_WORKER_WAIT_TIMEOUT.
+    pub worker_idle_timeout: Duration,
+    /// A send that makes no progress for this long ends the connection. The seed's
+    /// BLOCKING_SEND_TIMEOUT.
+    pub send_timeout: Duration,
+    /// Time allowed to receive a whole request header section, measured from its start,
+    /// so a slowloris client cannot hold a connection.
+    pub header_timeout: Duration,
+    /// An idle kept-alive connection is closed after this long (nginx's keepalive_timeout).
+    pub keepalive_timeout: Duration,
+    /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
+    pub shutdown_timeout: Duration,
+    /// Connections beyond this are accepted and closed at once (with a 503 for HTTP).
+    pub max_connections: usize,
+    /// SO_SNDBUF for accepted sockets in bytes; 0 keeps the kernel's autotuning.
+    pub sndbuf: usize,
+    /// listen(2) backlog.
+    pub backlog: u32,
+    pub tcp_keepalive: TcpKeepalive,
+    /// The HTTP protocol's knobs (listing, access log, limits).
+    pub http: HttpConfig,
+}
+
+impl Config {
+    /// The defaults for serving `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Config {
+            root: root.into(),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            backend: BackendRequest::Auto,
+            workers_min: cpus.max(2),
+            workers_max: 256,
+            worker_idle_timeout: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(20),
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(75),
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 16384,
+            sndbuf: 0,
+            backlog: 4096,
+            tcp_keepalive: TcpKeepalive::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// Parses a duration written as `20`, `20s`, `500ms` or `2m`. A bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 20, 20s, 500ms, 2m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("duration {s:?} too large")),
+        _ => Err(format!(
+            "invalid duration unit in {s:?}: use s, ms or m (a bare number is seconds)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "s", "1h", "-1", "1.5", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The connection table: a slab whose keys carry a generation.
+//!
+//! A [`Key`] names one connection for its whole life: the slab index plus the generation
+//! the slot had when the connection was inserted. The key, never a pointer, is what goes
+//! into epoll's `data` and io_uring's `user_data`. When a connection is removed its key is
+//! retired: a late event, completion, timer or notification that still carries it finds a
+//! different generation (or an empty slot) and is dropped, even after the slot is reused.
+//! This is nginx's `instance` bit made wide, and the answer to the dangling-handler
+//! problem of ACE's notification pipe.
+
+use slab::Slab;
+
+/// Names one connection: slab index plus generation. Generation 0 is never issued, so
+/// the values with a zero high half are free for the backends' internal tokens
+/// (listeners, wakeups), which [`Key::from_u64`] refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    index: u32,
+    gen: u32,
+}
+
+impl Key {
+    /// Packs the key for the kernel: generation in the high half, index in the low half.
+    pub const fn to_u64(self) -> u64 {
+        ((self.gen as u64) << 32) | self.index as u64
+    }
+
+    /// Unpacks a kernel word. `None` for the reserved values (generation 0).
+    pub const fn from_u64(v: u64) -> Option<Key> {
+        let gen = (v >> 32) as u32;
+        if gen == 0 {
+            None
+        } else {
+            Some(Key {
+                index: v as u32,
+                gen,
+            })
+        }
+    }
+
+    /// The slab index, for logs.
+    pub const fn index(self) -> u32 {
+        self.index
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.index, self.gen)
+    }
+}
+
+struct Slot<T> {
+    gen: u32,
+    val: T,
+}
+
+/// A slab of connections addressed by generation-checked [`Key`]s. Not synchronised:
+/// an io_uring ring owns its table outright; the epoll pool wraps one in a mutex.
+pub struct ConnTable<T> {
+    slab: Slab<Slot<T>>,
+    next_gen: u32,
+}
+
+impl<T> ConnTable<T> {
+    /// A table with room for `cap` connections before it reallocates.
+    pub fn with_capacity(cap: usize) -> Self {
+        ConnTable {
+            slab: Slab::with_capacity(cap),
+            next_gen: 1,
+        }
+    }
+
+    /// Inserts a connection and returns its fresh key.
+    pub fn insert(&mut self, val: T) -> Key {
+        let gen = self.next_gen;
+        // Skip 0 on wrap-around: it marks reserved tokens.
+        self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
+        let index = self.slab.insert(Slot { gen, val });
+        Key {
+            index: u32::try_from(index).expect("connection table larger than u32"),
+            gen,
+        }
+    }
+
+    /// The live connection `key` names, or `None` if the key is stale.
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        match self.slab.get_mut(key.index as usize) {
+            Some(slot) if slot.gen == key.gen => Some(&mut slot.val),
+            _ => None,
+        }
+    }
+
+    /// The live connection `key` names, or `None` if the key is stale.
+    pub fn get(&self, key: Key) -> Option<&T> {
+        match self.slab.get(key.index as usize) {
+            Some(slot) if slot.gen == key.gen => Some(&slot.val),
+            _ => None,
+        }
+    }
+
+    /// Removes the connection and retires its key. `None` if the key was stale.
+    pub fn remove(&mut self, key: Key) -> Option<T> {
+        match self.slab.get(key.index as usize) {
+            Some(slot) if slot.gen == key.gen => Some(self.slab.remove(key.index as usize).val),
+            _ => None,
+        }
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Every live connection with its key.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
+        self.slab.iter_mut().map(|(i, s)| {
+            (
+                Key {
+                    index: i as u32,
+                    gen: s.gen,
+                },
+                &mut s.val,
+            )
+        })
+    }
+
+    /// Removes every connection.
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.slab.drain().map(|s| s.val)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_key_misses_after_slot_reuse() {
+        let mut t = ConnTable::with_capacity(2);
+        let a = t.insert("a");
+        assert_eq!(t.remove(a), Some("a"));
+        let b = t.insert("b");
+        assert_eq!(a.index(), b.index(), "slab reuses the slot");
+        assert_ne!(a, b);
+        assert!(t.get_mut(a).is_none());
+        assert!(t.remove(a).is_none());
+        assert_eq!(t.get(b), Some(&"b"));
+    }
+
+    #[test]
+    fn packing_round_trips_and_reserves_generation_zero() {
+        let mut t = ConnTable::with_capacity(1);
+        let k = t.insert(());
+        assert_eq!(Key::from_u64(k.to_u64()), Some(k));
+        for reserved in [0u64, 1, 7, u32::MAX as u64] {
+            assert_eq!(Key::from_u64(reserved), None);
+        }
+    }
+
+    #[test]
+    fn generation_skips_zero_on_wrap() {
+        let mut t: ConnTable<()> = ConnTable::with_capacity(1);
+        t.next_gen = u32::MAX;
+        let a = t.insert(());
+        let b = t.insert(());
+        assert_eq!(a.gen, u32::MAX);
+        assert_eq!(b.gen, 1);
+        assert!(Key::from_u64(b.to_u64()).is_some());
+    }
+}

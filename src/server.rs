@@ -1,0 +1,137 @@
+//! Starting a server: bind, open the root, choose the backend (once, by name, with a
+//! reason), start it.
+
+use crate::backend::epoll::EpollBackend;
+use crate::backend::{Backend, Control, Ctx, Hooks, Running};
+use crate::config::Config;
+use crate::fs::Root;
+use crate::probe::{self, BackendKind};
+use crate::proto::ProtocolFactory;
+use crate::stats::{Snapshot, Stats};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Why a server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Bad configuration: a missing root, an address in use, a backend that cannot
+    /// run here. The CLI exits 2.
+    Config(String),
+    /// A system call failed while starting threads or kernel objects.
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(m) => f.write_str(m),
+            StartError::Io(e) => write!(f, "starting the server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    backend: BackendKind,
+    reason: String,
+    stats: Arc<Stats>,
+    control: Arc<Control>,
+    running: Box<dyn Running>,
+}
+
+impl Server {
+    /// Binds `cfg.listen`, opens `cfg.root`, picks the backend and starts serving.
+    pub fn start<F: ProtocolFactory>(cfg: Config, factory: F, hooks: Arc<dyn Hooks>) -> Result<Server, StartError> {
+        let (backend, reason) =
+            probe::choose(cfg.backend, probe::probe()).map_err(StartError::Config)?;
+        let root = Root::open(&cfg.root)
+            .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?;
+        if cfg.listen.is_empty() {
+            return Err(StartError::Config("no --listen address".into()));
+        }
+        let mut listeners = Vec::with_capacity(cfg.listen.len());
+        for &addr in &cfg.listen {
+            let fd = crate::sys::net::listen(addr, cfg.backlog).map_err(|e| {
+                let why = match e.raw_os_error() {
+                    Some(libc::EADDRINUSE) => "address already in use".to_string(),
+                    _ => e.to_string(),
+                };
+                StartError::Config(format!("cannot listen on {addr}: {why}"))
+            })?;
+            let bound = crate::sys::net::local_addr(std::os::fd::AsFd::as_fd(&fd)).map_err(StartError::Io)?;
+            listeners.push((fd, bound));
+        }
+        let addrs = listeners.iter().map(|(_, a)| *a).collect();
+        let stats = Arc::new(Stats::default());
+        let control = Arc::new(Control::default());
+        let ctx = Ctx {
+            cfg,
+            listeners,
+            root,
+            factory,
+            hooks,
+            stats: stats.clone(),
+            control: control.clone(),
+        };
+        let running = match backend {
+            BackendKind::Epoll => EpollBackend::start(ctx),
+            BackendKind::Uring => unreachable!("probe::choose never picks a backend that is not built"),
+        }
+        .map_err(StartError::Io)?;
+        Ok(Server {
+            addrs,
+            backend,
+            reason,
+            stats,
+            control,
+            running,
+        })
+    }
+
+    /// The bound addresses, in `--listen` order (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The backend serving.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Why that backend was chosen.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// The live counters, for a thread that reports them (SIGUSR1).
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// A handle that asks for shutdown from any thread: graceful the first time,
+    /// immediate the second.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    /// Blocks until the server has shut down and joined all its threads.
+    pub fn wait(self) {
+        self.running.wait();
+    }
+
+    /// Asks for a graceful shutdown and waits for it.
+    pub fn shutdown(self) {
+        self.control.shutdown();
+        self.wait();
+    }
+}

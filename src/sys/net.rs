@@ -1,0 +1,284 @@
+//! Socket system calls: listening, accepting, socket options, non-blocking send/recv,
+//! sendfile, and waiting for writability.
+
+use crate::config::TcpKeepalive;
+use std::io::{self, IoSlice};
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, val: i32) -> io::Result<()> {
+    // SAFETY: `val` is a live i32 and we pass its exact size; `fd` is a valid descriptor
+    // for the duration of the borrow.
+    unsafe {
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&val as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t
+        ))
+    }
+    .map(drop)
+}
+
+fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn from_sockaddr(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        f => Err(io::Error::other(format!("unexpected address family {f}"))),
+    }
+}
+
+/// A non-blocking, close-on-exec TCP listener on `addr` with SO_REUSEADDR (and
+/// IPV6_V6ONLY for v6, so `[::]` and `0.0.0.0` can both be listened on).
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain socket(2); the result is checked before it is wrapped.
+    let raw = unsafe {
+        syscall!(socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0
+        ))
+    }?;
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if family == libc::AF_INET6 {
+        setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    let (ss, len) = to_sockaddr(&addr);
+    // SAFETY: `ss` holds a valid address of `len` bytes.
+    unsafe { syscall!(bind(raw, (&ss as *const libc::sockaddr_storage).cast(), len)) }?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: plain listen(2) on a socket we own.
+    unsafe { syscall!(listen(raw, backlog)) }?;
+    Ok(fd)
+}
+
+/// The address a socket is bound to.
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` has room for any address and `len` says so.
+    unsafe { syscall!(getsockname(fd.as_raw_fd(), ss.as_mut_ptr().cast(), &mut len)) }?;
+    // SAFETY: zero-initialised, then filled by the kernel.
+    from_sockaddr(unsafe { ss.assume_init_ref() })
+}
+
+/// Accepts one connection, non-blocking and close-on-exec.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
+    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` has room for any address and `len` says so.
+    let raw = unsafe {
+        syscall!(accept4(
+            listener.as_raw_fd(),
+            ss.as_mut_ptr().cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+        ))
+    }?;
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: zero-initialised, then filled by the kernel.
+    let peer = from_sockaddr(unsafe { ss.assume_init_ref() })?;
+    Ok((fd, peer))
+}
+
+/// SO_KEEPALIVE with the given probe timing, and TCP_NODELAY: responses are written in
+/// whole pieces (headers with MSG_MORE, then the body), so Nagle only adds latency.
+pub fn tune_accepted(fd: BorrowedFd<'_>, ka: &TcpKeepalive, sndbuf: usize) -> io::Result<()> {
+    let secs = |d: Duration| i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(ka.idle))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(ka.interval))?;
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPCNT,
+        i32::try_from(ka.count).unwrap_or(i32::MAX),
+    )?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    if sndbuf > 0 {
+        set_sndbuf(fd, sndbuf)?;
+    }
+    Ok(())
+}
+
+/// SO_SNDBUF (the kernel doubles it and applies its minimum).
+pub fn set_sndbuf(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let v = i32::try_from(bytes).unwrap_or(i32::MAX);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v)
+}
+
+/// SO_RCVBUF (the kernel doubles it and applies its minimum).
+pub fn set_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let v = i32::try_from(bytes).unwrap_or(i32::MAX);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
+}
+
+/// SO_LINGER {on, 0}: the next close sends RST instead of FIN. Used by tests that
+/// simulate clients resetting mid-transfer.
+pub fn set_linger_reset(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` is a live linger struct and we pass its exact size.
+    unsafe {
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t
+        ))
+    }
+    .map(drop)
+}
+
+/// One non-blocking recv. `Ok(0)` is end of stream.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length for the duration of the call.
+    let n = unsafe {
+        syscall!(recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT
+        ))
+    }?;
+    Ok(n as usize)
+}
+
+/// One non-blocking gathered send. `more` sets MSG_MORE: the caller has more bytes
+/// right behind these (a file body after its headers), so the kernel may hold a
+/// partial segment. MSG_NOSIGNAL: a reset peer is an error, never a SIGPIPE.
+pub fn send_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: `msg` points at `bufs`, which stay borrowed and readable during the call.
+    let n = unsafe { syscall!(sendmsg(fd.as_raw_fd(), &msg, flags)) }?;
+    Ok(n as usize)
+}
+
+/// The most sendfile(2) moves in one call.
+pub const SENDFILE_MAX: u64 = 0x7fff_f000;
+
+/// One sendfile(2) of up to `count` bytes (capped at [`SENDFILE_MAX`]) from `file` at
+/// `*offset`, advancing it. `Ok(0)` with `count > 0` means the file ended early.
+pub fn sendfile(out: BorrowedFd<'_>, file: BorrowedFd<'_>, offset: &mut u64, count: u64) -> io::Result<usize> {
+    let mut off = i64::try_from(*offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    let count = count.min(SENDFILE_MAX) as usize;
+    // SAFETY: `off` is a live i64 the kernel updates; both descriptors are borrowed.
+    let n = unsafe { syscall!(sendfile(out.as_raw_fd(), file.as_raw_fd(), &mut off, count)) }?;
+    *offset = off as u64;
+    Ok(n as usize)
+}
+
+/// What [`wait_writable`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Writable {
+    Ready,
+    /// `abort` became readable: the server is stopping.
+    Aborted,
+    TimedOut,
+}
+
+/// Waits until `fd` is writable (or has an error to report), `abort` is readable, or
+/// `timeout` passes. This is the seed's writability waiter, done with poll(2) on the
+/// one socket instead of a second epoll and a condition variable.
+pub fn wait_writable(fd: BorrowedFd<'_>, abort: BorrowedFd<'_>, timeout: Duration) -> io::Result<Writable> {
+    let mut fds = [
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: abort.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: `fds` is a live array of two pollfds.
+        match unsafe { syscall!(poll(fds.as_mut_ptr(), 2, ms)) } {
+            Ok(0) => return Ok(Writable::TimedOut),
+            Ok(_) if fds[1].revents != 0 => return Ok(Writable::Aborted),
+            Ok(_) => return Ok(Writable::Ready),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// shutdown(2). On a listener, SHUT_RD stops it accepting without closing the
+/// descriptor, so no other thread can see the number reused.
+pub fn shutdown(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {
+    // SAFETY: plain shutdown(2) on a borrowed descriptor.
+    unsafe { syscall!(shutdown(fd.as_raw_fd(), how)) }.map(drop)
+}
