@@ -1,2 +1,145 @@
 //! File-system system calls: openat2, the O_NOFOLLOW walk's openat/readlinkat, fstat,
-//! directory reading. (Stub: being written.)
+//! directory reading. Thin, safe wrappers; the policy lives in `crate::fs`.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+// `libc::stat` is read as the 64-bit layout (sizes past 4 GiB, `dev_t`/`ino_t` as u64);
+// refuse to build where libc's plain `stat` is the 32-bit one.
+const _: () = assert!(std::mem::size_of::<libc::off_t>() == 8);
+
+/// `struct open_how`, first version (Linux 5.6). Ours because `libc::open_how` is
+/// `#[non_exhaustive]`; the kernel learns which version from the size we pass.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(2)` with `how = {flags, mode: 0, resolve}`.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve,
+    };
+    // SAFETY: `dir` is a live descriptor for the borrow, `path` is NUL-terminated, and
+    // `how` is a valid v0 `open_how` whose exact size we pass; the kernel only reads them.
+    let fd = unsafe {
+        syscall!(syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        ))
+    }?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `openat(2)`. The caller chooses the flags, including `O_CLOEXEC`.
+pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is a live descriptor for the borrow and `path` is NUL-terminated.
+    // No `O_CREAT`/`O_TMPFILE` reaches here, so the variadic mode is not read.
+    let fd = unsafe { syscall!(openat(dir.as_raw_fd(), path.as_ptr(), flags)) }?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstat(2)`.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is live for the borrow and `st` is valid for writing one `stat`.
+    unsafe { syscall!(fstat(fd.as_raw_fd(), st.as_mut_ptr())) }?;
+    // SAFETY: fstat succeeded, so the kernel filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`: what `name` in `dir` is, not what it points to.
+pub fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `dir` is live for the borrow, `name` is NUL-terminated, and `st` is valid
+    // for writing one `stat`.
+    unsafe {
+        syscall!(fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        ))
+    }?;
+    // SAFETY: fstatat succeeded, so the kernel filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// The target of the symlink that `link` (an `O_PATH|O_NOFOLLOW` descriptor) refers to.
+/// A target that fills `PATH_MAX` is refused with `ENAMETOOLONG` rather than truncated.
+pub fn readlink_fd(link: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `link` is live for the borrow, the empty path is NUL-terminated (an empty
+    // path names `link` itself), and `buf` is valid for writing `buf.len()` bytes.
+    let n = unsafe {
+        syscall!(readlinkat(
+            link.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        ))
+    }?;
+    let n = n as usize;
+    if n == buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A `getdents64` buffer, aligned as the kernel lays out `struct linux_dirent64`.
+#[repr(C, align(8))]
+struct DirentBuf([u8; 32 * 1024]);
+
+/// Reads the names in `dir` (a directory opened for reading, at its start), without
+/// `.` and `..`, stopping after `max` names.
+pub fn dir_names(dir: BorrowedFd<'_>, max: usize) -> io::Result<Vec<CString>> {
+    let mut buf = Box::new(DirentBuf([0; 32 * 1024]));
+    let mut names = Vec::new();
+    while names.len() < max {
+        // SAFETY: `dir` is live for the borrow and `buf` is valid for writing its length.
+        let n = unsafe {
+            syscall!(syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.0.as_mut_ptr(),
+                buf.0.len(),
+            ))
+        }?;
+        if n == 0 {
+            break;
+        }
+        let filled = &buf.0[..n as usize];
+        let batch = dirent_names(filled).filter(|name| !matches!(name.to_bytes(), b"." | b".."));
+        names.extend(batch.take(max - names.len()).map(CStr::to_owned));
+    }
+    Ok(names)
+}
+
+/// The names in a buffer `getdents64` filled. Each record is `d_ino: u64, d_off: i64,
+/// d_reclen: u16, d_type: u8`, then the NUL-terminated name, padded to `d_reclen`.
+fn dirent_names(mut rest: &[u8]) -> impl Iterator<Item = &CStr> {
+    const NAME: usize = 19;
+    std::iter::from_fn(move || {
+        let reclen = u16::from_ne_bytes(rest.get(16..18)?.try_into().ok()?) as usize;
+        let name = rest.get(NAME..reclen)?;
+        rest = &rest[reclen..];
+        CStr::from_bytes_until_nul(name).ok()
+    })
+}
