@@ -20,7 +20,11 @@ const EXIT_CONFIG: u8 = 2;
 const FD_RESERVE: u64 = 64;
 
 #[derive(Parser)]
-#[command(name = "ringserve", version, about = "An io_uring-first static file server with an epoll fallback")]
+#[command(
+    name = "ringserve",
+    version,
+    about = "An io_uring-first static file server with an epoll fallback"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -29,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve a directory over HTTP/1.1 (or run another protocol).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Report the kernel's io_uring support and which backend `auto` would choose.
     Probe {
         /// Print JSON instead of text.
@@ -181,7 +185,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Cmd::Serve(args) => serve(args),
+        Cmd::Serve(args) => serve(*args),
     }
 }
 

@@ -46,7 +46,11 @@ pub struct Server {
 
 impl Server {
     /// Binds `cfg.listen`, opens `cfg.root`, picks the backend and starts serving.
-    pub fn start<F: ProtocolFactory>(cfg: Config, factory: F, hooks: Arc<dyn Hooks>) -> Result<Server, StartError> {
+    pub fn start<F: ProtocolFactory>(
+        cfg: Config,
+        factory: F,
+        hooks: Arc<dyn Hooks>,
+    ) -> Result<Server, StartError> {
         let (backend, reason) =
             probe::choose(cfg.backend, probe::probe()).map_err(StartError::Config)?;
         let root = Root::open(&cfg.root)
@@ -63,7 +67,8 @@ impl Server {
                 };
                 StartError::Config(format!("cannot listen on {addr}: {why}"))
             })?;
-            let bound = crate::sys::net::local_addr(std::os::fd::AsFd::as_fd(&fd)).map_err(StartError::Io)?;
+            let bound = crate::sys::net::local_addr(std::os::fd::AsFd::as_fd(&fd))
+                .map_err(StartError::Io)?;
             listeners.push((fd, bound));
         }
         let addrs = listeners.iter().map(|(_, a)| *a).collect();
@@ -80,7 +85,9 @@ impl Server {
         };
         let running = match backend {
             BackendKind::Epoll => EpollBackend::start(ctx),
-            BackendKind::Uring => unreachable!("probe::choose never picks a backend that is not built"),
+            BackendKind::Uring => {
+                unreachable!("probe::choose never picks a backend that is not built")
+            }
         }
         .map_err(StartError::Io)?;
         Ok(Server {

@@ -55,7 +55,10 @@ mod tests {
     #[test]
     fn echoes_in_order_then_closes_on_eof() {
         let mut e = Echo::default();
-        assert!(matches!(e.poll(SystemTime::UNIX_EPOCH), Step::Recv(Wait::Idle)));
+        assert!(matches!(
+            e.poll(SystemTime::UNIX_EPOCH),
+            Step::Recv(Wait::Idle)
+        ));
         e.handle_recv(b"ab");
         e.handle_recv(b"c");
         match e.poll(SystemTime::UNIX_EPOCH) {

@@ -17,9 +17,8 @@ impl Epoll {
         // SAFETY: plain epoll_create1; the result is checked before it is wrapped.
         let raw = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }?;
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Epoll { fd })
     }
 
     fn ctl(&self, op: i32, fd: BorrowedFd<'_>, events: i32, data: u64) -> io::Result<()> {
@@ -75,9 +74,8 @@ impl EventFd {
         // SAFETY: plain eventfd(2); the result is checked before it is wrapped.
         let raw = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        Ok(EventFd {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(EventFd { fd })
     }
 
     /// Makes the eventfd readable (and keeps it so: nobody reads it back).
@@ -153,17 +151,22 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         };
         // SAFETY: `raised` is a live rlimit; raising soft up to hard needs no privilege.
         if unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised)) }.is_ok() {
-            return Ok(rl.rlim_max as u64);
+            return Ok(rl.rlim_max);
         }
     }
-    Ok(rl.rlim_cur as u64)
+    Ok(rl.rlim_cur)
 }
 
 /// Opens /dev/null: the spare descriptor a server keeps so that, at EMFILE, it can
 /// still accept a connection to close it instead of leaving it in the backlog.
 pub fn open_spare_fd() -> io::Result<OwnedFd> {
     // SAFETY: the path is a NUL-terminated literal; the result is checked.
-    let raw = unsafe { syscall!(open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)) }?;
+    let raw = unsafe {
+        syscall!(open(
+            c"/dev/null".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC
+        ))
+    }?;
     // SAFETY: `raw` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

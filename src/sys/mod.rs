@@ -17,6 +17,6 @@ macro_rules! syscall {
     }};
 }
 
-pub mod fs;
 pub mod epoll;
+pub mod fs;
 pub mod net;

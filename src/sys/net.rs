@@ -106,7 +106,13 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
     }
     let (ss, len) = to_sockaddr(&addr);
     // SAFETY: `ss` holds a valid address of `len` bytes.
-    unsafe { syscall!(bind(raw, (&ss as *const libc::sockaddr_storage).cast(), len)) }?;
+    unsafe {
+        syscall!(bind(
+            raw,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len
+        ))
+    }?;
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     // SAFETY: plain listen(2) on a socket we own.
     unsafe { syscall!(listen(raw, backlog)) }?;
@@ -118,7 +124,13 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `ss` has room for any address and `len` says so.
-    unsafe { syscall!(getsockname(fd.as_raw_fd(), ss.as_mut_ptr().cast(), &mut len)) }?;
+    unsafe {
+        syscall!(getsockname(
+            fd.as_raw_fd(),
+            ss.as_mut_ptr().cast(),
+            &mut len
+        ))
+    }?;
     // SAFETY: zero-initialised, then filled by the kernel.
     from_sockaddr(unsafe { ss.assume_init_ref() })
 }
@@ -149,7 +161,12 @@ pub fn tune_accepted(fd: BorrowedFd<'_>, ka: &TcpKeepalive, sndbuf: usize) -> io
     let secs = |d: Duration| i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX);
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(ka.idle))?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(ka.interval))?;
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        secs(ka.interval),
+    )?;
     setsockopt_int(
         fd,
         libc::IPPROTO_TCP,
@@ -229,8 +246,14 @@ pub const SENDFILE_MAX: u64 = 0x7fff_f000;
 
 /// One sendfile(2) of up to `count` bytes (capped at [`SENDFILE_MAX`]) from `file` at
 /// `*offset`, advancing it. `Ok(0)` with `count > 0` means the file ended early.
-pub fn sendfile(out: BorrowedFd<'_>, file: BorrowedFd<'_>, offset: &mut u64, count: u64) -> io::Result<usize> {
-    let mut off = i64::try_from(*offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+pub fn sendfile(
+    out: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: &mut u64,
+    count: u64,
+) -> io::Result<usize> {
+    let mut off =
+        i64::try_from(*offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
     let count = count.min(SENDFILE_MAX) as usize;
     // SAFETY: `off` is a live i64 the kernel updates; both descriptors are borrowed.
     let n = unsafe { syscall!(sendfile(out.as_raw_fd(), file.as_raw_fd(), &mut off, count)) }?;
@@ -250,7 +273,11 @@ pub enum Writable {
 /// Waits until `fd` is writable (or has an error to report), `abort` is readable, or
 /// `timeout` passes. This is the seed's writability waiter, done with poll(2) on the
 /// one socket instead of a second epoll and a condition variable.
-pub fn wait_writable(fd: BorrowedFd<'_>, abort: BorrowedFd<'_>, timeout: Duration) -> io::Result<Writable> {
+pub fn wait_writable(
+    fd: BorrowedFd<'_>,
+    abort: BorrowedFd<'_>,
+    timeout: Duration,
+) -> io::Result<Writable> {
     let mut fds = [
         libc::pollfd {
             fd: fd.as_raw_fd(),

@@ -217,13 +217,19 @@ impl<F: ProtocolFactory> Shared<F> {
     fn retire_if_surplus(&self) -> bool {
         let min = self.ctx.cfg.workers_min.max(1);
         self.workers
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| (w > min).then(|| w - 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                (w > min).then(|| w - 1)
+            })
             .is_ok()
     }
 
     fn worker(self: Arc<Self>) {
         let mut buf = vec![0u8; RECV_BUF];
-        let idle = self.ctx.cfg.worker_idle_timeout.max(Duration::from_millis(10));
+        let idle = self
+            .ctx
+            .cfg
+            .worker_idle_timeout
+            .max(Duration::from_millis(10));
         loop {
             let ev = match self.epoll.wait_one(Some(idle)) {
                 Ok(ev) => ev,
@@ -367,7 +373,10 @@ impl<F: ProtocolFactory> Shared<F> {
             drop(t);
             return self.close(key, conn, CloseReason::Shutdown);
         }
-        if let Err(e) = self.epoll.modify(conn.fd.as_fd(), CONN_EVENTS, key.to_u64()) {
+        if let Err(e) = self
+            .epoll
+            .modify(conn.fd.as_fd(), CONN_EVENTS, key.to_u64())
+        {
             drop(t);
             return self.close(key, conn, CloseReason::Error(e.kind()));
         }
@@ -431,7 +440,10 @@ impl<F: ProtocolFactory> Shared<F> {
             return;
         }
         if let Some((lfd, addr)) = self.ctx.listeners.get(li) {
-            if let Err(e) = self.epoll.modify(lfd.as_fd(), LISTEN_EVENTS, TOKEN_LISTENER + li as u64) {
+            if let Err(e) =
+                self.epoll
+                    .modify(lfd.as_fd(), LISTEN_EVENTS, TOKEN_LISTENER + li as u64)
+            {
                 eprintln!("ringserve: re-arming listener {addr}: {e}");
             }
         }
@@ -497,7 +509,10 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     /// Takes every parked connection for which `pick` says yes out of the table.
-    fn take_parked(&self, mut pick: impl FnMut(Instant) -> bool) -> Vec<(Key, Box<Conn<F::Proto>>)> {
+    fn take_parked(
+        &self,
+        mut pick: impl FnMut(Instant) -> bool,
+    ) -> Vec<(Key, Box<Conn<F::Proto>>)> {
         let mut t = lock(&self.table);
         let mut out = Vec::new();
         for (key, e) in t.conns.iter_mut() {

@@ -57,13 +57,17 @@ pub struct HttpFactory {
 
 impl HttpFactory {
     pub fn new(cfg: HttpConfig) -> Self {
-        HttpFactory { cfg: std::sync::Arc::new(cfg) }
+        HttpFactory {
+            cfg: std::sync::Arc::new(cfg),
+        }
     }
 }
 
 impl ProtocolFactory for HttpFactory {
     type Proto = Http1;
     fn new_conn(&self, _peer: SocketAddr) -> Http1 {
-        Http1 { _cfg: self.cfg.clone() }
+        Http1 {
+            _cfg: self.cfg.clone(),
+        }
     }
 }

@@ -1,0 +1,216 @@
+//! The command line: banner, exit codes, signals, help, probe.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn banner_names_root_each_address_and_backend_with_reason() {
+    for b in backends() {
+        let root = temp_dir("banner");
+        let mut srv = Srv::start(
+            b,
+            &root,
+            &["--listen", "127.0.0.1:0", "--listen", "[::1]:0"],
+        );
+        let banner = srv.banner.trim().to_string();
+        eprintln!("[{b}] {banner}");
+        assert!(
+            banner.contains(&root.canonicalize().unwrap().display().to_string()),
+            "{banner}"
+        );
+        assert_eq!(srv.addrs.len(), 2, "{banner}");
+        assert!(
+            srv.addrs.iter().all(|a| a.port() != 0),
+            "port 0 resolved: {banner}"
+        );
+        assert!(srv.addrs[1].is_ipv6());
+        assert!(banner.contains(&format!("backend {b} (")), "{banner}");
+        for a in srv.addrs.clone() {
+            std::fs::write(root.join("x.txt"), "x").unwrap();
+            assert_eq!(get(a, "/x.txt").body, b"x");
+        }
+        assert_eq!(srv.stop_with(libc::SIGTERM), Some(0));
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_with_exit_zero() {
+    for b in backends() {
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            let root = temp_dir("sig");
+            let mut srv = Srv::start(b, &root, &[]);
+            // An idle keep-alive connection must not hold up the exit.
+            let _idle = srv.connect();
+            assert_eq!(srv.stop_with(sig), Some(0), "[{b}] signal {sig}");
+        }
+    }
+}
+
+fn assert_config_error(args: &[&str], needle: &str) {
+    let (code, _, err) = run(args);
+    assert_eq!(code, Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line() {
+    assert_config_error(
+        &[
+            "serve",
+            "/nonexistent/ringserve-root",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "/nonexistent/ringserve-root",
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let root = temp_dir("cfg");
+    let root = root.to_str().unwrap();
+    assert_config_error(
+        &["serve", root, "--listen", &addr],
+        "address already in use",
+    );
+    assert_config_error(
+        &["serve", root, "--send-timeout", "soon"],
+        "invalid duration",
+    );
+    assert_config_error(&["serve", root, "--listen", "nowhere"], "nowhere");
+    assert_config_error(
+        &[
+            "serve",
+            root,
+            "--listen",
+            "127.0.0.1:0",
+            "--workers-min",
+            "8",
+            "--workers-max",
+            "2",
+        ],
+        "--workers-min",
+    );
+    let file = temp_dir("cfgfile").join("f");
+    std::fs::write(&file, "").unwrap();
+    assert_config_error(
+        &["serve", file.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        "root",
+    );
+}
+
+#[test]
+fn forced_uring_never_silently_switches() {
+    let root = temp_dir("forced");
+    match ringserve::probe::choose(
+        ringserve::probe::BackendRequest::Uring,
+        ringserve::probe::probe(),
+    ) {
+        Err(why) => {
+            let (code, _, err) = run(&[
+                "serve",
+                root.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "uring",
+            ]);
+            assert_eq!(code, Some(2), "{err}");
+            assert!(err.contains(why.as_str()), "reason {why:?} in {err}");
+        }
+        Ok(_) => {
+            let mut srv = Srv::start("uring", &root, &[]);
+            assert!(srv.banner.contains("backend uring"), "{}", srv.banner);
+            assert_eq!(srv.stop_with(libc::SIGTERM), Some(0));
+        }
+    }
+}
+
+#[test]
+fn serve_help_documents_every_knob_and_its_default() {
+    let (code, out, _) = run(&["serve", "--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--listen",
+        "--backend",
+        "--protocol",
+        "--workers-min",
+        "--workers-max",
+        "--worker-idle-timeout",
+        "--send-timeout",
+        "--header-timeout",
+        "--keepalive-timeout",
+        "--shutdown-timeout",
+        "--max-connections",
+        "--tcp-keepalive-idle",
+        "--tcp-keepalive-interval",
+        "--tcp-keepalive-count",
+        "--listing",
+        "--access-log",
+        "--max-header-bytes",
+        "--max-uri-bytes",
+        "--backlog",
+        "--sndbuf",
+    ] {
+        let line = out
+            .lines()
+            .position(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing from help:\n{out}"));
+        // The default sits in the flag's paragraph.
+        let para: String = out
+            .lines()
+            .skip(line)
+            .take_while(|l| !l.trim().is_empty())
+            .collect();
+        assert!(para.contains("default"), "{flag} has no default:\n{para}");
+    }
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let (code, _, err) = run(&["serve", "--no-such-flag"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn probe_json_has_the_documented_keys() {
+    let (code, out, err) = run(&["probe", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("probe --json is JSON");
+    assert!(v["kernel"].is_string());
+    let u = &v["io_uring"];
+    assert!(u["available"].is_boolean());
+    assert!(u["error"].is_string() || u["error"].is_null());
+    assert!(u["ops"].is_array());
+    assert!(u["features"].is_array());
+    assert!(matches!(v["backend"].as_str(), Some("uring" | "epoll")));
+    assert!(!v["reason"].as_str().unwrap().is_empty());
+    if u["available"] == true {
+        assert!(u["error"].is_null());
+        assert!(u["ops"].as_array().unwrap().iter().any(|o| o == "ACCEPT"));
+    } else {
+        assert!(u["error"].is_string());
+    }
+}
+
+#[test]
+fn probe_text_names_kernel_and_choice() {
+    let (code, out, err) = run(&["probe"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.to_lowercase().contains("kernel"), "{out}");
+    assert!(out.contains("epoll") || out.contains("uring"), "{out}");
+}

@@ -1,0 +1,314 @@
+//! Shared test harness: one helper enumerates the backends, one starts a real server
+//! process, one speaks just enough HTTP/1.1 to check responses byte for byte.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use ringserve::probe::{self, BackendRequest};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Every backend this machine can run, each with its `--backend` name. A backend that
+/// cannot run here is skipped with its reason printed, never silently.
+/// `RINGSERVE_TEST_BACKENDS=epoll` (a comma list) narrows the set, for CI cells that
+/// force one backend.
+pub fn backends() -> Vec<&'static str> {
+    let only = std::env::var("RINGSERVE_TEST_BACKENDS").ok();
+    let mut out = Vec::new();
+    for (name, req) in [
+        ("epoll", BackendRequest::Epoll),
+        ("uring", BackendRequest::Uring),
+    ] {
+        if let Some(only) = &only {
+            if !only.split(',').any(|b| b.trim() == name) {
+                continue;
+            }
+        }
+        match probe::choose(req, probe::probe()) {
+            Ok(_) => out.push(name),
+            Err(why) => eprintln!("SKIP backend {name}: {why}"),
+        }
+    }
+    assert!(!out.is_empty(), "no backend can run on this machine");
+    out
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringserve")
+}
+
+/// A fresh directory under the target dir's tmp.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ringserve-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic, position-dependent bytes, so a misplaced byte shows.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2654435761)
+                .rotate_left(seed as u32 % 32) as u8
+                ^ seed
+        })
+        .collect()
+}
+
+/// A server process. Killed on drop if still running.
+pub struct Srv {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
+    pub banner: String,
+    pub root: PathBuf,
+}
+
+impl Srv {
+    /// Starts `ringserve serve ROOT --listen 127.0.0.1:0 --backend B ARGS...` and waits
+    /// for its banner.
+    pub fn start(backend: &str, root: &Path, args: &[&str]) -> Srv {
+        Self::start_cmd(backend, root, args, |_| {})
+    }
+
+    pub fn start_cmd(
+        backend: &str,
+        root: &Path,
+        args: &[&str],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Srv {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg(root).args(["--backend", backend]);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        tweak(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn ringserve");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut banner = String::new();
+        err.read_line(&mut banner).unwrap();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                eprint!("  [server] {sink}");
+                sink.clear();
+            }
+        });
+        let addrs = parse_addrs(&banner);
+        assert!(!addrs.is_empty(), "no address in banner: {banner:?}");
+        Srv {
+            child,
+            addr: addrs[0],
+            addrs,
+            banner,
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Open descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Threads of the server process.
+    pub fn thread_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// User + system CPU time of the server process, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit status.
+    pub fn stop_with(&mut self, sig: i32) -> Option<i32> {
+        self.signal(sig);
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every `http://IP:PORT` or `tcp://IP:PORT` in the banner.
+pub fn parse_addrs(banner: &str) -> Vec<SocketAddr> {
+    banner
+        .split_whitespace()
+        .filter_map(|w| {
+            w.strip_prefix("http://")
+                .or_else(|| w.strip_prefix("tcp://"))
+        })
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response. `head` says the request was HEAD (no body follows).
+pub fn read_resp(r: &mut impl BufRead, head: bool) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':').expect("header colon");
+        headers.push((n.to_string(), v.trim().to_string()));
+    }
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let no_body = head || status == 304 || status == 204 || (100..200).contains(&status);
+    if !no_body {
+        let len: usize = resp
+            .header("content-length")
+            .expect("content-length")
+            .parse()
+            .unwrap();
+        resp.body.resize(len, 0);
+        r.read_exact(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// One request on a fresh connection; returns the response.
+pub fn request(addr: SocketAddr, raw: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let head = raw.starts_with("HEAD ");
+    read_resp(&mut BufReader::new(s), head).unwrap()
+}
+
+/// `GET path` with Host and Connection: close.
+pub fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// True if the peer closed the connection (EOF or reset) within the read timeout.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Raises this test process's open-file limit (tests open thousands of sockets).
+pub fn raise_nofile() {
+    let _ = ringserve::sys::epoll::raise_nofile_limit();
+}
+
+/// Whether an external tool is on PATH; prints the skip reason if not.
+pub fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        eprintln!("SKIP: {tool} is not installed (.ci/run installs it with apt-get)");
+    }
+    ok
+}
