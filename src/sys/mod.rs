@@ -18,3 +18,4 @@ macro_rules! syscall {
 }
 
 pub mod fs;
+pub mod probe;
