@@ -219,7 +219,8 @@ pub struct Probe {
     pub warnings: Vec<String>,
 }
 
-/// The probe, computed on first call and cached: one io_uring setup per process.
+/// The probe, computed on first call and cached: probing (a few throw-away rings, about
+/// a millisecond) runs once per process.
 pub fn probe() -> &'static Probe {
     static PROBE: OnceLock<Probe> = OnceLock::new();
     PROBE.get_or_init(probe_fresh)

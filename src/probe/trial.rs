@@ -49,17 +49,14 @@ pub fn setup_flag(flag: SetupFlag) -> Result<(), String> {
         .map_err(|e| io_err("io_uring_setup", &e))
 }
 
-/// Multishot accept: a listener on 127.0.0.1:0 with one connection already queued, then
-/// an ACCEPT with `IORING_ACCEPT_MULTISHOT`. Present if the first CQE accepts and carries
+/// Multishot accept: a listener with one connection already queued, then an ACCEPT
+/// with `IORING_ACCEPT_MULTISHOT`. Present if the first CQE accepts and carries
 /// `IORING_CQE_F_MORE`; kernels before 5.19 answer -EINVAL.
 pub fn multishot_accept() -> Result<(), String> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| io_err("bind 127.0.0.1:0", &e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| io_err("getsockname", &e))?;
-    let _client =
-        TcpStream::connect_timeout(&addr, TRY_TIMEOUT).map_err(|e| io_err("connect", &e))?;
+    multishot_accept_on(queued_connection()?)
+}
+
+fn multishot_accept_on((listener, _client): (OwnedFd, OwnedFd)) -> Result<(), String> {
     // Declared after the sockets, so dropped (and its requests cancelled) before them.
     let mut ring = Ring::new()?;
     let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
@@ -72,6 +69,43 @@ pub fn multishot_accept() -> Result<(), String> {
     close_accepted(&first);
     check_multishot("ACCEPT", &first)?;
     ring.cancel_and_drain(ACCEPT, close_accepted)
+}
+
+/// A listening socket and a connected client, so an accept completes at once.
+/// TCP on 127.0.0.1:0 first; where loopback is down or networking is sandboxed away, a
+/// Unix socket in the abstract namespace (no file, no network) does the same job.
+fn queued_connection() -> Result<(OwnedFd, OwnedFd), String> {
+    tcp_connection().or_else(|tcp_err| {
+        unix_connection().map_err(|e| {
+            format!(
+                "no listening socket to try on: {}; {}",
+                io_err("127.0.0.1", &tcp_err),
+                io_err("abstract unix", &e)
+            )
+        })
+    })
+}
+
+fn tcp_connection() -> io::Result<(OwnedFd, OwnedFd)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let client = TcpStream::connect_timeout(&listener.local_addr()?, TRY_TIMEOUT)?;
+    Ok((listener.into(), client.into()))
+}
+
+fn unix_connection() -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "ringserve-probe-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = UnixListener::bind_addr(&addr)?;
+    let client = UnixStream::connect_addr(&addr)?;
+    Ok((listener.into(), client.into()))
 }
 
 /// Multishot recv: one byte waiting on a Unix stream socket, two provided buffers
@@ -310,6 +344,8 @@ mod tests {
             return eprintln!("SKIP: kernel {release} is older than 6.1");
         }
         assert_eq!(multishot_accept(), Ok(()));
+        // The fallback fixture, for hosts where loopback TCP is unavailable.
+        assert_eq!(multishot_accept_on(unix_connection().unwrap()), Ok(()));
         assert_eq!(multishot_recv(), Ok(()));
         assert_eq!(buf_ring(), Ok(()));
         for flag in [
