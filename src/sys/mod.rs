@@ -20,3 +20,4 @@ macro_rules! syscall {
 pub mod epoll;
 pub mod fs;
 pub mod net;
+pub mod probe;
