@@ -318,8 +318,10 @@ fn past_max_connections_a_new_connection_is_refused_cleanly() {
                 r
             })
             .collect();
-        let over = request(srv.addr, "GET /small HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_eq!(over.status, 503, "[{b}]");
+        // Refused at accept, before any request: the 503 arrives unasked, then FIN.
+        let mut over = BufReader::new(srv.connect());
+        assert_eq!(read_resp(&mut over, false).unwrap().status, 503, "[{b}]");
+        assert!(closed_by_peer(over.get_mut()));
         drop(held.pop());
         let ok = eventually(Duration::from_secs(5), || {
             let s = TcpStream::connect(srv.addr).unwrap();

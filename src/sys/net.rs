@@ -309,3 +309,17 @@ pub fn shutdown(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {
     // SAFETY: plain shutdown(2) on a borrowed descriptor.
     unsafe { syscall!(shutdown(fd.as_raw_fd(), how)) }.map(drop)
 }
+
+/// Reads and discards whatever input has already arrived, up to `limit` bytes, without
+/// waiting. Closing a socket with unread input makes the kernel send RST, which can
+/// destroy a response the peer has not read yet (nginx's reason for lingering close).
+pub fn discard_pending(fd: BorrowedFd<'_>, limit: usize) {
+    let mut buf = [0u8; 4096];
+    let mut left = limit;
+    while left > 0 {
+        match recv(fd, &mut buf[..left.min(4096)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left -= n,
+        }
+    }
+}

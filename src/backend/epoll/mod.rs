@@ -54,6 +54,8 @@ const ACCEPT_BATCH: usize = 64;
 /// Each worker's receive buffer. Received bytes are handed to the protocol at once,
 /// so an idle connection holds no receive buffer at all.
 const RECV_BUF: usize = 64 * 1024;
+/// Most unread input discarded before a protocol-initiated close.
+const LINGER_DISCARD: usize = 64 * 1024;
 /// Worker stacks: the handlers are shallow, and thousands of threads is not the plan,
 /// but a small stack keeps a grown pool cheap.
 const WORKER_STACK: usize = 256 * 1024;
@@ -389,6 +391,13 @@ impl<F: ProtocolFactory> Shared<F> {
     /// then the key is retired.
     fn close(&self, key: Key, conn: Box<Conn<F::Proto>>, why: CloseReason) {
         let peer = conn.peer;
+        if why == CloseReason::Done {
+            // The protocol chose to close, maybe right after an error response with
+            // more requests unread behind it: send FIN first and drop what has
+            // arrived, so the close does not turn into an RST that eats the response.
+            let _ = net::shutdown(conn.fd.as_fd(), libc::SHUT_WR);
+            net::discard_pending(conn.fd.as_fd(), LINGER_DISCARD);
+        }
         drop(conn);
         self.retire(key, peer, why);
     }
@@ -478,6 +487,8 @@ impl<F: ProtocolFactory> Shared<F> {
                 Stats::add(&self.ctx.stats.refused_full, 1);
                 if let Some(msg) = self.ctx.factory.overload_response() {
                     let _ = net::send_vectored(fd.as_fd(), &[io::IoSlice::new(msg)], false);
+                    let _ = net::shutdown(fd.as_fd(), libc::SHUT_WR);
+                    net::discard_pending(fd.as_fd(), LINGER_DISCARD);
                 }
                 return;
             }

@@ -1,0 +1,482 @@
+//! HTTP/1.1 static file serving end to end, on every backend. Parser corner cases
+//! are unit-tested in src/proto/http1; here real sockets, real files and curl.
+
+mod common;
+use common::*;
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A root with files, a subdirectory with an index, a directory without one, a
+/// symlink that escapes, and a secret just outside.
+fn tree() -> std::path::PathBuf {
+    let top = temp_dir("tree");
+    let root = top.join("root");
+    std::fs::create_dir_all(root.join("site/css")).unwrap();
+    std::fs::create_dir_all(root.join("empty dir")).unwrap();
+    std::fs::write(top.join("secret.txt"), "TOP SECRET").unwrap();
+    std::fs::write(root.join("hello.txt"), "hello world\n").unwrap();
+    std::fs::write(root.join("app.wasm"), b"\0asm").unwrap();
+    std::fs::write(root.join("mod.mjs"), "export {}").unwrap();
+    std::fs::write(root.join("site/index.html"), "<h1>site</h1>").unwrap();
+    std::fs::write(root.join("site/css/a.css"), "a{}").unwrap();
+    std::fs::write(root.join("empty dir/<b>&.txt"), "x").unwrap();
+    std::fs::write(root.join("digits"), "0123456789abcdefghij").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", root.join("escape")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("hello.txt", root.join("inside")).unwrap();
+    root
+}
+
+fn no_secret(r: &Resp) {
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        !body.contains("TOP SECRET") && !body.contains("root:x:"),
+        "leaked: {body}"
+    );
+}
+
+#[test]
+fn files_headers_and_content_types() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        let r = get(srv.addr, "/hello.txt");
+        assert_eq!(r.status, 200, "[{b}]");
+        assert_eq!(r.body, b"hello world\n");
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        assert_eq!(r.header("accept-ranges"), Some("bytes"));
+        assert!(r.header("etag").unwrap().starts_with('"'), "strong etag");
+        assert!(r.header("last-modified").unwrap().ends_with("GMT"));
+        assert!(r.header("date").unwrap().ends_with("GMT"));
+        assert_eq!(
+            get(srv.addr, "/app.wasm").header("content-type"),
+            Some("application/wasm")
+        );
+        assert!(get(srv.addr, "/mod.mjs")
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/javascript"));
+        assert_eq!(
+            get(srv.addr, "/inside").body,
+            b"hello world\n",
+            "symlink inside the root"
+        );
+        assert_eq!(get(srv.addr, "/nope").status, 404);
+        let h = request(
+            srv.addr,
+            "HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("content-length"), Some("12"));
+        assert!(h.body.is_empty());
+        let p = request(srv.addr, "POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+        assert_eq!(p.status, 405);
+        assert!(p.header("allow").unwrap().contains("GET"));
+    }
+}
+
+#[test]
+fn directories_index_redirect_and_listing() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        assert_eq!(get(srv.addr, "/site/").body, b"<h1>site</h1>", "[{b}]");
+        let r = get(srv.addr, "/site?x=1");
+        assert_eq!(r.status, 301);
+        assert_eq!(r.header("location"), Some("/site/?x=1"));
+        assert_eq!(
+            get(srv.addr, "/empty%20dir/").status,
+            403,
+            "no listing without the flag"
+        );
+        drop(srv);
+        let srv = Srv::start(b, &root, &["--listing"]);
+        let l = get(srv.addr, "/empty%20dir/");
+        assert_eq!(l.status, 200);
+        let html = String::from_utf8(l.body).unwrap();
+        assert!(html.contains("&lt;b&gt;&amp;.txt"), "escaped name: {html}");
+        assert!(!html.contains("<b>&"), "raw name: {html}");
+        assert!(html.contains("%3Cb%3E%26.txt"), "encoded href: {html}");
+    }
+}
+
+#[test]
+fn hostile_paths_never_leave_the_root() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &["--listing"]);
+        for path in [
+            "/../secret.txt",
+            "/..%2fsecret.txt",
+            "/%2e%2e/secret.txt",
+            "/site/../../secret.txt",
+            "/%2e%2e%2f%2e%2e%2fetc/passwd",
+            "/escape",
+            "/passwd",
+            "/..\\secret.txt",
+            "/%5c..%5csecret.txt",
+            "/hello.txt%00.png",
+            "/%c0%ae%c0%ae/secret.txt",
+            "//etc/passwd",
+            "http://evil/../secret.txt",
+        ] {
+            let r = request(
+                srv.addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+            );
+            assert!(
+                matches!(r.status, 400 | 403 | 404),
+                "[{b}] {path}: {}",
+                r.status
+            );
+            no_secret(&r);
+        }
+    }
+}
+
+#[test]
+fn malformed_requests_get_400_and_close_and_limits_get_431_and_414() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        for raw in [
+            "GET /hello.txt\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET /hello.txt HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let mut s = srv.connect();
+            s.write_all(raw.as_bytes()).unwrap();
+            let mut r = BufReader::new(s);
+            let resp = read_resp(&mut r, false).unwrap();
+            assert_eq!(resp.status, 400, "[{b}] {raw:?}");
+            assert!(closed_by_peer(r.get_mut()), "[{b}] not closed after 400: {raw:?}");
+        }
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(request(srv.addr, &long_uri).status, 414, "[{b}]");
+        let big_headers = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "b".repeat(20000)
+        );
+        assert_eq!(request(srv.addr, &big_headers).status, 431, "[{b}]");
+        assert_eq!(
+            get(srv.addr, "/hello.txt").status,
+            200,
+            "[{b}] still serving"
+        );
+    }
+}
+
+#[test]
+fn keep_alive_pipelining_http10_and_connection_close() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        let mut s = srv.connect();
+        s.write_all(
+            b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nHEAD /digits HTTP/1.1\r\nHost: t\r\n\r\nGET /digits HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(s);
+        assert_eq!(
+            read_resp(&mut r, false).unwrap().body,
+            b"hello world\n",
+            "[{b}]"
+        );
+        let h = read_resp(&mut r, true).unwrap();
+        assert_eq!(h.header("content-length"), Some("20"));
+        let last = read_resp(&mut r, false).unwrap();
+        assert_eq!(last.body, b"0123456789abcdefghij");
+        assert_eq!(last.header("connection"), Some("close"));
+        assert!(closed_by_peer(r.get_mut()));
+
+        let r10 = request(srv.addr, "GET /hello.txt HTTP/1.0\r\n\r\n");
+        assert_eq!(r10.status, 200, "[{b}] 1.0 needs no Host");
+        let mut s = srv.connect();
+        s.write_all(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let first = read_resp(&mut r, false).unwrap();
+        assert!(first
+            .header("connection")
+            .unwrap()
+            .eq_ignore_ascii_case("keep-alive"));
+        r.get_mut()
+            .write_all(b"GET /digits HTTP/1.0\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            read_resp(&mut r, false).unwrap().body,
+            b"0123456789abcdefghij"
+        );
+        assert!(
+            closed_by_peer(r.get_mut()),
+            "[{b}] 1.0 without keep-alive closes"
+        );
+    }
+}
+
+#[test]
+fn a_body_on_get_is_discarded_without_desynchronising() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        let mut s = srv.connect();
+        s.write_all(
+            b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 22\r\n\r\nGET /digits HTTP/1.1\r\n\
+              GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nGET /\r\n0\r\nTrailer: x\r\n\r\n\
+              GET /digits HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(s);
+        assert_eq!(
+            read_resp(&mut r, false).unwrap().body,
+            b"hello world\n",
+            "[{b}]"
+        );
+        assert_eq!(
+            read_resp(&mut r, false).unwrap().body,
+            b"hello world\n",
+            "[{b}]"
+        );
+        assert_eq!(
+            read_resp(&mut r, false).unwrap().body,
+            b"0123456789abcdefghij",
+            "[{b}]"
+        );
+    }
+}
+
+#[test]
+fn ranges_and_conditionals_on_the_wire() {
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        let req = |extra: &str| {
+            request(
+                srv.addr,
+                &format!("GET /digits HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
+            )
+        };
+        let r = req("Range: bytes=2-5\r\n");
+        assert_eq!((r.status, &r.body[..]), (206, &b"2345"[..]), "[{b}]");
+        assert_eq!(r.header("content-range"), Some("bytes 2-5/20"));
+        assert_eq!(req("Range: bytes=-3\r\n").body, b"hij");
+        assert_eq!(req("Range: bytes=15-\r\n").body, b"fghij");
+        assert_eq!(req("Range: bytes=18-99\r\n").body, b"ij", "end clamped");
+        let u = req("Range: bytes=50-60\r\n");
+        assert_eq!(u.status, 416);
+        assert_eq!(u.header("content-range"), Some("bytes */20"));
+        let m = req("Range: bytes=0-1,5-6\r\n");
+        assert_eq!(m.status, 206);
+        assert!(m
+            .header("content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges; boundary="));
+        let body = String::from_utf8(m.body).unwrap();
+        assert!(
+            body.contains("Content-Range: bytes 0-1/20\r\n\r\n01\r\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("Content-Range: bytes 5-6/20\r\n\r\n56\r\n"),
+            "{body}"
+        );
+
+        let full = req("");
+        let etag = full.header("etag").unwrap().to_string();
+        let lm = full.header("last-modified").unwrap().to_string();
+        assert_eq!(
+            req(&format!("If-None-Match: \"x\", {etag}\r\n")).status,
+            304
+        );
+        assert_eq!(
+            req(&format!("If-None-Match: W/{etag}\r\n")).status,
+            304,
+            "weak comparison"
+        );
+        assert_eq!(req("If-None-Match: *\r\n").status, 304);
+        assert_eq!(req(&format!("If-Modified-Since: {lm}\r\n")).status, 304);
+        assert_eq!(
+            req("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status,
+            200
+        );
+        assert_eq!(req("If-Match: \"nope\"\r\n").status, 412);
+        assert_eq!(req(&format!("If-Match: {etag}\r\n")).status, 200);
+        assert_eq!(
+            req("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n").status,
+            412
+        );
+        assert_eq!(
+            req(&format!("Range: bytes=0-0\r\nIf-Range: {etag}\r\n")).status,
+            206
+        );
+        assert_eq!(
+            req("Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n").status,
+            200
+        );
+        assert_eq!(
+            req(&format!("Range: bytes=0-0\r\nIf-Range: {lm}\r\n")).status,
+            206
+        );
+    }
+}
+
+fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // -D - puts the headers first; the body follows the blank line.
+    let pos = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
+    (
+        String::from_utf8_lossy(&out.stdout[..pos]).into_owned(),
+        out.stdout[pos..].to_vec(),
+    )
+}
+
+#[test]
+fn curl_agrees_on_ranges_and_conditionals() {
+    if !have("curl") {
+        return;
+    }
+    for b in backends() {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        let url = format!("http://{}/digits", srv.addr);
+        let (h, body) = curl(&["-D", "-", "-r", "3-7", &url]);
+        assert!(h.starts_with("HTTP/1.1 206"), "[{b}] {h}");
+        assert_eq!(body, b"34567");
+        let (h, _) = curl(&["-D", "-", "-r", "100-", &url]);
+        assert!(
+            h.starts_with("HTTP/1.1 416") && h.contains("bytes */20"),
+            "[{b}] {h}"
+        );
+        let etag_file = temp_dir("curl").join("etag");
+        let etag_path = etag_file.to_str().unwrap();
+        let (h, body) = curl(&["-D", "-", "--etag-save", etag_path, &url]);
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        assert_eq!(body, b"0123456789abcdefghij");
+        let (h, body) = curl(&["-D", "-", "--etag-compare", etag_path, &url]);
+        assert!(h.starts_with("HTTP/1.1 304"), "[{b}] {h}");
+        assert!(body.is_empty());
+        let stamp = root.join("digits");
+        let (h, _) = curl(&["-D", "-", "-z", stamp.to_str().unwrap(), &url]);
+        assert!(
+            h.starts_with("HTTP/1.1 304"),
+            "[{b}] -z with the file's own mtime: {h}"
+        );
+    }
+}
+
+#[test]
+fn files_over_4_gib_are_served_whole_and_by_range() {
+    for b in backends() {
+        let root = temp_dir("huge");
+        let len: u64 = (5 << 30) + 123;
+        let f = std::fs::File::create(root.join("huge")).unwrap();
+        f.set_len(len).unwrap(); // sparse
+        std::os::unix::fs::FileExt::write_all_at(&f, b"TAIL", len - 4).unwrap();
+        let srv = Srv::start(b, &root, &[]);
+        let h = request(
+            srv.addr,
+            "HEAD /huge HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            h.header("content-length"),
+            Some(len.to_string().as_str()),
+            "[{b}]"
+        );
+        let r = request(
+            srv.addr,
+            &format!(
+                "GET /huge HTTP/1.1\r\nHost: t\r\nConnection: close\r\nRange: bytes={}-\r\n\r\n",
+                len - 6
+            ),
+        );
+        assert_eq!(r.body, b"\0\0TAIL", "[{b}]");
+        // The whole body: sendfile must loop past its 0x7ffff000-byte per-call cap.
+        let mut s = srv.connect();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(b"GET /huge HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut total = 0u64;
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 16 {
+                tail.drain(..tail.len() - 16);
+            }
+        }
+        let head_len = total - len;
+        assert!(head_len > 0 && head_len < 1024, "[{b}] total {total}");
+        assert!(tail.ends_with(b"TAIL"));
+    }
+}
+
+#[test]
+fn echo_protocol_echoes() {
+    for b in backends() {
+        let root = temp_dir("echo");
+        let srv = Srv::start(b, &root, &["--protocol", "echo"]);
+        assert!(srv.banner.contains("tcp://"), "{}", srv.banner);
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        let data = pattern(5, 300_000);
+        let mut w = s.try_clone().unwrap();
+        let d = data.clone();
+        let t = std::thread::spawn(move || {
+            w.write_all(&d).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        t.join().unwrap();
+        assert!(back == data, "[{b}] echo differs");
+    }
+}
+
+#[test]
+fn access_log_writes_one_line_per_response() {
+    for b in backends() {
+        let root = tree();
+        let log = temp_dir("log").join("access.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut srv = Srv::start_cmd(b, &root, &["--access-log"], |c| {
+            c.stdout(logf);
+        });
+        get(srv.addr, "/hello.txt");
+        get(srv.addr, "/nope");
+        assert_eq!(srv.stop_with(libc::SIGTERM), Some(0));
+        let text = std::fs::read_to_string(Path::new(&log)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "[{b}] {text}");
+        assert!(
+            lines[0].contains("\"GET /hello.txt HTTP/1.1\" 200 12"),
+            "{text}"
+        );
+        assert!(lines[1].contains("\" 404 "), "{text}");
+    }
+}
