@@ -79,7 +79,7 @@ impl Reader {
         let State::Ready(item) = mem::replace(&mut self.state, State::Head) else {
             return None;
         };
-        if item.as_ref().map_or(true, |r| r.persist == Persist::Close) {
+        if closes(&item) {
             self.stop();
         } else {
             let buf = mem::take(&mut self.buf);
@@ -198,10 +198,21 @@ impl Reader {
                 },
                 other => other,
             };
-            // Continue only from a head just parsed into a body that may already be here.
-            if !matches!(self.state, State::Body(..)) || used >= input.len() {
-                return used;
+            match &self.state {
+                // The connection closes after this exchange: nothing after it matters, so
+                // claim it all rather than copy it.
+                State::Ready(item) if closes(item) => {
+                    return input.len();
+                }
+                // A head just parsed into a body, which may already be here.
+                State::Body(..) if used < input.len() => {}
+                _ => return used,
             }
         }
     }
+}
+
+/// Whether the connection closes after answering `item`.
+fn closes(item: &Result<Request, Rejected>) -> bool {
+    item.as_ref().map_or(true, |r| r.persist == Persist::Close)
 }
