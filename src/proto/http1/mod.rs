@@ -314,24 +314,20 @@ impl Protocol for Http1 {
         }
     }
 
+    /// Ignored unless an open was asked for.
     fn handle_open(&mut self, result: io::Result<Opened>) {
-        if let Stage::Pending(job) = std::mem::replace(&mut self.stage, Stage::Read) {
-            self.stage = if job.look == Look::Listing {
-                Stage::Pending(job)
-            } else {
-                Stage::Opened(job, result)
-            };
-        }
+        self.stage = match std::mem::replace(&mut self.stage, Stage::Read) {
+            Stage::Pending(job) if job.look != Look::Listing => Stage::Opened(job, result),
+            other => other,
+        };
     }
 
+    /// Ignored unless a listing was asked for.
     fn handle_read_dir(&mut self, result: io::Result<Vec<DirEntry>>) {
-        if let Stage::Pending(job) = std::mem::replace(&mut self.stage, Stage::Read) {
-            self.stage = if job.look == Look::Listing {
-                Stage::Listed(job, result)
-            } else {
-                Stage::Pending(job)
-            };
-        }
+        self.stage = match std::mem::replace(&mut self.stage, Stage::Read) {
+            Stage::Pending(job) if job.look == Look::Listing => Stage::Listed(job, result),
+            other => other,
+        };
     }
 
     fn handle_drain(&mut self) {

@@ -1110,3 +1110,18 @@ proptest! {
         d.run();
     }
 }
+
+#[test]
+fn unsolicited_backend_answers_are_ignored() {
+    let mut d = Driver::new(HttpConfig::default(), fs());
+    d.recv(get("/a.txt", "Connection: close\r\n").as_bytes());
+    assert!(d.t.closed());
+    d.p.handle_open(Err(io::ErrorKind::NotFound.into()));
+    d.p.handle_read_dir(Ok(Vec::new()));
+    assert!(matches!(d.p.poll(now()), Step::Close));
+    let mut d = Driver::new(HttpConfig::default(), fs());
+    d.p.handle_recv(get("/a.txt", "").as_bytes());
+    assert!(matches!(d.p.poll(now()), Step::Open(p) if p == "a.txt"));
+    d.p.handle_read_dir(Ok(Vec::new()));
+    assert!(matches!(d.p.poll(now()), Step::Open(p) if p == "a.txt"));
+}
