@@ -48,16 +48,33 @@ pub struct Request {
     pub log: Option<Box<LogFields>>,
 }
 
+impl Request {
+    /// Turns a request whose body went wrong into its rejection.
+    pub fn reject(self, status: Status) -> Rejected {
+        Rejected {
+            status,
+            head: self.method == Method::Head,
+            log: self.log,
+        }
+    }
+}
+
 /// A request answered with an error status without being served; always closes.
 #[derive(Debug)]
 pub struct Rejected {
     pub status: Status,
+    /// The request was a HEAD: the error page's length is sent, not the page.
+    pub head: bool,
     pub log: Option<Box<LogFields>>,
 }
 
 impl From<Status> for Rejected {
     fn from(status: Status) -> Self {
-        Rejected { status, log: None }
+        Rejected {
+            status,
+            head: false,
+            log: None,
+        }
     }
 }
 
@@ -110,7 +127,11 @@ pub fn parse(input: &[u8], cfg: &HttpConfig) -> Result<Option<(Request, usize)>,
             },
             len,
         ))),
-        Err(status) => Err(Rejected { status, log }),
+        Err(status) => Err(Rejected {
+            status,
+            head: method == Method::Head,
+            log,
+        }),
     }
 }
 

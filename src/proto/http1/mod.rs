@@ -148,7 +148,8 @@ impl Http1 {
             Some(Ok(req)) => self.start(now, req),
             Some(Err(rejected)) => {
                 let reply = Reply::error(rejected.status);
-                self.respond(now, reply, false, Persist::Close, rejected.log.as_deref())
+                let log = rejected.log.as_deref();
+                self.respond(now, reply, rejected.head, Persist::Close, log)
             }
             None if self.hang_up || (self.draining && !self.reader.is_partial()) => self.close(),
             None if self.responses == 0 || self.reader.is_partial() => Step::Recv(Wait::Request),

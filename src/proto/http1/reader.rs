@@ -104,14 +104,12 @@ impl Reader {
         if !self.is_partial() {
             return false;
         }
-        let log = match mem::replace(&mut self.state, State::Stopped) {
-            State::Body(req, _) => req.log,
-            _ => None,
+        let status = Status::RequestTimeout;
+        let rejected = match mem::replace(&mut self.state, State::Stopped) {
+            State::Body(req, _) => req.reject(status),
+            _ => status.into(),
         };
-        self.fail(Rejected {
-            status: Status::RequestTimeout,
-            log,
-        });
+        self.fail(rejected);
         true
     }
 
@@ -190,10 +188,7 @@ impl Reader {
                             BodyError::Framing => Status::BadRequest,
                             BodyError::TooLarge => Status::ContentTooLarge,
                         };
-                        State::Ready(Err(Rejected {
-                            status,
-                            log: req.log,
-                        }))
+                        State::Ready(Err(req.reject(status)))
                     }
                 },
                 other => other,

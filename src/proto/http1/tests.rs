@@ -553,6 +553,19 @@ fn malformed_heads_are_400_and_close() {
 }
 
 #[test]
+fn rejected_head_requests_get_no_body() {
+    let t =
+        exchange("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    let r = t.only();
+    r.check(true);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.header("content-length"),
+        Some(Status::BadRequest.page().len().to_string().as_str())
+    );
+}
+
+#[test]
 fn bare_lf_is_accepted_bare_cr_is_not() {
     let t = exchange("GET /a.txt HTTP/1.1\nHost: x\n\n");
     assert_eq!(t.only().status, 200);
