@@ -72,6 +72,22 @@ mod tests {
     }
 
     #[test]
+    fn cache_follows_the_second() {
+        let mut c = DateCache::default();
+        let t = UNIX_EPOCH + Duration::from_secs(784111777);
+        assert_eq!(c.get(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            c.get(t + Duration::from_millis(999)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            c.get(t + Duration::from_secs(1)),
+            "Sun, 06 Nov 1994 08:49:38 GMT"
+        );
+        assert_eq!(c.get(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+
+    #[test]
     fn parses_all_three_forms_and_rejects_junk() {
         for d in [
             "Sun, 06 Nov 1994 08:49:37 GMT",

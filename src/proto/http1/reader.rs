@@ -49,7 +49,7 @@ impl Reader {
         match self.state {
             State::Stopped => return,
             // A head can only complete at an LF. Until one arrives just check the limits,
-            // so a client trickling bytes costs linear rather than quadratic time.
+            // so a client trickling bytes does not make each one re-parse the whole head.
             State::Head if buffered && !data.contains(&b'\n') => {
                 self.append(data);
                 if let Err(r) = head::check_partial(self.unconsumed(), cfg) {
@@ -61,10 +61,7 @@ impl Reader {
         }
         if buffered {
             self.append(data);
-            let buf = mem::take(&mut self.buf);
-            let used = self.advance(buf.get(self.pos..).unwrap_or_default(), cfg);
-            self.buf = buf;
-            self.consume(used);
+            self.advance_buffered(cfg);
         } else {
             let used = self.advance(data, cfg);
             self.append(data.get(used..).unwrap_or_default());
@@ -73,19 +70,17 @@ impl Reader {
 
     /// The next request (or rejection), if one is complete.
     pub fn take(&mut self, cfg: &HttpConfig) -> Option<Result<Request, Rejected>> {
-        if !matches!(self.state, State::Ready(_)) {
-            return None;
-        }
-        let State::Ready(item) = mem::replace(&mut self.state, State::Head) else {
-            return None;
+        let item = match mem::replace(&mut self.state, State::Head) {
+            State::Ready(item) => item,
+            other => {
+                self.state = other;
+                return None;
+            }
         };
         if closes(&item) {
             self.stop();
         } else {
-            let buf = mem::take(&mut self.buf);
-            let used = self.advance(buf.get(self.pos..).unwrap_or_default(), cfg);
-            self.buf = buf;
-            self.consume(used);
+            self.advance_buffered(cfg);
         }
         Some(item)
     }
@@ -151,6 +146,13 @@ impl Reader {
             self.buf = Vec::new();
             self.pos = 0;
         }
+    }
+
+    fn advance_buffered(&mut self, cfg: &HttpConfig) {
+        let buf = mem::take(&mut self.buf);
+        let used = self.advance(buf.get(self.pos..).unwrap_or_default(), cfg);
+        self.buf = buf;
+        self.consume(used);
     }
 
     /// Parses heads and discards bodies from `input` until a request is ready or the input
