@@ -1,8 +1,39 @@
-//! HTTP/1.1 static file serving (stub: being written).
+//! HTTP/1.1 static file serving (RFC 9110, RFC 9112), sans-IO.
+//!
+//! One [`Http1`] per connection. Requests are answered strictly one at a time: the
+//! [`Reader`](reader::Reader) hands over the next request only when the previous
+//! response has gone to the backend, so pipelining needs no queue.
+//!
+//! Modules, in the order a request meets them: `reader` (buffering), `head` (request
+//! line and fields), `body` (discarding bodies), `path` (target to file path), `cond`
+//! and `range` (conditionals, ranges), `response` (what each answer carries), with
+//! `status`, `mime`, `date`, `listing` and `log` as helpers.
 
-use super::{Protocol, ProtocolFactory, Step, Wait};
+mod body;
+mod cond;
+mod date;
+mod head;
+mod listing;
+mod log;
+mod mime;
+mod path;
+mod range;
+mod reader;
+mod response;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use super::{Chunk, DirEntry, FileKind, Opened, Protocol, ProtocolFactory, Step, Wait};
+use head::{Method, Persist, Request};
+use reader::Reader;
+use response::Reply;
+use status::Status;
+use std::fmt::Write;
+use std::io;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Knobs of the HTTP protocol.
 #[derive(Debug, Clone)]
@@ -34,40 +65,322 @@ impl Default for HttpConfig {
     }
 }
 
+/// What to look for at a request's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// The path itself.
+    Target,
+    /// The path is a directory: its index.html.
+    Index,
+    /// The directory has no index.html: its entries.
+    Listing,
+}
+
+/// A request being served.
+#[derive(Debug)]
+struct Job {
+    req: Request,
+    /// The normalised path (see [`path::Target`]).
+    rel: String,
+    dir: bool,
+    look: Look,
+}
+
+impl Job {
+    /// What to ask of the backend.
+    fn step(&self) -> Step {
+        match self.look {
+            Look::Target => Step::Open(self.rel.clone()),
+            Look::Index if self.rel.is_empty() => Step::Open("index.html".into()),
+            Look::Index => Step::Open(format!("{}/index.html", self.rel)),
+            Look::Listing => Step::ReadDir(self.rel.clone()),
+        }
+    }
+}
+
+/// Where the connection stands between calls.
+#[derive(Debug)]
+enum Stage {
+    /// Between requests: answer the next one or receive.
+    Read,
+    /// Waiting for the backend to answer [`Job::step`].
+    Pending(Job),
+    Opened(Job, io::Result<Opened>),
+    Listed(Job, io::Result<Vec<DirEntry>>),
+    /// The last response asked for the connection to close.
+    Closed,
+}
+
 /// One HTTP/1.1 connection.
 #[derive(Debug)]
 pub struct Http1 {
-    _cfg: std::sync::Arc<HttpConfig>,
+    cfg: Arc<HttpConfig>,
+    peer: SocketAddr,
+    reader: Reader,
+    stage: Stage,
+    /// The peer is gone (EOF) or idle too long: close once nothing is left to answer.
+    hang_up: bool,
+    /// The server is shutting down: the next response is the last.
+    draining: bool,
+    responses: u64,
+    date: date::DateCache,
+    log_line: Option<String>,
+}
+
+impl Http1 {
+    fn new(cfg: Arc<HttpConfig>, peer: SocketAddr) -> Self {
+        Http1 {
+            cfg,
+            peer,
+            reader: Reader::new(),
+            stage: Stage::Read,
+            hang_up: false,
+            draining: false,
+            responses: 0,
+            date: date::DateCache::default(),
+            log_line: None,
+        }
+    }
+
+    /// Answers the next complete request, or says what to wait for.
+    fn next_request(&mut self, now: SystemTime) -> Step {
+        match self.reader.take(&self.cfg) {
+            Some(Ok(req)) => self.start(now, req),
+            Some(Err(rejected)) => {
+                let reply = Reply::error(rejected.status);
+                let log = rejected.log.as_deref();
+                self.respond(now, reply, rejected.head, Persist::Close, log)
+            }
+            None if self.hang_up || (self.draining && !self.reader.is_partial()) => self.close(),
+            None if self.responses == 0 || self.reader.is_partial() => Step::Recv(Wait::Request),
+            None => Step::Recv(Wait::Idle),
+        }
+    }
+
+    fn start(&mut self, now: SystemTime, req: Request) -> Step {
+        let target = match req.method {
+            Method::Other => None,
+            Method::Get | Method::Head => Some(path::resolve(&req.target)),
+        };
+        match target {
+            None => self.reply(now, &req, Reply::error(Status::MethodNotAllowed)),
+            Some(None) => self.reply(now, &req, Reply::error(Status::BadRequest)),
+            Some(Some(t)) => self.pending(Job {
+                req,
+                rel: t.rel,
+                dir: t.dir,
+                look: Look::Target,
+            }),
+        }
+    }
+
+    fn pending(&mut self, job: Job) -> Step {
+        let step = job.step();
+        self.stage = Stage::Pending(job);
+        step
+    }
+
+    fn opened(&mut self, now: SystemTime, mut job: Job, result: io::Result<Opened>) -> Step {
+        let opened = match result {
+            Ok(opened) => opened,
+            Err(e) if job.look == Look::Index && open_missing(&e) => return self.list(now, job),
+            Err(e) => return self.reply(now, &job.req, Reply::open_error(&e)),
+        };
+        match (job.look, opened.meta.kind) {
+            (_, FileKind::File) => {
+                let path = if job.look == Look::Index {
+                    "index.html"
+                } else {
+                    &job.rel
+                };
+                let seed = now
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+                    ^ self.responses;
+                let max_ranges = self.cfg.max_ranges;
+                let reply = Reply::file(
+                    opened,
+                    mime::content_type(path),
+                    &job.req.conditions,
+                    max_ranges,
+                    seed,
+                );
+                self.reply(now, &job.req, reply)
+            }
+            (Look::Target, FileKind::Dir) if !job.dir => {
+                let reply = Reply::redirect(&job.rel, &job.req.target);
+                self.reply(now, &job.req, reply)
+            }
+            (Look::Target, FileKind::Dir) => {
+                job.look = Look::Index;
+                self.pending(job)
+            }
+            // An index.html that is not a regular file counts as missing.
+            (Look::Index, _) => self.list(now, job),
+            _ => self.reply(now, &job.req, Reply::error(Status::Forbidden)),
+        }
+    }
+
+    fn list(&mut self, now: SystemTime, mut job: Job) -> Step {
+        if !self.cfg.listing {
+            return self.reply(now, &job.req, Reply::error(Status::Forbidden));
+        }
+        job.look = Look::Listing;
+        self.pending(job)
+    }
+
+    fn reply(&mut self, now: SystemTime, req: &Request, reply: Reply) -> Step {
+        self.respond(
+            now,
+            reply,
+            req.method == Method::Head,
+            req.persist,
+            req.log.as_deref(),
+        )
+    }
+
+    /// Frames `reply` and hands it over as one send.
+    fn respond(
+        &mut self,
+        now: SystemTime,
+        reply: Reply,
+        head: bool,
+        persist: Persist,
+        log: Option<&log::LogFields>,
+    ) -> Step {
+        let close = persist == Persist::Close || self.draining || self.hang_up;
+        let date = self.date.get(now);
+        let len = reply
+            .body
+            .iter()
+            .fold(0u64, |n, c| n.saturating_add(c.len()));
+        let mut out = String::with_capacity(reply.fields.len() + 160);
+        out.push_str(reply.status.line());
+        out.push_str("Server: ringserve\r\nDate: ");
+        out.push_str(date);
+        out.push_str("\r\n");
+        out.push_str(&reply.fields);
+        if reply.status != Status::NotModified {
+            let _ = write!(out, "Content-Length: {len}\r\n");
+        }
+        out.push_str(match (close, persist) {
+            (true, _) => "Connection: close\r\n",
+            (false, Persist::EchoKeepAlive) => "Connection: keep-alive\r\n",
+            (false, _) => "",
+        });
+        out.push_str("\r\n");
+        let sent = if head { 0 } else { len };
+        if self.cfg.access_log {
+            self.log_line = Some(log::line(self.peer.ip(), date, log, reply.status, sent));
+        }
+        let mut chunks = Vec::with_capacity(1 + reply.body.len());
+        chunks.push(Chunk::Mem(out.into_bytes()));
+        if !head {
+            chunks.extend(reply.body.into_iter().filter(|c| !c.is_empty()));
+        }
+        self.responses += 1;
+        if close {
+            self.reader.stop();
+            self.stage = Stage::Closed;
+        }
+        Step::Send(chunks)
+    }
+
+    fn close(&mut self) -> Step {
+        self.reader.stop();
+        self.stage = Stage::Closed;
+        Step::Close
+    }
+}
+
+/// Open errors after which a directory simply has no index.html.
+fn open_missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 impl Protocol for Http1 {
-    fn handle_recv(&mut self, _data: &[u8]) {}
-    fn handle_eof(&mut self) {}
-    fn handle_timeout(&mut self) {}
-    fn poll(&mut self, _now: SystemTime) -> Step {
-        Step::Recv(Wait::Request)
+    fn handle_recv(&mut self, data: &[u8]) {
+        self.reader.recv(data, &self.cfg);
+    }
+
+    /// Partial request bytes are dropped; a request already complete is still answered.
+    fn handle_eof(&mut self) {
+        self.hang_up = true;
+    }
+
+    /// A partial request gets 408; an idle connection is closed without a word.
+    fn handle_timeout(&mut self) {
+        if !self.reader.time_out() {
+            self.hang_up = true;
+        }
+    }
+
+    /// Ignored unless an open was asked for.
+    fn handle_open(&mut self, result: io::Result<Opened>) {
+        self.stage = match std::mem::replace(&mut self.stage, Stage::Read) {
+            Stage::Pending(job) if job.look != Look::Listing => Stage::Opened(job, result),
+            other => other,
+        };
+    }
+
+    /// Ignored unless a listing was asked for.
+    fn handle_read_dir(&mut self, result: io::Result<Vec<DirEntry>>) {
+        self.stage = match std::mem::replace(&mut self.stage, Stage::Read) {
+            Stage::Pending(job) if job.look == Look::Listing => Stage::Listed(job, result),
+            other => other,
+        };
+    }
+
+    fn handle_drain(&mut self) {
+        self.draining = true;
+    }
+
+    fn poll(&mut self, now: SystemTime) -> Step {
+        match std::mem::replace(&mut self.stage, Stage::Read) {
+            Stage::Read => self.next_request(now),
+            // Asked again before the answer came: ask again.
+            Stage::Pending(job) => self.pending(job),
+            Stage::Opened(job, result) => self.opened(now, job, result),
+            Stage::Listed(job, Ok(entries)) => {
+                let reply = Reply::listing(&job.rel, entries);
+                self.reply(now, &job.req, reply)
+            }
+            Stage::Listed(job, Err(e)) => self.reply(now, &job.req, Reply::open_error(&e)),
+            Stage::Closed => self.close(),
+        }
+    }
+
+    fn take_log_line(&mut self) -> Option<String> {
+        self.log_line.take()
     }
 }
 
 /// Makes [`Http1`] connections that share one config.
 #[derive(Debug, Clone, Default)]
 pub struct HttpFactory {
-    cfg: std::sync::Arc<HttpConfig>,
+    cfg: Arc<HttpConfig>,
 }
 
 impl HttpFactory {
     pub fn new(cfg: HttpConfig) -> Self {
-        HttpFactory {
-            cfg: std::sync::Arc::new(cfg),
-        }
+        HttpFactory { cfg: Arc::new(cfg) }
     }
 }
 
+/// Sent, without reading the request, to a connection refused at the connection limit.
+const OVERLOAD: &str = concat!(
+    "HTTP/1.1 503 Service Unavailable\r\nServer: ringserve\r\n",
+    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n",
+    "Retry-After: 1\r\nConnection: close\r\n\r\n",
+    "Server overloaded.\r\n"
+);
+
 impl ProtocolFactory for HttpFactory {
     type Proto = Http1;
-    fn new_conn(&self, _peer: SocketAddr) -> Http1 {
-        Http1 {
-            _cfg: self.cfg.clone(),
-        }
+    fn new_conn(&self, peer: SocketAddr) -> Http1 {
+        Http1::new(self.cfg.clone(), peer)
+    }
+    fn overload_response(&self) -> Option<&'static [u8]> {
+        Some(OVERLOAD.as_bytes())
     }
 }

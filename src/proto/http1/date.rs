@@ -1,0 +1,109 @@
+//! HTTP dates. `httpdate` panics outside 1970..=9999, and file times and clocks can lie
+//! outside that, so every conversion here clamps first.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// 9999-12-31T23:59:59Z, the last second an IMF-fixdate can name.
+const MAX_SECS: u64 = 253_402_300_799;
+
+/// Seconds since the epoch, clamped to what an HTTP date can express.
+pub fn clamp(secs: i64) -> u64 {
+    u64::try_from(secs).unwrap_or(0).min(MAX_SECS)
+}
+
+/// The IMF-fixdate of `secs` (already clamped), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn format(secs: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs.min(MAX_SECS)))
+}
+
+/// Seconds since the epoch named by an HTTP date in any of the three RFC 9110 forms.
+pub fn parse(value: &str) -> Option<u64> {
+    let t = httpdate::parse_http_date(value.trim_matches([' ', '\t'])).ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// The `Date` header value, formatted at most once per second of `now`.
+#[derive(Debug, Default)]
+pub struct DateCache {
+    secs: u64,
+    text: String,
+}
+
+impl DateCache {
+    pub fn get(&mut self, now: SystemTime) -> &str {
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .min(MAX_SECS);
+        if self.text.is_empty() || secs != self.secs {
+            self.secs = secs;
+            self.text = format(secs);
+        }
+        &self.text
+    }
+}
+
+/// An IMF-fixdate rewritten as the access log's `06/Nov/1994:08:49:37 +0000`.
+pub fn log_stamp(imf: &str) -> String {
+    // IMF-fixdate is fixed-width: "Sun, 06 Nov 1994 08:49:37 GMT".
+    let field = |r: std::ops::Range<usize>| imf.get(r).unwrap_or("?");
+    format!(
+        "{}/{}/{}:{} +0000",
+        field(5..7),
+        field(8..11),
+        field(12..16),
+        field(17..25)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamps_instead_of_panicking() {
+        assert_eq!(format(clamp(-5)), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(format(clamp(i64::MAX)), "Fri, 31 Dec 9999 23:59:59 GMT");
+        let mut c = DateCache::default();
+        assert_eq!(
+            c.get(UNIX_EPOCH + Duration::from_secs(u64::MAX / 2)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+    }
+
+    #[test]
+    fn cache_follows_the_second() {
+        let mut c = DateCache::default();
+        let t = UNIX_EPOCH + Duration::from_secs(784111777);
+        assert_eq!(c.get(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            c.get(t + Duration::from_millis(999)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            c.get(t + Duration::from_secs(1)),
+            "Sun, 06 Nov 1994 08:49:38 GMT"
+        );
+        assert_eq!(c.get(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+
+    #[test]
+    fn parses_all_three_forms_and_rejects_junk() {
+        for d in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse(d), Some(784111777), "{d}");
+        }
+        assert_eq!(parse("yesterday"), None);
+    }
+
+    #[test]
+    fn log_stamp_rearranges_fields() {
+        assert_eq!(
+            log_stamp("Sun, 06 Nov 1994 08:49:37 GMT"),
+            "06/Nov/1994:08:49:37 +0000"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! HTML directory listings.
+
+use super::date;
+use super::path::push_encoded;
+use crate::proto::{DirEntry, FileKind};
+use std::fmt::Write;
+
+/// Renders the listing of directory `rel` ("" is the root). Directories come first, then
+/// names in byte order. A name is shown lossily decoded and HTML-escaped, but linked
+/// byte-exactly, percent-encoded, so even a non-UTF-8 name can be fetched.
+pub fn render(rel: &str, mut entries: Vec<DirEntry>) -> Vec<u8> {
+    entries.retain(|e| e.name != b"." && e.name != b"..");
+    entries.sort_unstable_by(|a, b| {
+        (a.kind != FileKind::Dir, &a.name).cmp(&(b.kind != FileKind::Dir, &b.name))
+    });
+    let mut title = String::from("/");
+    if !rel.is_empty() {
+        html_escape(&mut title, rel);
+        title.push('/');
+    }
+    let mut out = String::with_capacity(256 + entries.len() * 160);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
+         <body><h1>Index of {title}</h1>\n<table>\n"
+    );
+    if !rel.is_empty() {
+        out.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+    }
+    for e in &entries {
+        let dir = e.kind == FileKind::Dir;
+        out.push_str("<tr><td><a href=\"");
+        push_encoded(&mut out, &e.name);
+        out.push_str(if dir { "/\">" } else { "\">" });
+        html_escape(&mut out, &String::from_utf8_lossy(&e.name));
+        out.push_str(if dir { "/" } else { "" });
+        let _ = write!(
+            out,
+            "</a></td><td>{}</td><td>",
+            date::format(date::clamp(e.mtime_sec))
+        );
+        if dir {
+            out.push('-');
+        } else {
+            let _ = write!(out, "{}", e.len);
+        }
+        out.push_str("</td></tr>\n");
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out.into_bytes()
+}
+
+fn html_escape(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &[u8], kind: FileKind, len: u64) -> DirEntry {
+        DirEntry {
+            name: name.to_vec(),
+            kind,
+            len,
+            mtime_sec: 0,
+        }
+    }
+
+    #[test]
+    fn sorted_escaped_and_encoded() {
+        let html = render(
+            "a<b",
+            vec![
+                entry(b"z.txt", FileKind::File, 7),
+                entry(b"<script>&\"x'", FileKind::File, 1),
+                entry(b"sub dir", FileKind::Dir, 4096),
+                entry(b"bad\xffname", FileKind::File, 2),
+                entry(b"..", FileKind::Dir, 0),
+            ],
+        );
+        let html = String::from_utf8(html).unwrap();
+        assert!(html.contains("<title>Index of /a&lt;b/</title>"));
+        assert!(!html.contains("<script>"));
+        let links: Vec<&str> = html
+            .match_indices("<a href=\"")
+            .map(|(i, _)| &html[i + 9..])
+            .map(|s| &s[..s.find('"').unwrap()])
+            .collect();
+        assert_eq!(
+            links,
+            [
+                "../",
+                "sub%20dir/",
+                "%3Cscript%3E%26%22x%27",
+                "bad%FFname",
+                "z.txt"
+            ]
+        );
+        assert!(html.contains(">&lt;script&gt;&amp;&quot;x&#39;</a>"));
+        assert!(html.contains(">bad\u{FFFD}name</a>"));
+        assert!(html.contains(">sub dir/</a></td><td>Thu, 01 Jan 1970 00:00:00 GMT</td><td>-</td>"));
+        assert!(html.contains(">z.txt</a></td><td>Thu, 01 Jan 1970 00:00:00 GMT</td><td>7</td>"));
+    }
+
+    #[test]
+    fn no_parent_link_at_root() {
+        let html = String::from_utf8(render("", vec![])).unwrap();
+        assert!(html.contains("<title>Index of /</title>"));
+        assert!(!html.contains("../"));
+    }
+}

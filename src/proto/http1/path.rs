@@ -1,0 +1,139 @@
+//! Request-target to served path: the only place a URL becomes a file name, so every
+//! check that keeps a request beneath the root starts here (the resolver checks again).
+
+use std::fmt::Write;
+
+/// A request-target reduced to a normalised path relative to the served root.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `/`-separated, no empty, `.` or `..` segments; `""` is the root.
+    pub rel: String,
+    /// The path named a directory: it ended in `/` (or a dot segment, which RFC 3986
+    /// §5.2.4 resolves to one). A directory asked for without it is redirected.
+    pub dir: bool,
+}
+
+/// Parses an origin-form (`/p?q`) or absolute-form (`http://h/p?q`) target. `None` means
+/// 400: another form, a bad or forbidden escape, non-UTF-8, or `..` above the root.
+pub fn resolve(target: &str) -> Option<Target> {
+    let path = if target.starts_with('/') {
+        target
+    } else {
+        absolute_path(target)?
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path.contains('#') {
+        return None;
+    }
+    let decoded = String::from_utf8(decode(path)?).ok()?;
+    let mut segments = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop()?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let dir = matches!(decoded.rsplit('/').next(), Some("" | "." | ".."));
+    Some(Target {
+        rel: segments.join("/"),
+        dir,
+    })
+}
+
+/// The path of an absolute-form target; an empty path is `/` (RFC 9112 §3.2.2).
+fn absolute_path(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    Some(if path.starts_with('/') { path } else { "/" })
+}
+
+/// Percent-decodes, refusing malformed escapes, NUL and backslash (literal or escaped):
+/// no file name needs them and each has fooled some path check somewhere.
+fn decode(path: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut bytes = path.bytes();
+    while let Some(b) = bytes.next() {
+        let b = if b == b'%' {
+            hex(bytes.next()?)? << 4 | hex(bytes.next()?)?
+        } else {
+            b
+        };
+        if b == 0 || b == b'\\' {
+            return None;
+        }
+        out.push(b);
+    }
+    Some(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Appends `bytes` percent-encoded, keeping only unreserved characters and `/`. The
+/// result is safe unquoted in a header and inside an HTML attribute, and a name such as
+/// `javascript:x` cannot turn into a scheme.
+pub fn push_encoded(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(t: &str) -> Option<(String, bool)> {
+        resolve(t).map(|t| (t.rel, t.dir))
+    }
+
+    #[test]
+    fn origin_and_absolute_forms() {
+        assert_eq!(rel("/"), Some(("".into(), true)));
+        assert_eq!(rel("/a/b.txt?x=1/../.."), Some(("a/b.txt".into(), false)));
+        assert_eq!(rel("/a/?q"), Some(("a".into(), true)));
+        assert_eq!(rel("http://h:80/a/b"), Some(("a/b".into(), false)));
+        assert_eq!(rel("HTTPS://h"), Some(("".into(), true)));
+        assert_eq!(rel("http://h?q"), Some(("".into(), true)));
+        assert_eq!(rel("*"), None);
+        assert_eq!(rel("h:80"), None);
+        assert_eq!(rel("ftp://h/a"), None);
+    }
+
+    #[test]
+    fn decodes_then_normalises() {
+        assert_eq!(rel("/a%20b/%C3%A9"), Some(("a b/é".into(), false)));
+        assert_eq!(rel("//a/./b//c/../d"), Some(("a/b/d".into(), false)));
+        assert_eq!(rel("/a/b/.."), Some(("a".into(), true)));
+        assert_eq!(rel("/a/%2e%2E/b"), Some(("b".into(), false)));
+        assert_eq!(rel("/a%2Fb"), Some(("a/b".into(), false)));
+        assert_eq!(rel("/a/../.."), None);
+        assert_eq!(rel("/%2e%2e/etc/passwd"), None);
+    }
+
+    #[test]
+    fn refuses_bad_escapes_nul_backslash_and_non_utf8() {
+        for t in [
+            "/a%", "/a%2", "/a%zz", "/a%00b", "/a\\b", "/a%5cb", "/a%5Cb", "/%C3%28", "/a#f",
+        ] {
+            assert_eq!(resolve(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn encodes_everything_but_unreserved_and_slash() {
+        let mut s = String::new();
+        push_encoded(&mut s, b"a b/\"<>&'?#%:\xff~");
+        assert_eq!(s, "a%20b/%22%3C%3E%26%27%3F%23%25%3A%FF~");
+    }
+}

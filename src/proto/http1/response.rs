@@ -1,0 +1,217 @@
+//! The status, fields and body of each kind of response. The connection adds the fields
+//! every response carries (Date, Content-Length, Connection) and drops the body for HEAD.
+
+use super::cond::{self, Conditions, Precondition, Validators};
+use super::date;
+use super::listing;
+use super::path::push_encoded;
+use super::range::{self, ByteRange, Ranges};
+use super::status::Status;
+use crate::proto::{Chunk, DirEntry, FileMeta, Opened};
+use std::fmt::Write;
+use std::io;
+use std::sync::Arc;
+
+const HTML: &str = "Content-Type: text/html; charset=utf-8\r\n";
+
+/// A response before framing.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: Status,
+    /// Field lines particular to this response, each ending in CRLF.
+    pub fields: String,
+    /// Sent for GET; HEAD reports its length only.
+    pub body: Vec<Chunk>,
+}
+
+impl Reply {
+    /// A status with its fixed HTML page.
+    pub fn error(status: Status) -> Reply {
+        let mut fields = String::from(HTML);
+        match status {
+            Status::MethodNotAllowed => fields.push_str("Allow: GET, HEAD\r\n"),
+            Status::ServiceUnavailable => fields.push_str("Retry-After: 1\r\n"),
+            _ => {}
+        }
+        Reply {
+            status,
+            fields,
+            body: vec![Chunk::Static(status.page())],
+        }
+    }
+
+    /// The answer to a failed open or listing.
+    pub fn open_error(e: &io::Error) -> Reply {
+        let status = match e.raw_os_error() {
+            Some(libc::ENOTDIR) => Status::NotFound,
+            Some(libc::EXDEV | libc::ELOOP) => Status::Forbidden,
+            // Out of descriptors is transient: ask the client to come back.
+            Some(libc::EMFILE | libc::ENFILE) => Status::ServiceUnavailable,
+            _ => match e.kind() {
+                io::ErrorKind::NotFound => Status::NotFound,
+                io::ErrorKind::PermissionDenied => Status::Forbidden,
+                _ => Status::InternalServerError,
+            },
+        };
+        Reply::error(status)
+    }
+
+    /// 301 to directory `rel` with its trailing slash, keeping the query. The location is
+    /// rebuilt from the normalised path, never echoed: `//evil.example` must not become a
+    /// scheme-relative redirect.
+    pub fn redirect(rel: &str, target: &str) -> Reply {
+        let mut fields = String::from(HTML);
+        fields.push_str("Location: /");
+        push_encoded(&mut fields, rel.as_bytes());
+        if !rel.is_empty() {
+            fields.push('/');
+        }
+        if let Some(q) = target.find('?') {
+            fields.push_str(target.get(q..).unwrap_or_default());
+        }
+        fields.push_str("\r\n");
+        let status = Status::MovedPermanently;
+        Reply {
+            status,
+            fields,
+            body: vec![Chunk::Static(status.page())],
+        }
+    }
+
+    pub fn listing(rel: &str, entries: Vec<DirEntry>) -> Reply {
+        Reply {
+            status: Status::Ok,
+            fields: HTML.into(),
+            body: vec![Chunk::Mem(listing::render(rel, entries))],
+        }
+    }
+
+    /// A regular file, after preconditions and ranges. `seed` varies the multipart
+    /// boundary between responses.
+    pub fn file(
+        opened: Opened,
+        content_type: &str,
+        c: &Conditions,
+        max_ranges: usize,
+        seed: u64,
+    ) -> Reply {
+        let meta = opened.meta;
+        let v = validators(&meta);
+        let mut fields = String::with_capacity(256);
+        let _ = write!(
+            fields,
+            "ETag: {}\r\nLast-Modified: {}\r\n",
+            v.etag,
+            date::format(v.modified)
+        );
+        match cond::evaluate(c, &v) {
+            Precondition::Failed => return Reply::error(Status::PreconditionFailed),
+            // No Content-Length: a 304 has no body, and RFC 9110 §8.6 allows omitting it.
+            Precondition::NotModified => {
+                return Reply {
+                    status: Status::NotModified,
+                    fields,
+                    body: Vec::new(),
+                }
+            }
+            Precondition::Proceed => {}
+        }
+        fields.push_str("Accept-Ranges: bytes\r\n");
+        let ranges = match &c.range {
+            Some(r)
+                if c.if_range
+                    .as_deref()
+                    .map_or(true, |ir| cond::if_range_holds(ir, &v)) =>
+            {
+                range::resolve(r, meta.len, max_ranges)
+            }
+            _ => Ranges::Whole,
+        };
+        let file = Arc::new(opened.file);
+        let slice = |r: ByteRange| Chunk::File {
+            file: file.clone(),
+            offset: r.first,
+            len: r.len(),
+        };
+        let (status, body) = match ranges {
+            Ranges::Whole => {
+                let body = if meta.len == 0 {
+                    Vec::new()
+                } else {
+                    vec![slice(ByteRange {
+                        first: 0,
+                        last: meta.len - 1,
+                    })]
+                };
+                (Status::Ok, body)
+            }
+            Ranges::Unsatisfiable => {
+                let mut reply = Reply::error(Status::RangeNotSatisfiable);
+                let _ = write!(reply.fields, "Content-Range: bytes */{}\r\n", meta.len);
+                return reply;
+            }
+            Ranges::Parts(parts) => match parts[..] {
+                [r] => {
+                    let _ = write!(
+                        fields,
+                        "Content-Range: bytes {}-{}/{}\r\n",
+                        r.first, r.last, meta.len
+                    );
+                    (Status::PartialContent, vec![slice(r)])
+                }
+                _ => {
+                    let boundary =
+                        format!("{:016x}", mix(seed ^ meta.ino ^ meta.dev.rotate_left(32)));
+                    let _ = write!(
+                        fields,
+                        "Content-Type: multipart/byteranges; boundary={boundary}\r\n"
+                    );
+                    let mut body = Vec::with_capacity(parts.len() * 2 + 1);
+                    for (i, r) in parts.iter().enumerate() {
+                        let part = format!(
+                            "{}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{}\r\n\r\n",
+                            if i == 0 { "" } else { "\r\n" },
+                            r.first,
+                            r.last,
+                            meta.len
+                        );
+                        body.push(Chunk::Mem(part.into_bytes()));
+                        body.push(slice(*r));
+                    }
+                    body.push(Chunk::Mem(format!("\r\n--{boundary}--\r\n").into_bytes()));
+                    return Reply {
+                        status: Status::PartialContent,
+                        fields,
+                        body,
+                    };
+                }
+            },
+        };
+        let _ = write!(fields, "Content-Type: {content_type}\r\n");
+        Reply {
+            status,
+            fields,
+            body,
+        }
+    }
+}
+
+/// A strong ETag from the identity and the version of the file: device, inode, size and
+/// modification time to the nanosecond.
+fn validators(m: &FileMeta) -> Validators {
+    Validators {
+        etag: format!(
+            "\"{:x}-{:x}-{:x}-{:x}{:08x}\"",
+            m.dev, m.ino, m.len, m.mtime_sec, m.mtime_nsec
+        ),
+        modified: date::clamp(m.mtime_sec),
+    }
+}
+
+/// splitmix64's finaliser: spreads a seed over all bits of a boundary.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
