@@ -174,7 +174,21 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print as clap formats them, exit 0.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One clear line, not clap's three: "ringserve: invalid value ...".
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            eprintln!("ringserve: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match cli.cmd {
         Cmd::Probe { json } => {
             let p = probe::probe();
@@ -238,18 +252,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             });
         }
     };
-    let addrs: Vec<String> = server
-        .local_addrs()
-        .iter()
-        .map(|a| format!("{scheme}://{a}"))
-        .collect();
-    eprintln!(
-        "ringserve: serving {} on {} with backend {} ({})",
-        root.display(),
-        addrs.join(" "),
-        server.backend(),
-        server.reason()
-    );
+    // The signal thread starts before the banner, so the banner means "fully up".
     let control = server.control();
     let stats = server.stats_handle();
     let spawned = std::thread::Builder::new()
@@ -272,6 +275,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         server.shutdown();
         return ExitCode::FAILURE;
     }
+    let addrs: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(|a| format!("{scheme}://{a}"))
+        .collect();
+    eprintln!(
+        "ringserve: serving {} on {} with backend {} ({})",
+        root.display(),
+        addrs.join(" "),
+        server.backend(),
+        server.reason()
+    );
     server.wait();
     ExitCode::SUCCESS
 }

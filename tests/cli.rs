@@ -174,7 +174,9 @@ fn serve_help_documents_every_knob_and_its_default() {
         let para: String = out
             .lines()
             .skip(line)
-            .take_while(|l| !l.trim().is_empty())
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with("--"))
+            .map(|(_, l)| l)
             .collect();
         assert!(para.contains("default"), "{flag} has no default:\n{para}");
     }

@@ -316,6 +316,10 @@ impl<F: ProtocolFactory> Shared<F> {
                         &self.ctx.stats,
                     );
                     if let Err(why) = r {
+                        // Abort rather than close: a plain close would leave the
+                        // kernel trickling the queued bytes to a stalled peer for
+                        // minutes, and a truncated response must not look complete.
+                        let _ = net::set_linger_reset(conn.fd.as_fd());
                         return Outcome::Close(conn, why);
                     }
                     conn.wait = None;
