@@ -326,12 +326,7 @@ fn past_max_connections_a_new_connection_is_refused_cleanly() {
         assert!(closed_by_peer(over.get_mut()));
         drop(held.pop());
         let ok = eventually(Duration::from_secs(5), || {
-            let s = TcpStream::connect(srv.addr).unwrap();
-            (&s).write_all(b"GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            read_resp(&mut BufReader::new(s), false)
-                .map(|r| r.status == 200)
-                .unwrap_or(false)
+            try_get(srv.addr, "/small").is_ok_and(|r| r.status == 200)
         });
         assert!(
             ok,
@@ -379,14 +374,7 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
             0
         );
         let ok = eventually(Duration::from_secs(5), || {
-            TcpStream::connect(srv.addr)
-                .and_then(|s| {
-                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                    (&s).write_all(b"GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
-                    read_resp(&mut BufReader::new(s), false)
-                })
-                .map(|r| r.status == 200)
-                .unwrap_or(false)
+            try_get(srv.addr, "/small").is_ok_and(|r| r.status == 200)
         });
         assert!(ok, "[{b}] did not recover after EMFILE");
     }
@@ -490,5 +478,111 @@ fn a_file_that_shrinks_mid_send_ends_the_connection_without_padding() {
             b"small",
             "[{b}] server still serves"
         );
+    }
+}
+
+/// Duplicates the server's descriptor for the accepted end of `client` into this
+/// process (pidfd_getfd, Linux 5.6+), so its socket options can be read.
+fn server_end_of(srv: &Srv, client: &TcpStream) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let want = client.local_addr().unwrap();
+    // SAFETY: pidfd_open(2) on our own child; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, srv.pid() as libc::pid_t, 0) };
+    if pidfd < 0 {
+        eprintln!("SKIP: pidfd_open: {}", std::io::Error::last_os_error());
+        return None;
+    }
+    // SAFETY: a fresh descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    for entry in std::fs::read_dir(format!("/proc/{}/fd", srv.pid())).unwrap() {
+        let Ok(n) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: pidfd_getfd(2) with a live pidfd; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let sock = std::net::TcpStream::from(fd);
+        if sock.peer_addr().ok() == Some(want) {
+            return Some(sock.into());
+        }
+    }
+    panic!("no server socket with peer {want}");
+}
+
+fn sockopt(fd: &std::os::fd::OwnedFd, level: i32, name: i32) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut v: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live out-parameters of the right size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut v as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    v
+}
+
+#[test]
+fn accepted_sockets_get_tcp_keepalive_and_nodelay() {
+    for b in backends() {
+        let root = temp_dir("sockopt");
+        for (args, idle, intvl, cnt) in [
+            (vec![], 1800, 5, 3),
+            (
+                vec![
+                    "--tcp-keepalive-idle",
+                    "77s",
+                    "--tcp-keepalive-interval",
+                    "9",
+                    "--tcp-keepalive-count",
+                    "4",
+                ],
+                77,
+                9,
+                4,
+            ),
+        ] {
+            let srv = Srv::start(b, &root, &args);
+            let c = srv.connect();
+            assert!(eventually(Duration::from_secs(5), || srv.fd_count() > 0));
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(fd) = server_end_of(&srv, &c) else {
+                return;
+            };
+            assert_eq!(
+                sockopt(&fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+                1,
+                "[{b}]"
+            );
+            assert_eq!(
+                sockopt(&fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+                idle,
+                "[{b}]"
+            );
+            assert_eq!(
+                sockopt(&fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+                intvl,
+                "[{b}]"
+            );
+            assert_eq!(
+                sockopt(&fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+                cnt,
+                "[{b}]"
+            );
+            assert_eq!(
+                sockopt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY),
+                1,
+                "[{b}]"
+            );
+        }
     }
 }

@@ -275,10 +275,18 @@ pub fn request(addr: SocketAddr, raw: &str) -> Resp {
 
 /// `GET path` with Host and Connection: close.
 pub fn get(addr: SocketAddr, path: &str) -> Resp {
-    request(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-    )
+    try_get(addr, path).unwrap()
+}
+
+/// `GET path` on a fresh connection, reporting failure instead of panicking: for
+/// probing whether a server serves (again).
+pub fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    (&s).write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    read_resp(&mut BufReader::new(s), false)
 }
 
 /// True if the peer closed the connection (EOF or reset) within the read timeout.
