@@ -10,8 +10,12 @@
 //!   stale, or whose connection is not parked, is dropped and counted.
 //! - **Blocking send** ([`send`]): the owner sends a whole response before it asks the
 //!   protocol for anything else.
-//! - **The pool** starts at `workers_min`. When a worker takes a connection and finds
-//!   every worker busy it starts one more, up to `workers_max`. A worker that waits
+//! - **The pool** starts at `workers_min`. When a worker is about to block on a peer
+//!   (a send that must wait for writability) and finds every worker busy, it starts
+//!   one more, up to `workers_max`. The seed checks this when a worker takes an event;
+//!   checking where the worker blocks keeps CPU-bound load from growing the pool (a
+//!   worker merely preempted mid-request also counts as busy, and on a loaded core
+//!   that fed itself: 25 threads on one CPU, and a 150 ms p99). A worker that waits
 //!   `worker_idle_timeout` for an event while the pool is above the minimum leaves.
 //! - **Timeouts.** A parked connection carries the deadline of its wait (header or
 //!   keep-alive). One coordinator thread scans parked connections every [`TICK`]; an
@@ -199,9 +203,11 @@ impl<F: ProtocolFactory> Shared<F> {
         }
     }
 
-    /// Grows the pool by one if every worker is busy (the seed's addQSSWorker rule).
-    fn maybe_grow(self: &Arc<Self>, busy: usize) {
+    /// Grows the pool by one if every worker is busy (the seed's addQSSWorker rule),
+    /// called by a worker about to block on its peer.
+    fn maybe_grow(self: &Arc<Self>) {
         let max = self.ctx.cfg.workers_max.max(1);
+        let busy = self.busy.load(Ordering::SeqCst);
         if busy < self.workers.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -277,9 +283,8 @@ impl<F: ProtocolFactory> Shared<F> {
                 }
             }
         };
-        let busy = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.busy.fetch_add(1, Ordering::SeqCst);
         Stats::add(&self.ctx.stats.busy_workers, 1);
-        self.maybe_grow(busy);
         let peer = conn.peer;
         let outcome = catch_unwind(AssertUnwindSafe(|| self.drive(conn, buf)));
         self.busy.fetch_sub(1, Ordering::SeqCst);
@@ -296,7 +301,7 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     /// Runs the protocol until it must wait for input or is done.
-    fn drive(&self, mut conn: Box<Conn<F::Proto>>, buf: &mut [u8]) -> Outcome<F::Proto> {
+    fn drive(self: &Arc<Self>, mut conn: Box<Conn<F::Proto>>, buf: &mut [u8]) -> Outcome<F::Proto> {
         let cfg = &self.ctx.cfg;
         loop {
             if self.stopping.load(Ordering::Relaxed) {
@@ -314,6 +319,7 @@ impl<F: ProtocolFactory> Shared<F> {
                         cfg.send_timeout,
                         &self.stop,
                         &self.ctx.stats,
+                        &|| self.maybe_grow(),
                     );
                     if let Err(why) = r {
                         // Abort rather than close: a plain close would leave the

@@ -20,12 +20,15 @@ use std::time::{Duration, Instant};
 const MAX_IOV: usize = 64;
 
 /// Sends `chunks` completely or fails with the reason to close the connection.
+/// `before_wait` runs each time the send is about to block on the peer: the pool
+/// uses it to decide whether to grow.
 pub(super) fn send_all(
     fd: BorrowedFd<'_>,
     chunks: &[Chunk],
     timeout: Duration,
     abort: &EventFd,
     stats: &Stats,
+    before_wait: &dyn Fn(),
 ) -> Result<(), CloseReason> {
     let mut i = 0; // current chunk
     let mut off = 0u64; // bytes of chunk i already sent
@@ -70,6 +73,7 @@ pub(super) fn send_all(
         match res {
             Ok(()) => last_progress = Instant::now(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                before_wait();
                 let left = timeout.saturating_sub(last_progress.elapsed());
                 match net::wait_writable(fd, abort.as_fd(), left) {
                     Ok(Writable::Ready) => {}
