@@ -57,6 +57,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Connections beyond this are accepted and closed at once (with a 503 for HTTP).
     pub max_connections: usize,
+    /// io_uring: ring threads, each with its own ring and connections. Default: the
+    /// CPU count.
+    pub uring_threads: usize,
+    /// io_uring: every ring accepts on one shared listener instead of each ring having
+    /// its own SO_REUSEPORT listener.
+    pub uring_shared_listener: bool,
+    /// io_uring: receive buffers per ring in the provided-buffer ring (a power of two).
+    /// Idle connections hold none; when all are in use, reads wait (ENOBUFS) and resume
+    /// as buffers come back.
+    pub uring_buffers: u16,
     /// SO_SNDBUF for accepted sockets in bytes; 0 keeps the kernel's autotuning.
     pub sndbuf: usize,
     /// listen(2) backlog.
@@ -82,6 +92,9 @@ impl Config {
             keepalive_timeout: Duration::from_secs(75),
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 16384,
+            uring_threads: cpus,
+            uring_shared_listener: false,
+            uring_buffers: 1024,
             sndbuf: 0,
             backlog: 4096,
             tcp_keepalive: TcpKeepalive::default(),

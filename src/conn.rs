@@ -10,8 +10,17 @@
 
 use slab::Slab;
 
+/// Generations are 24 bits wide, so a packed key fits in [`KEY_BITS`] bits and io_uring
+/// `user_data` keeps its top byte for the operation kind. A stale key is mistaken for a
+/// live one only if its slot was reused exactly 2^24 inserts later while the stale event
+/// was still in flight (nginx's `instance` is one bit).
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+/// Bits a packed [`Key`] occupies: generation in 32..56, index in 0..32.
+pub const KEY_BITS: u32 = 56;
+
 /// Names one connection: slab index plus generation. Generation 0 is never issued, so
-/// the values with a zero high half are free for the backends' internal tokens
+/// the values with a zero generation are free for the backends' internal tokens
 /// (listeners, wakeups), which [`Key::from_u64`] refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -25,9 +34,10 @@ impl Key {
         ((self.gen as u64) << 32) | self.index as u64
     }
 
-    /// Unpacks a kernel word. `None` for the reserved values (generation 0).
+    /// Unpacks a kernel word (bits above [`KEY_BITS`] are ignored). `None` for the
+    /// reserved values (generation 0).
     pub const fn from_u64(v: u64) -> Option<Key> {
-        let gen = (v >> 32) as u32;
+        let gen = (v >> 32) as u32 & GEN_MASK;
         if gen == 0 {
             None
         } else {
@@ -50,6 +60,10 @@ impl std::fmt::Display for Key {
     }
 }
 
+/// Index bits below the shard number: 16M connections per table.
+const SHARD_SHIFT: u32 = 24;
+const SLOT_MASK: u32 = (1 << SHARD_SHIFT) - 1;
+
 struct Slot<T> {
     gen: u32,
     val: T,
@@ -57,35 +71,54 @@ struct Slot<T> {
 
 /// A slab of connections addressed by generation-checked [`Key`]s. Not synchronised:
 /// an io_uring ring owns its table outright; the epoll pool wraps one in a mutex.
+///
+/// Each table has a shard number (one per ring) in the top byte of its keys' index, so
+/// keys from different rings never collide: a key names one connection server-wide.
 pub struct ConnTable<T> {
     slab: Slab<Slot<T>>,
     next_gen: u32,
+    shard: u32,
 }
 
 impl<T> ConnTable<T> {
     /// A table with room for `cap` connections before it reallocates.
     pub fn with_capacity(cap: usize) -> Self {
+        Self::shard(cap, 0)
+    }
+
+    /// Table number `shard` of several (an io_uring ring's).
+    pub fn shard(cap: usize, shard: u8) -> Self {
         ConnTable {
             slab: Slab::with_capacity(cap),
             next_gen: 1,
+            shard: u32::from(shard) << SHARD_SHIFT,
         }
+    }
+
+    fn slot(&self, key: Key) -> Option<usize> {
+        (key.index & !SLOT_MASK == self.shard).then_some((key.index & SLOT_MASK) as usize)
     }
 
     /// Inserts a connection and returns its fresh key.
     pub fn insert(&mut self, val: T) -> Key {
         let gen = self.next_gen;
         // Skip 0 on wrap-around: it marks reserved tokens.
-        self.next_gen = self.next_gen.checked_add(1).unwrap_or(1);
-        let index = self.slab.insert(Slot { gen, val });
+        self.next_gen = match (self.next_gen + 1) & GEN_MASK {
+            0 => 1,
+            g => g,
+        };
+        let slot = self.slab.vacant_key();
+        assert!(slot <= SLOT_MASK as usize, "connection table full");
+        self.slab.insert(Slot { gen, val });
         Key {
-            index: u32::try_from(index).expect("connection table larger than u32"),
+            index: self.shard | slot as u32,
             gen,
         }
     }
 
     /// The live connection `key` names, or `None` if the key is stale.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        match self.slab.get_mut(key.index as usize) {
+        match self.slot(key).and_then(|i| self.slab.get_mut(i)) {
             Some(slot) if slot.gen == key.gen => Some(&mut slot.val),
             _ => None,
         }
@@ -93,7 +126,7 @@ impl<T> ConnTable<T> {
 
     /// The live connection `key` names, or `None` if the key is stale.
     pub fn get(&self, key: Key) -> Option<&T> {
-        match self.slab.get(key.index as usize) {
+        match self.slot(key).and_then(|i| self.slab.get(i)) {
             Some(slot) if slot.gen == key.gen => Some(&slot.val),
             _ => None,
         }
@@ -101,8 +134,9 @@ impl<T> ConnTable<T> {
 
     /// Removes the connection and retires its key. `None` if the key was stale.
     pub fn remove(&mut self, key: Key) -> Option<T> {
-        match self.slab.get(key.index as usize) {
-            Some(slot) if slot.gen == key.gen => Some(self.slab.remove(key.index as usize).val),
+        let i = self.slot(key)?;
+        match self.slab.get(i) {
+            Some(slot) if slot.gen == key.gen => Some(self.slab.remove(i).val),
             _ => None,
         }
     }
@@ -119,10 +153,11 @@ impl<T> ConnTable<T> {
 
     /// Every live connection with its key.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
-        self.slab.iter_mut().map(|(i, s)| {
+        let shard = self.shard;
+        self.slab.iter_mut().map(move |(i, s)| {
             (
                 Key {
-                    index: i as u32,
+                    index: shard | i as u32,
                     gen: s.gen,
                 },
                 &mut s.val,
@@ -154,11 +189,24 @@ mod tests {
     }
 
     #[test]
+    fn shards_issue_distinct_keys_and_refuse_each_others() {
+        let mut a = ConnTable::shard(1, 0);
+        let mut b = ConnTable::shard(1, 3);
+        let ka = a.insert('a');
+        let kb = b.insert('b');
+        assert_ne!(ka, kb);
+        assert_eq!(kb.index() >> SHARD_SHIFT, 3);
+        assert!(a.get(kb).is_none() && b.get(ka).is_none());
+        assert_eq!(b.iter_mut().next().map(|(k, _)| k), Some(kb));
+        assert_eq!(b.remove(kb), Some('b'));
+    }
+
+    #[test]
     fn packing_round_trips_and_reserves_generation_zero() {
         let mut t = ConnTable::with_capacity(1);
         let k = t.insert(());
         assert_eq!(Key::from_u64(k.to_u64()), Some(k));
-        for reserved in [0u64, 1, 7, u32::MAX as u64] {
+        for reserved in [0u64, 1, 7, u32::MAX as u64, 0xFF << KEY_BITS] {
             assert_eq!(Key::from_u64(reserved), None);
         }
     }
@@ -166,11 +214,14 @@ mod tests {
     #[test]
     fn generation_skips_zero_on_wrap() {
         let mut t: ConnTable<()> = ConnTable::with_capacity(1);
-        t.next_gen = u32::MAX;
+        t.next_gen = GEN_MASK;
         let a = t.insert(());
         let b = t.insert(());
-        assert_eq!(a.gen, u32::MAX);
+        assert_eq!(a.gen, GEN_MASK);
         assert_eq!(b.gen, 1);
         assert!(Key::from_u64(b.to_u64()).is_some());
+        assert!(a.to_u64() < 1 << KEY_BITS);
+        // The top byte (an io_uring operation kind) does not change the key.
+        assert_eq!(Key::from_u64(a.to_u64() | 0xAB << KEY_BITS), Some(a));
     }
 }

@@ -20,7 +20,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -130,6 +130,24 @@ impl Root {
         Ok(entries)
     }
 
+    /// The arguments of the `openat2` that [`Root::open_beneath`] would make, for a
+    /// backend that opens on its ring (io_uring's OPENAT2). `None` when this root
+    /// resolves by walking: then there is no single call to hand over, and the caller
+    /// uses `open_beneath`.
+    pub fn openat2_args(&self, rel: &str) -> Option<io::Result<Openat2Args<'_>>> {
+        if self.method != Resolve::Openat2 {
+            return None;
+        }
+        Some(validate(rel).and_then(|rel| {
+            Ok(Openat2Args {
+                dir: self.fd.as_fd(),
+                path: CString::new(rel).map_err(|_| einval())?,
+                flags: OPEN_FLAGS as u64,
+                resolve: RESOLVE,
+            })
+        }))
+    }
+
     /// Opens `rel` beneath the root with [`OPEN_FLAGS`] plus `extra`.
     fn resolve(&self, rel: &str, extra: libc::c_int) -> io::Result<OwnedFd> {
         let rel = validate(rel)?;
@@ -224,6 +242,20 @@ fn validate(rel: &str) -> io::Result<&str> {
         return Err(einval());
     }
     Ok(if rel.is_empty() { "." } else { rel })
+}
+
+/// See [`Root::openat2_args`].
+#[derive(Debug)]
+pub struct Openat2Args<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub path: CString,
+    pub flags: u64,
+    pub resolve: u64,
+}
+
+/// `fstat` of an open file, in the protocol's terms.
+pub fn meta_of(file: &File) -> io::Result<FileMeta> {
+    Ok(meta(&sys::fstat(file.as_fd())?))
 }
 
 /// What `stat` says, in the protocol's terms.

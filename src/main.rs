@@ -112,6 +112,18 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     sndbuf: usize,
 
+    /// io_uring: ring threads, each with its own ring and connections [default: CPU count].
+    #[arg(long, value_name = "N")]
+    uring_threads: Option<usize>,
+    /// io_uring: all rings accept on one shared listener instead of one SO_REUSEPORT
+    /// listener per ring [default: off].
+    #[arg(long)]
+    uring_shared_listener: bool,
+    /// io_uring: provided receive buffers (4 KiB each) per ring; rounded up to a power
+    /// of two. Idle connections hold none; when all are in use, reads wait.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    uring_buffers: u16,
+
     /// TCP keepalive: idle time before the first probe.
     #[arg(long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
     tcp_keepalive_idle: Duration,
@@ -154,6 +166,11 @@ impl ServeArgs {
         cfg.header_timeout = self.header_timeout;
         cfg.keepalive_timeout = self.keepalive_timeout;
         cfg.shutdown_timeout = self.shutdown_timeout;
+        if let Some(n) = self.uring_threads {
+            cfg.uring_threads = n;
+        }
+        cfg.uring_shared_listener = self.uring_shared_listener;
+        cfg.uring_buffers = self.uring_buffers;
         cfg.max_connections = self.max_connections;
         cfg.backlog = self.backlog;
         cfg.sndbuf = self.sndbuf;

@@ -2,15 +2,17 @@
 //! reason), start it.
 
 use crate::backend::epoll::EpollBackend;
-use crate::backend::{Backend, Control, Ctx, Hooks, Running};
+use crate::backend::uring::UringBackend;
+use crate::backend::{bind_listener, Backend, Control, Ctx, Hooks, Running};
 use crate::config::Config;
 use crate::fs::Root;
-use crate::probe::{self, BackendKind};
+use crate::probe::{self, BackendKind, BackendRequest};
 use crate::proto::ProtocolFactory;
 use crate::stats::{Snapshot, Stats};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 /// Why a server did not start.
@@ -51,24 +53,36 @@ impl Server {
         factory: F,
         hooks: Arc<dyn Hooks>,
     ) -> Result<Server, StartError> {
-        let (backend, reason) =
+        let (mut backend, mut reason) =
             probe::choose(cfg.backend, probe::probe()).map_err(StartError::Config)?;
+        if backend == BackendKind::Uring {
+            // The probe's ring was tiny; set one up at the real size before binding, so
+            // a failure (RLIMIT_MEMLOCK on old kernels) is a reason, not a crash.
+            if let Err(e) = crate::backend::uring::preflight(&cfg) {
+                let why = format!("io_uring ring setup failed: {e}");
+                if cfg.backend != BackendRequest::Auto {
+                    return Err(StartError::Config(format!("--backend uring: {why}")));
+                }
+                (backend, reason) = (BackendKind::Epoll, format!("{why}; using epoll"));
+            }
+        }
         let root = Root::open(&cfg.root)
             .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?;
         if cfg.listen.is_empty() {
             return Err(StartError::Config("no --listen address".into()));
         }
+        // io_uring rings each get their own SO_REUSEPORT listener unless told to share.
+        let reuseport = backend == BackendKind::Uring && !cfg.uring_shared_listener;
         let mut listeners = Vec::with_capacity(cfg.listen.len());
         for &addr in &cfg.listen {
-            let fd = crate::sys::net::listen(addr, cfg.backlog).map_err(|e| {
+            let fd = bind_listener(addr, &cfg, reuseport).map_err(|e| {
                 let why = match e.raw_os_error() {
                     Some(libc::EADDRINUSE) => "address already in use".to_string(),
                     _ => e.to_string(),
                 };
                 StartError::Config(format!("cannot listen on {addr}: {why}"))
             })?;
-            let bound = crate::sys::net::local_addr(std::os::fd::AsFd::as_fd(&fd))
-                .map_err(StartError::Io)?;
+            let bound = crate::sys::net::local_addr(fd.as_fd()).map_err(StartError::Io)?;
             listeners.push((fd, bound));
         }
         let addrs = listeners.iter().map(|(_, a)| *a).collect();
@@ -85,9 +99,7 @@ impl Server {
         };
         let running = match backend {
             BackendKind::Epoll => EpollBackend::start(ctx),
-            BackendKind::Uring => {
-                unreachable!("probe::choose never picks a backend that is not built")
-            }
+            BackendKind::Uring => UringBackend::start(ctx),
         }
         .map_err(StartError::Io)?;
         Ok(Server {

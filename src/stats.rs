@@ -54,8 +54,18 @@ counters! {
     stale_dropped,
     /// Bytes sent from memory.
     bytes_copy,
-    /// Bytes sent by sendfile.
+    /// Bytes sent by sendfile (epoll).
     bytes_sendfile,
+    /// Bytes spliced from a pipe to a socket (io_uring).
+    bytes_splice,
+    /// io_uring_enter calls (each submits a batch and reaps completions).
+    uring_enters,
+    /// Submission queue entries queued.
+    sqes,
+    /// Completions reaped.
+    cqes,
+    /// Receives that found every provided buffer in use and waited.
+    recv_enobufs,
     /// Sends abandoned after the send timeout.
     send_timeouts,
     /// Header or keep-alive waits that timed out.

@@ -20,7 +20,9 @@
 //!
 //! `docs/ARCHITECTURE.md` says where each promise is enforced in each backend.
 
+pub(crate) mod chunks;
 pub mod epoll;
+pub(crate) mod uring;
 
 use crate::config::Config;
 use crate::conn::Key;
@@ -87,6 +89,61 @@ pub(crate) trait Running: Send {
 pub(crate) trait Backend {
     fn start<F: ProtocolFactory>(ctx: Ctx<F>) -> io::Result<Box<dyn Running>>;
 }
+
+/// A listener on `addr`, tuned so accepted sockets inherit TCP keepalive, TCP_NODELAY
+/// and SO_SNDBUF. Returns the listener and the address it is bound to.
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    cfg: &Config,
+    reuseport: bool,
+) -> io::Result<OwnedFd> {
+    let fd = crate::sys::net::listen(addr, cfg.backlog, reuseport)?;
+    crate::sys::net::tune(
+        std::os::fd::AsFd::as_fd(&fd),
+        &cfg.tcp_keepalive,
+        cfg.sndbuf,
+    )?;
+    Ok(fd)
+}
+
+/// Closes a connection's socket. `cut` says a send was cut short: then the close is an
+/// abort (SO_LINGER 0, RST), so the kernel does not trickle queued bytes to a stalled
+/// peer for minutes and the peer cannot take a truncated response for a whole one
+/// (nginx's reset_timedout_connection). A close the protocol asked for (`Done`) is
+/// lingering but never blocks: FIN first, then drop the input that has already arrived,
+/// so the close does not turn into an RST that eats an error response the peer has not
+/// read (pipelined requests behind it).
+pub(crate) fn close_socket(fd: OwnedFd, why: CloseReason, cut: bool) {
+    use std::os::fd::AsFd;
+    if cut {
+        let _ = crate::sys::net::set_linger_reset(fd.as_fd());
+    } else if why == CloseReason::Done {
+        let _ = crate::sys::net::shutdown(fd.as_fd(), libc::SHUT_WR);
+        crate::sys::net::discard_pending(fd.as_fd(), LINGER_DISCARD);
+    }
+    drop(fd);
+}
+
+/// Refuses a connection at the connection limit: the protocol's overload response,
+/// sent without blocking, then a lingering close.
+pub(crate) fn refuse(fd: OwnedFd, response: Option<&'static [u8]>) {
+    if let Some(msg) = response {
+        use std::os::fd::AsFd;
+        let _ = crate::sys::net::send_vectored(fd.as_fd(), &[io::IoSlice::new(msg)], false);
+    }
+    close_socket(fd, CloseReason::Done, false);
+}
+
+/// Writes one access-log line to stdout.
+pub(crate) fn access_log(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(b"\n");
+}
+
+/// Most unread input discarded before a protocol-initiated close.
+const LINGER_DISCARD: usize = 64 * 1024;
 
 /// How far a shutdown has been asked to go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

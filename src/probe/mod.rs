@@ -31,7 +31,7 @@ pub use optional::{parse_disable, DisableSet, Optional};
 
 /// Whether this build contains the io_uring backend. Until it does, `auto` reports what
 /// io_uring could do here and picks epoll, and `--backend uring` is an error.
-pub const URING_BACKEND_BUILT: bool = false;
+pub const URING_BACKEND_BUILT: bool = true;
 
 /// The opcodes the uring backend needs, with the kernel that added each. A kernel
 /// missing any of them gets epoll under `auto`.

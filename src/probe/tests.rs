@@ -146,6 +146,7 @@ fn choose_auto() {
         "io_uring works here (12 ops) but the uring backend is not built yet"
     );
     // The probe's own choice is auto's, with the real constant.
+    let (kind, why) = choose_with(BackendRequest::Auto, &good, URING_BACKEND_BUILT).unwrap();
     assert_eq!((good.backend, good.reason.as_str()), (kind, why.as_str()));
 
     for built in [false, true] {

@@ -138,19 +138,29 @@ impl SigSet {
 /// Raises the soft RLIMIT_NOFILE to the hard limit, as servers do at start (nginx's
 /// worker_rlimit_nofile). Returns the soft limit now in force.
 pub fn raise_nofile_limit() -> io::Result<u64> {
+    raise_soft_limit(libc::RLIMIT_NOFILE)
+}
+
+/// Raises the soft RLIMIT_MEMLOCK to the hard limit: io_uring on kernels before 5.12
+/// charges ring memory to it. Returns the soft limit now in force.
+pub fn raise_memlock_limit() -> io::Result<u64> {
+    raise_soft_limit(libc::RLIMIT_MEMLOCK)
+}
+
+fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> io::Result<u64> {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `rl` is a live rlimit out-parameter.
-    unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut rl)) }?;
+    unsafe { syscall!(getrlimit(resource, &mut rl)) }?;
     if rl.rlim_cur < rl.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: rl.rlim_max,
             rlim_max: rl.rlim_max,
         };
         // SAFETY: `raised` is a live rlimit; raising soft up to hard needs no privilege.
-        if unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised)) }.is_ok() {
+        if unsafe { syscall!(setrlimit(resource, &raised)) }.is_ok() {
             return Ok(rl.rlim_max);
         }
     }

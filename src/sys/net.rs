@@ -84,8 +84,10 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
 }
 
 /// A non-blocking, close-on-exec TCP listener on `addr` with SO_REUSEADDR (and
-/// IPV6_V6ONLY for v6, so `[::]` and `0.0.0.0` can both be listened on).
-pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
+/// IPV6_V6ONLY for v6, so `[::]` and `0.0.0.0` can both be listened on). `reuseport`
+/// sets SO_REUSEPORT, so several listeners (one per io_uring ring) share the address
+/// and the kernel spreads connections among them.
+pub fn listen(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -101,6 +103,9 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
     // SAFETY: `raw` is a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
     if family == libc::AF_INET6 {
         setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
     }
@@ -135,6 +140,22 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     from_sockaddr(unsafe { ss.assume_init_ref() })
 }
 
+/// The address of a connected socket's peer.
+pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` has room for any address and `len` says so.
+    unsafe {
+        syscall!(getpeername(
+            fd.as_raw_fd(),
+            ss.as_mut_ptr().cast(),
+            &mut len
+        ))
+    }?;
+    // SAFETY: zero-initialised, then filled by the kernel.
+    from_sockaddr(unsafe { ss.assume_init_ref() })
+}
+
 /// Accepts one connection, non-blocking and close-on-exec.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
@@ -155,9 +176,11 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     Ok((fd, peer))
 }
 
-/// SO_KEEPALIVE with the given probe timing, and TCP_NODELAY: responses are written in
-/// whole pieces (headers with MSG_MORE, then the body), so Nagle only adds latency.
-pub fn tune_accepted(fd: BorrowedFd<'_>, ka: &TcpKeepalive, sndbuf: usize) -> io::Result<()> {
+/// SO_KEEPALIVE with the given probe timing, TCP_NODELAY (responses are written in
+/// whole pieces, headers with MSG_MORE then the body, so Nagle only adds latency), and
+/// SO_SNDBUF when set. Applied to the listener: Linux copies these options into every
+/// socket it accepts, so no connection pays a setsockopt.
+pub fn tune(fd: BorrowedFd<'_>, ka: &TcpKeepalive, sndbuf: usize) -> io::Result<()> {
     let secs = |d: Duration| i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX);
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(ka.idle))?;

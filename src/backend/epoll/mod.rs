@@ -33,7 +33,7 @@
 
 mod send;
 
-use super::{Backend, CloseReason, Ctx, Running, ShutdownLevel};
+use super::{access_log, close_socket, refuse, Backend, CloseReason, Ctx, Running, ShutdownLevel};
 use crate::conn::{ConnTable, Key};
 use crate::proto::{Protocol, ProtocolFactory, Step, Wait};
 use crate::stats::Stats;
@@ -58,8 +58,6 @@ const ACCEPT_BATCH: usize = 64;
 /// Each worker's receive buffer. Received bytes are handed to the protocol at once,
 /// so an idle connection holds no receive buffer at all.
 const RECV_BUF: usize = 64 * 1024;
-/// Most unread input discarded before a protocol-initiated close.
-const LINGER_DISCARD: usize = 64 * 1024;
 /// Worker stacks: the handlers are shallow, and thousands of threads is not the plan,
 /// but a small stack keeps a grown pool cheap.
 const WORKER_STACK: usize = 256 * 1024;
@@ -135,6 +133,8 @@ struct Conn<P> {
     wait: Option<(Wait, Instant)>,
     /// `handle_drain` was delivered.
     drained: bool,
+    /// A send was cut short: close with RST.
+    cut: bool,
 }
 
 enum Entry<P> {
@@ -291,7 +291,7 @@ impl<F: ProtocolFactory> Shared<F> {
         Stats::sub(&self.ctx.stats.busy_workers, 1);
         match outcome {
             Ok(Outcome::Park(conn, deadline)) => self.park(key, conn, deadline),
-            Ok(Outcome::Close(conn, why)) => self.close(key, conn, why),
+            Ok(Outcome::Close(conn, why)) => self.close(key, *conn, why),
             Err(_) => {
                 // The connection (and its descriptor) was dropped while unwinding.
                 Stats::add(&self.ctx.stats.panics, 1);
@@ -322,10 +322,7 @@ impl<F: ProtocolFactory> Shared<F> {
                         &|| self.maybe_grow(),
                     );
                     if let Err(why) = r {
-                        // Abort rather than close: a plain close would leave the
-                        // kernel trickling the queued bytes to a stalled peer for
-                        // minutes, and a truncated response must not look complete.
-                        let _ = net::set_linger_reset(conn.fd.as_fd());
+                        conn.cut = true;
                         return Outcome::Close(conn, why);
                     }
                     conn.wait = None;
@@ -383,14 +380,14 @@ impl<F: ProtocolFactory> Shared<F> {
         let mut t = lock(&self.table);
         if t.draining {
             drop(t);
-            return self.close(key, conn, CloseReason::Shutdown);
+            return self.close(key, *conn, CloseReason::Shutdown);
         }
         if let Err(e) = self
             .epoll
             .modify(conn.fd.as_fd(), CONN_EVENTS, key.to_u64())
         {
             drop(t);
-            return self.close(key, conn, CloseReason::Error(e.kind()));
+            return self.close(key, *conn, CloseReason::Error(e.kind()));
         }
         if let Some(e) = t.conns.get_mut(key) {
             *e = Entry::Parked(conn, deadline);
@@ -399,16 +396,9 @@ impl<F: ProtocolFactory> Shared<F> {
 
     /// Closes a connection its owner holds: the descriptor is closed exactly once, here,
     /// then the key is retired.
-    fn close(&self, key: Key, conn: Box<Conn<F::Proto>>, why: CloseReason) {
-        let peer = conn.peer;
-        if why == CloseReason::Done {
-            // The protocol chose to close, maybe right after an error response with
-            // more requests unread behind it: send FIN first and drop what has
-            // arrived, so the close does not turn into an RST that eats the response.
-            let _ = net::shutdown(conn.fd.as_fd(), libc::SHUT_WR);
-            net::discard_pending(conn.fd.as_fd(), LINGER_DISCARD);
-        }
-        drop(conn);
+    fn close(&self, key: Key, conn: Conn<F::Proto>, why: CloseReason) {
+        let Conn { fd, peer, cut, .. } = conn;
+        close_socket(fd, why, cut);
         self.retire(key, peer, why);
     }
 
@@ -484,9 +474,6 @@ impl<F: ProtocolFactory> Shared<F> {
     /// Tunes a new socket, gives it a key and arms it.
     fn register(&self, fd: OwnedFd, peer: SocketAddr) {
         let cfg = &self.ctx.cfg;
-        if net::tune_accepted(fd.as_fd(), &cfg.tcp_keepalive, cfg.sndbuf).is_err() {
-            return; // Usually the peer already reset; nothing to serve.
-        }
         let key = {
             let mut t = lock(&self.table);
             if t.draining {
@@ -495,11 +482,7 @@ impl<F: ProtocolFactory> Shared<F> {
             if t.conns.len() >= cfg.max_connections {
                 drop(t);
                 Stats::add(&self.ctx.stats.refused_full, 1);
-                if let Some(msg) = self.ctx.factory.overload_response() {
-                    let _ = net::send_vectored(fd.as_fd(), &[io::IoSlice::new(msg)], false);
-                    let _ = net::shutdown(fd.as_fd(), libc::SHUT_WR);
-                    net::discard_pending(fd.as_fd(), LINGER_DISCARD);
-                }
+                refuse(fd, self.ctx.factory.overload_response());
                 return;
             }
             t.conns.insert(Entry::Owned)
@@ -513,16 +496,17 @@ impl<F: ProtocolFactory> Shared<F> {
             peer,
             wait: Some((Wait::Request, Instant::now())),
             drained: false,
+            cut: false,
         });
         let deadline = Instant::now() + cfg.header_timeout;
         let mut t = lock(&self.table);
         if t.draining {
             drop(t);
-            return self.close(key, conn, CloseReason::Shutdown);
+            return self.close(key, *conn, CloseReason::Shutdown);
         }
         if let Err(e) = self.epoll.add(conn.fd.as_fd(), CONN_EVENTS, key.to_u64()) {
             drop(t);
-            return self.close(key, conn, CloseReason::Error(e.kind()));
+            return self.close(key, *conn, CloseReason::Error(e.kind()));
         }
         if let Some(e) = t.conns.get_mut(key) {
             *e = Entry::Parked(conn, deadline);
@@ -548,7 +532,7 @@ impl<F: ProtocolFactory> Shared<F> {
 
     /// Tells an expired connection of its timeout, lets its answer (a 408) go out if it
     /// fits the socket buffer right now, and closes it. Never blocks.
-    fn expire(&self, key: Key, mut conn: Box<Conn<F::Proto>>) {
+    fn expire(&self, key: Key, mut conn: Conn<F::Proto>) {
         Stats::add(&self.ctx.stats.recv_timeouts, 1);
         conn.proto.handle_timeout();
         for _ in 0..4 {
@@ -578,7 +562,7 @@ impl<F: ProtocolFactory> Shared<F> {
         //    response in flight (`park` refuses once `draining` is set under the lock).
         lock(&self.table).draining = true;
         for (key, conn) in self.take_parked(|_| true) {
-            self.close(key, conn, CloseReason::Shutdown);
+            self.close(key, *conn, CloseReason::Shutdown);
         }
         // 3. Let in-flight responses finish, up to the shutdown timeout.
         let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
@@ -600,14 +584,14 @@ impl<F: ProtocolFactory> Shared<F> {
             }
         }
         for (key, conn) in self.take_parked(|_| true) {
-            self.close(key, conn, CloseReason::Shutdown);
+            self.close(key, *conn, CloseReason::Shutdown);
         }
     }
 
     fn housekeeping(&self) {
         let now = Instant::now();
         for (key, conn) in self.take_parked(|deadline| deadline <= now) {
-            self.expire(key, conn);
+            self.expire(key, *conn);
         }
         let due = {
             let mut p = lock(&self.paused);
@@ -620,12 +604,4 @@ impl<F: ProtocolFactory> Shared<F> {
             self.arm_listener(li);
         }
     }
-}
-
-/// Writes one access-log line to stdout.
-fn access_log(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.write_all(b"\n");
 }

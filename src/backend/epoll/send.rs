@@ -7,17 +7,15 @@
 //! bytes move: a slow reader is served, a stalled one is dropped after `send_timeout`
 //! and costs only its own connection and this worker (the pool grows around it).
 
+use crate::backend::chunks::{advance, gather, more_after};
 use crate::backend::CloseReason;
 use crate::proto::Chunk;
 use crate::stats::Stats;
 use crate::sys::epoll::EventFd;
 use crate::sys::net::{self, Writable};
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
-
-/// How many memory chunks one sendmsg gathers.
-const MAX_IOV: usize = 64;
 
 /// Sends `chunks` completely or fails with the reason to close the connection.
 /// `before_wait` runs each time the send is about to block on the peer: the pool
@@ -54,7 +52,7 @@ pub(super) fn send_all(
             }
             _ => {
                 let (slices, end) = gather(chunks, i, off);
-                let more = chunks[end..].iter().any(|c| !c.is_empty());
+                let more = more_after(chunks, end);
                 if slices.is_empty() {
                     i = end;
                     off = 0;
@@ -97,75 +95,4 @@ pub(super) fn send_all(
 pub(super) fn send_once(fd: BorrowedFd<'_>, chunks: &[Chunk]) {
     let (slices, _) = gather(chunks, 0, 0);
     let _ = net::send_vectored(fd, &slices, false);
-}
-
-fn mem(c: &Chunk) -> Option<&[u8]> {
-    match c {
-        Chunk::Mem(v) => Some(v),
-        Chunk::Static(s) => Some(s),
-        Chunk::File { .. } => None,
-    }
-}
-
-/// The run of memory chunks from chunk `i` (skipping its first `off` bytes), up to
-/// [`MAX_IOV`] of them; and the index just past the run.
-fn gather(chunks: &[Chunk], i: usize, off: u64) -> (Vec<IoSlice<'_>>, usize) {
-    let mut slices = Vec::new();
-    let mut j = i;
-    while j < chunks.len() && slices.len() < MAX_IOV {
-        let Some(b) = mem(&chunks[j]) else { break };
-        let b = if j == i { &b[off as usize..] } else { b };
-        if !b.is_empty() {
-            slices.push(IoSlice::new(b));
-        }
-        j += 1;
-    }
-    (slices, j)
-}
-
-/// Moves the cursor `(i, off)` forward by `n` bytes, stepping over chunks that are
-/// finished or empty.
-fn advance(chunks: &[Chunk], mut i: usize, mut off: u64, mut n: u64) -> (usize, u64) {
-    while i < chunks.len() {
-        let left = chunks[i].len() - off;
-        if n < left {
-            return (i, off + n);
-        }
-        n -= left;
-        i += 1;
-        off = 0;
-    }
-    (i, off)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chunks() -> Vec<Chunk> {
-        vec![
-            Chunk::Mem(b"abc".to_vec()),
-            Chunk::Static(b""),
-            Chunk::Static(b"de"),
-            Chunk::Mem(b"f".to_vec()),
-        ]
-    }
-
-    #[test]
-    fn advance_crosses_chunks_and_skips_empty_ones() {
-        let c = chunks();
-        assert_eq!(advance(&c, 0, 0, 2), (0, 2));
-        assert_eq!(advance(&c, 0, 0, 3), (2, 0));
-        assert_eq!(advance(&c, 0, 2, 2), (2, 1));
-        assert_eq!(advance(&c, 0, 0, 6), (4, 0));
-    }
-
-    #[test]
-    fn gather_starts_mid_chunk() {
-        let c = chunks();
-        let (s, end) = gather(&c, 0, 1);
-        let all: Vec<u8> = s.iter().flat_map(|s| s.iter().copied()).collect();
-        assert_eq!(all, b"bcdef");
-        assert_eq!(end, 4);
-    }
 }

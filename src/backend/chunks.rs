@@ -1,0 +1,84 @@
+//! A cursor over the chunks of one response, shared by the backends' send paths: which
+//! memory chunks to gather into one send, and where a partial send leaves off.
+
+use crate::proto::Chunk;
+use std::io::IoSlice;
+
+/// How many memory chunks one gathered send takes.
+pub(crate) const MAX_IOV: usize = 64;
+
+pub(crate) fn mem(c: &Chunk) -> Option<&[u8]> {
+    match c {
+        Chunk::Mem(v) => Some(v),
+        Chunk::Static(s) => Some(s),
+        Chunk::File { .. } => None,
+    }
+}
+
+/// The run of memory chunks from chunk `i` (skipping its first `off` bytes), up to
+/// [`MAX_IOV`] of them; and the index just past the run.
+pub(crate) fn gather(chunks: &[Chunk], i: usize, off: u64) -> (Vec<IoSlice<'_>>, usize) {
+    let mut slices = Vec::new();
+    let mut j = i;
+    while j < chunks.len() && slices.len() < MAX_IOV {
+        let Some(b) = mem(&chunks[j]) else { break };
+        let b = if j == i { &b[off as usize..] } else { b };
+        if !b.is_empty() {
+            slices.push(IoSlice::new(b));
+        }
+        j += 1;
+    }
+    (slices, j)
+}
+
+/// Moves the cursor `(i, off)` forward by `n` bytes, stepping over chunks that are
+/// finished or empty.
+pub(crate) fn advance(chunks: &[Chunk], mut i: usize, mut off: u64, mut n: u64) -> (usize, u64) {
+    while i < chunks.len() {
+        let left = chunks[i].len() - off;
+        if n < left {
+            return (i, off + n);
+        }
+        n -= left;
+        i += 1;
+        off = 0;
+    }
+    (i, off)
+}
+
+/// Whether any bytes follow chunk `end`: the send before it may set MSG_MORE.
+pub(crate) fn more_after(chunks: &[Chunk], end: usize) -> bool {
+    chunks[end..].iter().any(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks() -> Vec<Chunk> {
+        vec![
+            Chunk::Mem(b"abc".to_vec()),
+            Chunk::Static(b""),
+            Chunk::Static(b"de"),
+            Chunk::Mem(b"f".to_vec()),
+        ]
+    }
+
+    #[test]
+    fn advance_crosses_chunks_and_skips_empty_ones() {
+        let c = chunks();
+        assert_eq!(advance(&c, 0, 0, 2), (0, 2));
+        assert_eq!(advance(&c, 0, 0, 3), (2, 0));
+        assert_eq!(advance(&c, 0, 2, 2), (2, 1));
+        assert_eq!(advance(&c, 0, 0, 6), (4, 0));
+    }
+
+    #[test]
+    fn gather_starts_mid_chunk() {
+        let c = chunks();
+        let (s, end) = gather(&c, 0, 1);
+        let all: Vec<u8> = s.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(all, b"bcdef");
+        assert_eq!(end, 4);
+    }
+}

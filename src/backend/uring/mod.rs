@@ -1,0 +1,357 @@
+//! The io_uring backend: one ring per thread, each owning the connections it accepted.
+//!
+//! - **Threads and listeners.** `uring_threads` rings (default: one per CPU). By default
+//!   each ring has its own SO_REUSEPORT listener per address, so the kernel spreads
+//!   connections and no two rings ever contend for one accept queue;
+//!   `uring_shared_listener` makes every ring accept on the same socket instead
+//!   (measured in docs/ARCHITECTURE.md). Connections never migrate.
+//! - **Keys.** Every SQE's `user_data` is an operation kind in the top byte and the
+//!   connection's [`Key`](crate::conn::Key) below it. A completion whose key is retired is
+//!   dropped and counted (with its buffer recycled or its fd closed, should it carry one).
+//! - **Lifetimes.** A connection leaves its ring's table only when no operation naming
+//!   it is in the kernel; closing first cancels what is in flight (ASYNC_CANCEL) and
+//!   waits. Everything an operation points at (buffers, msghdrs, open_how, paths,
+//!   pipes, files) is owned by the connection's boxed state until that completion.
+//! - **Notifications** (shutdown) go through a queue per ring plus a wakeup: MSG_RING
+//!   from the coordinator's own ring where the kernel has it, otherwise a write to an
+//!   eventfd the ring keeps a READ armed on. Queued, never a bounded pipe; drained before
+//!   completions, a bounded number per loop turn.
+
+mod bufs;
+mod ring;
+
+use super::{Backend, Ctx, Running, ShutdownLevel};
+use crate::config::Config;
+use crate::probe::{self, Optional};
+use crate::proto::ProtocolFactory;
+use crate::sys::epoll::EventFd;
+use io_uring::{opcode, types, IoUring};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Optional kernel features this backend uses, as the probe found them (and as
+/// `RINGSERVE_URING_DISABLE` left them). Code asks for a capability, never for a kernel
+/// version.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Caps {
+    pub multishot_accept: bool,
+    pub buf_ring: bool,
+    pub msg_ring: bool,
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+    pub coop_taskrun: bool,
+    pub submit_all: bool,
+    pub openat2: bool,
+}
+
+impl Caps {
+    pub(crate) fn from_probe() -> Caps {
+        let u = &probe::probe().uring;
+        Caps {
+            multishot_accept: u.has(Optional::MultishotAccept),
+            buf_ring: u.has(Optional::BufRing),
+            msg_ring: u.has(Optional::MsgRing),
+            single_issuer: u.has(Optional::SingleIssuer),
+            defer_taskrun: u.has(Optional::DeferTaskrun),
+            coop_taskrun: u.has(Optional::CoopTaskrun),
+            submit_all: u.has(Optional::SubmitAll),
+            openat2: u.has(Optional::Openat2),
+        }
+    }
+}
+
+/// Submission queue entries per ring. Chains are at most three SQEs and a full queue is
+/// flushed before a chain is pushed, so this only bounds how much one loop turn batches.
+const SQ_ENTRIES: u32 = 256;
+/// Completions one connection can have outstanding at once: a receive, a three-SQE
+/// send step (splice in, splice out, link timeout), and cancels.
+const CQES_PER_CONN: usize = 6;
+
+/// Builds a ring with the features `caps` allows, its CQ sized so that `max_conns`
+/// connections cannot overflow it (NODROP covers the rest). On ENOMEM (kernels before
+/// 5.12 charge ring memory to RLIMIT_MEMLOCK) it raises the soft limit to the hard one
+/// and tries once more, then fails with the reason.
+fn build_ring(caps: &Caps, max_conns: usize) -> io::Result<IoUring> {
+    let cq = (max_conns.saturating_mul(CQES_PER_CONN) + 64)
+        .next_power_of_two()
+        .clamp(1024, 1 << 16) as u32;
+    let build = || {
+        let mut b = IoUring::builder();
+        if caps.single_issuer {
+            b.setup_single_issuer();
+            if caps.defer_taskrun {
+                b.setup_defer_taskrun();
+            }
+        } else if caps.coop_taskrun {
+            b.setup_coop_taskrun();
+        }
+        if caps.submit_all {
+            b.setup_submit_all();
+        }
+        b.setup_cqsize(cq).setup_clamp();
+        b.build(SQ_ENTRIES)
+    };
+    match build() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+            let raised = crate::sys::epoll::raise_memlock_limit();
+            build().map_err(|e2| {
+                io::Error::new(
+                    e2.kind(),
+                    format!(
+                        "io_uring_setup: {e2} (RLIMIT_MEMLOCK {}; kernels before 5.12 charge ring memory to it)",
+                        match raised {
+                            Ok(l) => format!("raised to {l} bytes, still too low"),
+                            Err(r) => format!("could not be raised: {r}"),
+                        }
+                    ),
+                )
+            })
+        }
+        r => r,
+    }
+}
+
+/// Connections one ring is sized for.
+fn per_ring(cfg: &Config) -> usize {
+    cfg.max_connections.div_ceil(cfg.uring_threads.max(1))
+}
+
+/// Sets up (and drops) one ring as the backend will, so `--backend auto` can fall back
+/// to epoll before anything is bound when it would fail.
+pub(crate) fn preflight(cfg: &Config) -> io::Result<()> {
+    build_ring(&Caps::from_probe(), per_ring(cfg)).map(drop)
+}
+
+/// A cross-ring notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Note {
+    Shutdown(ShutdownLevel),
+}
+
+/// One ring's inbox.
+pub(crate) struct Notifier {
+    queue: Mutex<Inbox>,
+    /// Readable when a note waits; the ring keeps a READ armed on it.
+    efd: EventFd,
+}
+
+struct Inbox {
+    notes: VecDeque<Note>,
+    /// The ring's fd while the ring exists (-1 before and after), for MSG_RING. Read and
+    /// cleared under this lock, so a notifier never sends to a closed, reused number.
+    ring_fd: RawFd,
+}
+
+impl Notifier {
+    fn new() -> io::Result<Notifier> {
+        Ok(Notifier {
+            queue: Mutex::new(Inbox {
+                notes: VecDeque::new(),
+                ring_fd: -1,
+            }),
+            efd: EventFd::new()?,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes up to `max` queued notes.
+    pub(crate) fn take(&self, max: usize) -> Vec<Note> {
+        let mut q = self.lock();
+        let n = q.notes.len().min(max);
+        q.notes.drain(..n).collect()
+    }
+
+    pub(crate) fn set_ring_fd(&self, fd: RawFd) {
+        self.lock().ring_fd = fd;
+    }
+
+    pub(crate) fn efd(&self) -> &EventFd {
+        &self.efd
+    }
+
+    /// Queues `note` and wakes the ring: by MSG_RING from `sender` when given and it
+    /// works, by the eventfd otherwise.
+    fn send(&self, note: Note, sender: Option<&mut IoUring>) {
+        let mut q = self.lock();
+        q.notes.push_back(note);
+        if let (Some(ring), fd) = (sender, q.ring_fd) {
+            if fd >= 0 && msg_ring(ring, fd).is_ok() {
+                return;
+            }
+        }
+        drop(q);
+        self.efd.notify();
+    }
+}
+
+/// Posts a wakeup CQE into the ring `target` (MSG_RING, 5.18).
+fn msg_ring(sender: &mut IoUring, target: RawFd) -> io::Result<()> {
+    let e = opcode::MsgRingData::new(types::Fd(target), 0, ring::wake_user_data(), None)
+        .build()
+        .user_data(0);
+    // SAFETY: MSG_RING reads no user memory; `target` is a live ring fd (checked under
+    // the inbox lock by our caller).
+    unsafe { sender.submission().push(&e) }.map_err(|_| io::Error::other("SQ full"))?;
+    sender.submit_and_wait(1)?;
+    let cqe = sender
+        .completion()
+        .next()
+        .ok_or_else(|| io::Error::other("no CQE"))?;
+    if cqe.result() < 0 {
+        return Err(io::Error::from_raw_os_error(-cqe.result()));
+    }
+    Ok(())
+}
+
+/// Where a ring accepts: its own SO_REUSEPORT socket, or the shared one.
+pub(crate) enum ListenFd {
+    Own(OwnedFd),
+    Shared(RawFd),
+}
+
+impl ListenFd {
+    pub(crate) fn raw(&self) -> RawFd {
+        match self {
+            ListenFd::Own(fd) => fd.as_raw_fd(),
+            ListenFd::Shared(fd) => *fd,
+        }
+    }
+}
+
+/// What every ring thread shares.
+pub(crate) struct Shared<F> {
+    pub ctx: Ctx<F>,
+    pub caps: Caps,
+}
+
+/// The io_uring backend.
+pub(crate) struct UringBackend;
+
+impl Backend for UringBackend {
+    fn start<F: ProtocolFactory>(ctx: Ctx<F>) -> io::Result<Box<dyn Running>> {
+        let caps = Caps::from_probe();
+        let n = ctx.cfg.uring_threads.max(1);
+        // Ring 0 uses the listeners the server bound; in reuseport mode every other ring
+        // binds its own socket to each (resolved) address.
+        let mut listeners: Vec<Vec<ListenFd>> = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut mine = Vec::new();
+            for (fd, addr) in &ctx.listeners {
+                mine.push(if i == 0 || ctx.cfg.uring_shared_listener {
+                    ListenFd::Shared(fd.as_raw_fd())
+                } else {
+                    ListenFd::Own(super::bind_listener(*addr, &ctx.cfg, true)?)
+                });
+            }
+            listeners.push(mine);
+        }
+        let notifiers: Vec<Arc<Notifier>> = (0..n)
+            .map(|_| Notifier::new().map(Arc::new))
+            .collect::<io::Result<_>>()?;
+        let max_conns = per_ring(&ctx.cfg);
+        let shared = Arc::new(Shared { ctx, caps });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(n);
+        for (i, mine) in listeners.into_iter().enumerate() {
+            let sh = shared.clone();
+            let inbox = notifiers[i].clone();
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("ringserve-ring{i}"))
+                .spawn(move || {
+                    // The ring is created on the thread that submits to it: SINGLE_ISSUER.
+                    match build_ring(&sh.caps, max_conns) {
+                        Ok(r) => {
+                            let _ = ready.send(Ok(()));
+                            ring::run(sh, i, r, mine, inbox);
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
+                    }
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(io::Error::other("a ring thread died at start")),
+            }
+        }
+        if let Some(e) = failure {
+            for nt in &notifiers {
+                nt.send(Note::Shutdown(ShutdownLevel::Immediate), None);
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e);
+        }
+        let sh = shared.clone();
+        let coordinator = std::thread::Builder::new()
+            .name("ringserve-coord".into())
+            .spawn(move || coordinate(sh, notifiers, threads))?;
+        Ok(Box::new(Handle {
+            coordinator: Some(coordinator),
+        }))
+    }
+}
+
+/// Relays shutdown requests to every ring, then joins them.
+fn coordinate<F: ProtocolFactory>(
+    sh: Arc<Shared<F>>,
+    notifiers: Vec<Arc<Notifier>>,
+    threads: Vec<JoinHandle<()>>,
+) {
+    let control = sh.ctx.control.clone();
+    // A ring of our own to send MSG_RING wakeups from, where the kernel has it.
+    let mut sender = if sh.caps.msg_ring {
+        IoUring::new(8).ok()
+    } else {
+        None
+    };
+    let mut seen = ShutdownLevel::Running;
+    loop {
+        // Idle until asked; once stopping, look every 50 ms for the rings finishing.
+        let wait = if seen == ShutdownLevel::Running {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(50)
+        };
+        let level = control.wait_above(seen, wait);
+        if level > seen {
+            seen = level;
+            for nt in &notifiers {
+                nt.send(Note::Shutdown(level), sender.as_mut());
+            }
+        }
+        if seen != ShutdownLevel::Running && threads.iter().all(|t| t.is_finished()) {
+            break;
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+struct Handle {
+    coordinator: Option<JoinHandle<()>>,
+}
+
+impl Running for Handle {
+    fn wait(mut self: Box<Self>) {
+        if let Some(h) = self.coordinator.take() {
+            let _ = h.join();
+        }
+    }
+}
