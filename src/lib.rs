@@ -2,6 +2,16 @@
 //! fallback. See `docs/ARCHITECTURE.md` for the layers and the two promises.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// Writes one line to stderr and ignores failure: `eprintln!` panics when stderr is a
+/// closed pipe, and a server must not die because its log reader went away.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod backend;
 pub mod config;
 pub mod conn;

@@ -6,7 +6,8 @@ use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{HttpConfig, HttpFactory};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
-use ringserve::{NoHooks, Server, StartError};
+use ringserve::{say, NoHooks, Server, StartError};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -202,7 +203,7 @@ fn main() -> ExitCode {
             // One clear line, not clap's three: "ringserve: invalid value ...".
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("bad usage");
-            eprintln!("ringserve: {}", first.trim_start_matches("error: "));
+            say!("ringserve: {}", first.trim_start_matches("error: "));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -210,9 +211,9 @@ fn main() -> ExitCode {
         Cmd::Probe { json } => {
             let p = probe::probe();
             if json {
-                println!("{}", p.to_json());
+                let _ = writeln!(std::io::stdout(), "{}", p.to_json());
             } else {
-                print!("{}", p.to_text());
+                let _ = write!(std::io::stdout(), "{}", p.to_text());
             }
             ExitCode::SUCCESS
         }
@@ -224,19 +225,22 @@ fn serve(args: ServeArgs) -> ExitCode {
     let protocol = args.protocol;
     let mut cfg = args.into_config();
     if cfg.workers_min == 0 || cfg.workers_max < cfg.workers_min {
-        eprintln!(
+        say!(
             "ringserve: --workers-min must be at least 1 and at most --workers-max (got {} and {})",
-            cfg.workers_min, cfg.workers_max
+            cfg.workers_min,
+            cfg.workers_max
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    // Noted after the startup line: tools read that line first.
+    let mut notes = Vec::new();
     if let Ok(limit) = raise_nofile_limit() {
         let room = limit.saturating_sub(FD_RESERVE) as usize;
         if cfg.max_connections > room {
-            eprintln!(
+            notes.push(format!(
                 "ringserve: --max-connections {} exceeds the open-file limit {limit}; using {room}",
                 cfg.max_connections
-            );
+            ));
             cfg.max_connections = room;
         }
     }
@@ -244,7 +248,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     // and they stay pending for the signal thread's sigwait. No handler ever runs.
     let signals = SigSet::of(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
     if let Err(e) = signals.block() {
-        eprintln!("ringserve: blocking signals: {e}");
+        say!("ringserve: blocking signals: {e}");
         return ExitCode::FAILURE;
     }
     let root = std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| cfg.root.clone());
@@ -262,7 +266,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let server = match started {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ringserve: {e}");
+            say!("ringserve: {e}");
             return ExitCode::from(match e {
                 StartError::Config(_) => EXIT_CONFIG,
                 StartError::Io(_) => 1,
@@ -276,19 +280,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         .name("ringserve-signals".into())
         .spawn(move || loop {
             match signals.wait() {
-                Ok(libc::SIGUSR1) => eprintln!("ringserve: stats {}", stats.snapshot()),
+                Ok(libc::SIGUSR1) => say!("ringserve: stats {}", stats.snapshot()),
                 Ok(_) => {
-                    eprintln!("ringserve: shutting down");
+                    say!("ringserve: shutting down");
                     control.shutdown();
                 }
                 Err(e) => {
-                    eprintln!("ringserve: sigwait: {e}");
+                    say!("ringserve: sigwait: {e}");
                     return;
                 }
             }
         });
     if let Err(e) = spawned {
-        eprintln!("ringserve: starting the signal thread: {e}");
+        say!("ringserve: starting the signal thread: {e}");
         server.shutdown();
         return ExitCode::FAILURE;
     }
@@ -297,13 +301,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         .iter()
         .map(|a| format!("{scheme}://{a}"))
         .collect();
-    eprintln!(
+    say!(
         "ringserve: serving {} on {} with backend {} ({})",
         root.display(),
         addrs.join(" "),
         server.backend(),
         server.reason()
     );
+    for note in notes {
+        say!("{note}");
+    }
     server.wait();
     ExitCode::SUCCESS
 }

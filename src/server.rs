@@ -102,6 +102,9 @@ impl Server {
             BackendKind::Uring => UringBackend::start(ctx),
         }
         .map_err(StartError::Io)?;
+        for note in running.notes() {
+            reason = format!("{reason}; {note}");
+        }
         Ok(Server {
             addrs,
             backend,

@@ -216,3 +216,48 @@ fn probe_text_names_kernel_and_choice() {
     assert!(out.to_lowercase().contains("kernel"), "{out}");
     assert!(out.contains("epoll") || out.contains("uring"), "{out}");
 }
+
+#[test]
+fn a_closed_stderr_does_not_take_the_server_down() {
+    for b in backends() {
+        let root = temp_dir("nostderr");
+        std::fs::write(root.join("x"), "x").unwrap();
+        let mut child = Command::new(bin())
+            .args([
+                "serve",
+                root.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                b,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        {
+            let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+            std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
+        } // the log reader goes away
+        let addr = parse_addrs(&banner)[0];
+        assert_eq!(get(addr, "/x").body, b"x");
+        // Shutting down writes to the closed stderr; that must not stop the shutdown.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let t = std::time::Instant::now();
+        let code = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            if t.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("[{b}] did not exit after SIGTERM with stderr closed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(code, Some(0), "[{b}]");
+    }
+}

@@ -83,6 +83,11 @@ pub(crate) struct Ctx<F> {
 pub(crate) trait Running: Send {
     /// Blocks until the backend has stopped and joined all its threads.
     fn wait(self: Box<Self>);
+    /// What the backend had to do without at start (a feature the probe found but
+    /// setup refused), for the startup line's reason.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A backend: one type per I/O model, chosen once by a single `match` in `server.rs`.

@@ -216,7 +216,7 @@ impl<F: ProtocolFactory> Shared<F> {
         if self.workers.load(Ordering::SeqCst) < max {
             drop(hs);
             if let Err(e) = self.spawn_worker() {
-                eprintln!("ringserve: cannot start a worker thread: {e}");
+                crate::say!("ringserve: cannot start a worker thread: {e}");
             }
         }
     }
@@ -242,7 +242,7 @@ impl<F: ProtocolFactory> Shared<F> {
             let ev = match self.epoll.wait_one(Some(idle)) {
                 Ok(ev) => ev,
                 Err(e) => {
-                    eprintln!("ringserve: epoll_wait: {e}; worker exits");
+                    crate::say!("ringserve: epoll_wait: {e}; worker exits");
                     self.workers.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
@@ -313,6 +313,11 @@ impl<F: ProtocolFactory> Shared<F> {
             }
             match conn.proto.poll(SystemTime::now()) {
                 Step::Send(chunks) => {
+                    // Logged as the response is handed over, so log order is response
+                    // order even when another worker finishes its send sooner.
+                    if let Some(line) = conn.proto.take_log_line() {
+                        access_log(&line);
+                    }
                     let r = send::send_all(
                         conn.fd.as_fd(),
                         &chunks,
@@ -326,9 +331,6 @@ impl<F: ProtocolFactory> Shared<F> {
                         return Outcome::Close(conn, why);
                     }
                     conn.wait = None;
-                    if let Some(line) = conn.proto.take_log_line() {
-                        access_log(&line);
-                    }
                 }
                 Step::Open(path) => {
                     let r = self.ctx.root.open_beneath(&path);
@@ -435,7 +437,7 @@ impl<F: ProtocolFactory> Shared<F> {
                     Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {}
                     Some(libc::ENOBUFS | libc::ENOMEM) => break,
                     _ => {
-                        eprintln!("ringserve: accept: {e}");
+                        crate::say!("ringserve: accept: {e}");
                         break;
                     }
                 },
@@ -453,7 +455,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 self.epoll
                     .modify(lfd.as_fd(), LISTEN_EVENTS, TOKEN_LISTENER + li as u64)
             {
-                eprintln!("ringserve: re-arming listener {addr}: {e}");
+                crate::say!("ringserve: re-arming listener {addr}: {e}");
             }
         }
     }

@@ -268,10 +268,7 @@ impl Backend for UringBackend {
                 .spawn(move || {
                     // The ring is created on the thread that submits to it: SINGLE_ISSUER.
                     match build_ring(&sh.caps, max_conns) {
-                        Ok(r) => {
-                            let _ = ready.send(Ok(()));
-                            ring::run(sh, i, r, mine, inbox);
-                        }
+                        Ok(r) => ring::run(sh, i, r, mine, inbox, ready),
                         Err(e) => {
                             let _ = ready.send(Err(e));
                         }
@@ -281,9 +278,10 @@ impl Backend for UringBackend {
         }
         drop(ready_tx);
         let mut failure = None;
+        let mut notes = Vec::new();
         for _ in 0..n {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(mut n)) => notes.append(&mut n),
                 Ok(Err(e)) => failure = Some(e),
                 Err(_) => failure = Some(io::Error::other("a ring thread died at start")),
             }
@@ -301,8 +299,11 @@ impl Backend for UringBackend {
         let coordinator = std::thread::Builder::new()
             .name("ringserve-coord".into())
             .spawn(move || coordinate(sh, notifiers, threads))?;
+        notes.sort();
+        notes.dedup();
         Ok(Box::new(Handle {
             coordinator: Some(coordinator),
+            notes,
         }))
     }
 }
@@ -346,6 +347,7 @@ fn coordinate<F: ProtocolFactory>(
 
 struct Handle {
     coordinator: Option<JoinHandle<()>>,
+    notes: Vec<String>,
 }
 
 impl Running for Handle {
@@ -353,5 +355,9 @@ impl Running for Handle {
         if let Some(h) = self.coordinator.take() {
             let _ = h.join();
         }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 }

@@ -184,24 +184,26 @@ pub(super) fn run<F: ProtocolFactory>(
     ring: IoUring,
     listeners: Vec<ListenFd>,
     inbox: Arc<Notifier>,
+    ready: std::sync::mpsc::Sender<io::Result<Vec<String>>>,
 ) {
     inbox.set_ring_fd(ring.as_raw_fd());
     let caps = sh.caps;
+    let mut notes = Vec::new();
     let bufs = if caps.buf_ring {
-        match BufRing::register(
-            &ring,
-            sh.ctx.cfg.uring_buffers.max(1).next_power_of_two(),
-            RECV_BUF,
-        ) {
+        let count = sh.ctx.cfg.uring_buffers.max(1).next_power_of_two();
+        match BufRing::register(&ring, count, RECV_BUF) {
             Ok(b) => Some(b),
             Err(e) => {
-                eprintln!("ringserve: buffer ring unavailable ({e}); using per-connection buffers");
+                notes.push(format!(
+                    "buffer ring refused ({e}): per-connection receive buffers"
+                ));
                 None
             }
         }
     } else {
         None
     };
+    let _ = ready.send(Ok(notes));
     let n = listeners.len();
     let mut io = Io {
         ring,
@@ -233,7 +235,7 @@ pub(super) fn run<F: ProtocolFactory>(
             // EBUSY: completions must be reaped before more can be submitted.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {}
             Err(e) => {
-                eprintln!("ringserve: io_uring_enter: {e}; ring stops");
+                crate::say!("ringserve: io_uring_enter: {e}; ring stops");
                 break;
             }
         }
@@ -278,7 +280,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             if let Err(e) = self.ring.submit() {
                 if e.raw_os_error() != Some(libc::EBUSY) {
-                    eprintln!("ringserve: io_uring_enter: {e}");
+                    crate::say!("ringserve: io_uring_enter: {e}");
                 }
                 // The CQ is full: reap before going on. Completions land in the normal
                 // path because nothing here consumes them; make room by waiting for one.
@@ -374,8 +376,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             Op::Wake | Op::Cancel => return,
             _ => {}
         }
-        let key = Key::from_u64(low);
-        let Some((key, conn)) = key.and_then(|k| conns.get_mut(k).map(|c| (k, c))) else {
+        let Some((key, conn)) = lookup(conns, low) else {
             // A retired key. Never expected (a connection leaves the table only with no
             // operation in flight), but what such a completion carries is not leaked.
             Stats::add(&self.sh.ctx.stats.stale_dropped, 1);
@@ -460,7 +461,13 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 conn.proto.handle_drain();
             }
             match conn.proto.poll(SystemTime::now()) {
-                Step::Send(chunks) => conn.send = Some(Box::new(Sending::new(chunks))),
+                Step::Send(chunks) => {
+                    // Logged as the response is handed over: log order is response order.
+                    if let Some(line) = conn.proto.take_log_line() {
+                        crate::backend::access_log(&line);
+                    }
+                    conn.send = Some(Box::new(Sending::new(chunks)));
+                }
                 Step::Open(path) => match root.openat2_args(&path) {
                     Some(Ok(args)) if self.caps.openat2 => {
                         return self.submit_open(key, conn, args)
@@ -707,9 +714,6 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
         }
         conn.wait = None;
-        if let Some(line) = conn.proto.take_log_line() {
-            crate::backend::access_log(&line);
-        }
     }
 
     /// One CQE of a send step; the step is judged when its last CQE is in.
@@ -800,7 +804,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     }
                 }
                 libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
-                e => eprintln!("ringserve: accept: {}", io::Error::from_raw_os_error(e)),
+                e => crate::say!("ringserve: accept: {}", io::Error::from_raw_os_error(e)),
             }
         }
         if !self.accepting[li] {
@@ -988,6 +992,13 @@ impl<F: ProtocolFactory> Io<'_, F> {
     }
 }
 
+/// The live connection a completion's key names, or `None` for a retired key (its
+/// slot empty, or reused under a newer generation).
+fn lookup<T>(conns: &mut ConnTable<T>, low: u64) -> Option<(Key, &mut T)> {
+    let key = Key::from_u64(low)?;
+    conns.get_mut(key).map(|c| (key, c))
+}
+
 impl Sending {
     fn new(chunks: Vec<Chunk>) -> Sending {
         Sending {
@@ -1007,6 +1018,56 @@ impl Sending {
             r_in: None,
             r_out: None,
             timed_out: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A completion still in flight when its connection was closed and the slot reused
+    /// comes back from the kernel with the old key and must not reach the new one.
+    #[test]
+    fn stale_completions_after_close_and_slot_reuse_are_dropped() {
+        let mut ring = match IoUring::new(8) {
+            Ok(r) => r,
+            Err(e) => return crate::say!("SKIP: io_uring_setup: {e}"),
+        };
+        let mut conns: ConnTable<&str> = ConnTable::shard(4, 1);
+        let old = conns.insert("closed");
+        let nop = opcode::Nop::new()
+            .build()
+            .user_data(Op::Recv.ud(old.to_u64()));
+        // SAFETY: a NOP points at no memory.
+        unsafe { ring.submission().push(&nop) }.unwrap();
+        conns.remove(old);
+        let new = conns.insert("reused");
+        assert_eq!(old.index(), new.index(), "the slot was reused");
+        ring.submit_and_wait(1).unwrap();
+        let cqe = ring.completion().next().unwrap();
+        let ud = cqe.user_data();
+        assert_eq!(Op::from((ud >> KEY_BITS) as u8), Some(Op::Recv));
+        let low = ud & ((1 << KEY_BITS) - 1);
+        assert!(
+            lookup(&mut conns, low).is_none(),
+            "stale completion reached the new connection"
+        );
+        let live = new.to_u64();
+        assert_eq!(
+            lookup(&mut conns, live).map(|(k, v)| (k, *v)),
+            Some((new, "reused"))
+        );
+    }
+
+    #[test]
+    fn user_data_keeps_the_op_and_the_whole_key() {
+        let mut conns: ConnTable<()> = ConnTable::shard(1, 200);
+        let k = conns.insert(());
+        for op in Op::ALL {
+            let ud = op.ud(k.to_u64());
+            assert_eq!(Op::from((ud >> KEY_BITS) as u8), Some(op));
+            assert_eq!(Key::from_u64(ud & ((1 << KEY_BITS) - 1)), Some(k));
         }
     }
 }

@@ -1,0 +1,237 @@
+//! Tests specific to the io_uring backend: buffer exhaustion, bounded pipes, shutdown
+//! with splices in flight, and a low RLIMIT_MEMLOCK. Each skips, with the reason, where
+//! io_uring cannot run. They share one lock: two of them count this process's fds.
+
+mod common;
+use common::*;
+use ringserve::probe::BackendRequest;
+use ringserve::proto::http1::{HttpConfig, HttpFactory};
+use ringserve::{Config, NoHooks, Server};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+fn serial() -> Option<MutexGuard<'static, ()>> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    if !backends().contains(&"uring") {
+        eprintln!("SKIP: the io_uring backend cannot run here");
+        return None;
+    }
+    Some(LOCK.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn config(root: &std::path::Path) -> Config {
+    let mut cfg = Config::new(root);
+    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.backend = BackendRequest::Uring;
+    cfg
+}
+
+#[test]
+fn buffer_exhaustion_delays_reads_but_loses_nothing() {
+    let Some(_g) = serial() else { return };
+    raise_nofile();
+    let root = temp_dir("enobufs");
+    let body = pattern(7, 3000);
+    std::fs::write(root.join("f"), &body).unwrap();
+    let mut cfg = config(&root);
+    cfg.uring_buffers = 1; // one 4 KiB buffer per ring for every connection
+    let srv = Server::start(
+        cfg,
+        HttpFactory::new(HttpConfig::default()),
+        Arc::new(NoHooks),
+    )
+    .unwrap();
+    let addr = srv.local_addrs()[0];
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s
+        })
+        .collect();
+    // Everyone sends at once, so receives complete in batches larger than the buffers.
+    let reqs = "GET /f HTTP/1.1\r\nHost: t\r\n\r\n".repeat(10);
+    for mut s in &clients {
+        s.write_all(reqs.as_bytes()).unwrap();
+    }
+    for s in clients {
+        let mut r = BufReader::new(s);
+        for _ in 0..10 {
+            let resp = read_resp(&mut r, false).unwrap();
+            assert_eq!(resp.status, 200);
+            assert!(resp.body == body, "a response lost or mangled bytes");
+        }
+    }
+    let st = srv.stats();
+    eprintln!("{st}");
+    assert!(
+        st.recv_enobufs > 0,
+        "the test never ran out of buffers: {st}"
+    );
+    srv.shutdown();
+}
+
+#[test]
+fn shutdown_with_splices_in_flight_leaks_no_pipes_or_fds() {
+    let Some(_g) = serial() else { return };
+    let root = temp_dir("splice-stop");
+    std::fs::File::create(root.join("big"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    // The harness may hold pipes of its own (output capture, cargo's jobserver).
+    let (before, pipes_before) = (fds(), pipe_fds());
+    let mut cfg = config(&root);
+    cfg.shutdown_timeout = Duration::from_millis(500);
+    let srv = Server::start(
+        cfg,
+        HttpFactory::new(HttpConfig::default()),
+        Arc::new(NoHooks),
+    )
+    .unwrap();
+    let addr = srv.local_addrs()[0];
+    let clients: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            ringserve::sys::net::set_rcvbuf(s.as_fd(), 4096).unwrap();
+            (&s).write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let piped = eventually(Duration::from_secs(5), || srv.stats().bytes_splice > 0);
+    assert!(piped, "no splice in flight: {}", srv.stats());
+    assert!(
+        pipe_fds() > pipes_before,
+        "the stalled sends hold no pipes?"
+    );
+    let t = Instant::now();
+    srv.shutdown();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(pipe_fds(), pipes_before, "pipes left after shutdown");
+    drop(clients);
+    assert_eq!(fds(), before, "descriptors leaked across a server's life");
+}
+
+fn pipe_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+#[test]
+fn thousands_of_connections_do_not_exhaust_pipes() {
+    let Some(_g) = serial() else { return };
+    raise_nofile();
+    let root = temp_dir("many-pipes");
+    let body = pattern(4, 200_000); // above the copy threshold: spliced
+    std::fs::write(root.join("f"), &body).unwrap();
+    let srv = Srv::start("uring", &root, &[]);
+    let pipes_of = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l.to_string_lossy().starts_with("pipe:"))
+            .count()
+    };
+    let conns: Vec<TcpStream> = (0..2000)
+        .map(|_| {
+            let s = srv.connect();
+            (&s).write_all(b"GET /f HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = pipes_of(srv.pid());
+    // 32 pipes per ring at most, two descriptors each (plus nothing else is a pipe).
+    let rings = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert!(held <= 2 * 32 * rings, "{held} pipe fds for 2000 senders");
+    for s in conns {
+        let mut r = BufReader::new(s);
+        let resp = read_resp(&mut r, false).unwrap();
+        assert!(resp.body == body, "a body arrived wrong");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+    }
+}
+
+#[test]
+fn a_low_memlock_limit_gives_a_clear_error_or_a_fallback_not_a_crash() {
+    let Some(_g) = serial() else { return };
+    let root = temp_dir("memlock");
+    std::fs::write(root.join("x"), "x").unwrap();
+    let lower = |c: &mut std::process::Command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only this child.
+        unsafe {
+            c.pre_exec(|| {
+                let rl = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    };
+    // auto: serves, on whichever backend the limit allows, and says which.
+    let mut srv = Srv::start_cmd("auto", &root, &[], lower);
+    assert!(srv.banner.contains("backend "), "{}", srv.banner);
+    assert_eq!(get(srv.addr, "/x").body, b"x");
+    assert_eq!(srv.stop_with(libc::SIGTERM), Some(0));
+    // uring forced: serves, or exits 2 naming RLIMIT_MEMLOCK; never a crash.
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "serve",
+        root.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "uring",
+    ]);
+    lower(&mut cmd);
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut BufReader::new(child.stderr.take().unwrap()), &mut line)
+        .unwrap();
+    if line.contains("serving") {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    } else {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("neither served nor exited: {line}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(2), "{line}");
+        assert!(line.contains("RLIMIT_MEMLOCK"), "{line}");
+    }
+    assert!(!line.contains("panicked"), "{line}");
+}
