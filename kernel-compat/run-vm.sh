@@ -75,7 +75,8 @@ if [[ ! -s "$base" ]]; then
     if command -v strip >/dev/null && file -b "$f" 2>/dev/null | grep -q ELF; then
       strip --strip-debug "$root$f" 2>/dev/null || true
     fi
-    ldd "$f" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    # A script has no libraries: ldd fails and grep finds nothing, which is fine.
+    { ldd "$f" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
       [[ -e "$root$lib" ]] || cp -L --parents "$lib" "$root/"
     done
   done <"$files"
