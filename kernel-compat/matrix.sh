@@ -4,11 +4,12 @@
 # `auto` chose and why, pass/fail counts and wall time per cell.
 #
 # Usage: kernel-compat/matrix.sh [--host-only | --vm-only] [--cells ID,ID,...]
-#                                [--strict] [--vm-timeout SECONDS]
+#                                [--strict] [--vm-timeout SECONDS] [--out DIR]
 #   --host-only   only the host cells (no qemu needed)
 #   --vm-only     only the VM cells
 #   --cells       exactly these cells (ids as listed in CELLS below)
 #   --strict      a SKIPPED cell fails the run too
+#   --out DIR     write matrix.{md,json} there
 # Output: results/matrix.md and results/matrix.json for a run of every cell; a partial
 # run (--host-only, --vm-only, --cells) writes results/partial/ instead, so it never
 # overwrites the committed full table. Per-cell logs: results/logs/CELL.log.
@@ -40,7 +41,7 @@ CELLS=(
   "5.10-memlock|vm|5.10|memlock:64"
 )
 
-only_where= only_cells= strict=0 vm_timeout=1500
+only_where= only_cells= strict=0 vm_timeout=1500 out=
 while (($#)); do
   case "$1" in
     --host-only) only_where=host; shift ;;
@@ -48,7 +49,8 @@ while (($#)); do
     --cells) only_cells=",$2,"; shift 2 ;;
     --strict) strict=1; shift ;;
     --vm-timeout) vm_timeout=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "matrix.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +63,10 @@ for c in "${CELLS[@]}"; do
   selected+=("$c")
 done
 ((${#selected[@]})) || { echo "matrix.sh: no cell selected" >&2; exit 2; }
-if ((${#selected[@]} == ${#CELLS[@]})); then out="$here/results"; else out="$here/results/partial"; fi
+if [[ -z "$out" ]]; then
+  if ((${#selected[@]} == ${#CELLS[@]})); then out="$here/results"; else out="$here/results/partial"; fi
+fi
+out=$(mkdir -p "$out" && cd "$out" && pwd)
 logs="$here/results/logs"
 mkdir -p "$out" "$logs"
 command -v python3 >/dev/null || { echo "matrix.sh: python3 is needed for the report" >&2; exit 2; }
@@ -160,8 +165,16 @@ for c in "${selected[@]}"; do
     } >"$guest"
     append=
     [[ "$setup" == append:* ]] && append=${setup#append:}
+    # Guest RAM. /tmp is tmpfs (the guest has no disk), and 5.10's tmpfs allocates
+    # pages for the holes of a sparse file that is read by splice/sendfile (6.1+ do
+    # not). The suite serves a sparse file of over 4 GiB whole, so 5.10 guests need
+    # the RAM to hold it: with 2 GiB the transfer stops at 1.8 GiB with ENOSPC and
+    # every later test fails to write its files. qemu only touches what the guest uses.
+    mem=2048
+    [[ "$kernel" == 5.10 ]] && mem=8192
     nice "$here/run-vm.sh" --kernel "$kernel" --files "$files_list" --script "$guest" \
-      --log "$cell_log" --append "$append" --timeout "$vm_timeout" || rc=$?
+      --log "$cell_log" --append "$append" --timeout "$vm_timeout" --mem "$mem" || rc=$?
+    echo "guest_mem_mib=$mem" >>"$meta"
   fi
   secs=$(($(date +%s) - start))
   printf 'rc=%s\nwall_secs=%s\n' "$rc" "$secs" >>"$meta"

@@ -4,6 +4,7 @@
 #
 # Usage: run-vm.sh --kernel K --files LIST --script GUEST.sh --log OUT.log
 #                  [--append "EXTRA KERNEL ARGS"] [--timeout SECONDS] [--retries N]
+#                  [--mem MIB]
 #   K        5.10 | 6.1 | 6.12 | 7.3, fetched by fetch.sh
 #   LIST     a file of absolute host paths to put in the guest at the same paths (the
 #            test binaries look for ringserve at the absolute path cargo baked in), plus
@@ -21,7 +22,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${KC_CACHE:-$here/.cache}"
 
-kernel= files= script= log= append= timeout_s=900 retries=2
+kernel= files= script= log= append= timeout_s=900 retries=2 mem=2048
 while (($#)); do
   case "$1" in
     --kernel) kernel=$2; shift 2 ;;
@@ -31,11 +32,12 @@ while (($#)); do
     --append) append=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --retries) retries=$2; shift 2 ;;
+    --mem) mem=$2; shift 2 ;;
     *) echo "run-vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ -n "$kernel" && -n "$files" && -n "$script" && -n "$log" ]] || {
-  sed -n '5,11p' "$0" >&2
+  sed -n '5,12p' "$0" >&2
   exit 2
 }
 kdir="$cache/kernels/$kernel"
@@ -121,7 +123,7 @@ cp "$script" "$work/root/kc/run.sh"
 (cd "$work/root" && find . | "$busybox" cpio -o -H newc 2>/dev/null) >"$work/run.cpio"
 cat "$base" "$work/run.cpio" >"$work/initrd"
 
-qemu_args=(-accel tcg -cpu "$QEMU_CPU" -smp 2 -m 2048 -nodefaults -display none
+qemu_args=(-accel tcg -cpu "$QEMU_CPU" -smp 2 -m "$mem" -nodefaults -display none
   -serial stdio -monitor none -no-reboot -kernel "$kdir/vmlinuz" -initrd "$work/initrd"
   -append "console=ttyS0 quiet panic=-1 oops=panic $append")
 [[ -n "${QEMU_DATA:-}" ]] && qemu_args+=(-L "$QEMU_DATA")
