@@ -58,13 +58,23 @@ def parse_log(text):
         out["uring_rc"] = int(m.group(1))
     out["uring_err"] = re.findall(r"^KC-URING-ERR: (.*)$", text, re.M)
     mode = name = None
+    in_failures = False
     for line in text.splitlines():
+        # libtest's closing "failures:" list names each failed test, indented.
+        if line == "failures:":
+            in_failures = True
+            continue
+        if in_failures:
+            if line.startswith("    ") and mode:
+                out["modes"][mode]["failed_tests"].append(line.strip())
+                continue
+            in_failures = bool(line.strip() == "")
         b = re.match(r"KC-SUITE-BEGIN (\S+) (\S+)", line)
         if b:
             mode, name = b.groups()
             md = out["modes"].setdefault(
                 mode, {"passed": 0, "failed": 0, "ignored": 0, "binaries": 0,
-                       "failed_binaries": [], "secs": 0})
+                       "failed_binaries": [], "failed_tests": [], "secs": 0})
             md["binaries"] += 1
             continue
         e = re.match(r"KC-SUITE-END (\S+) (\S+) rc=(\d+) secs=(\d+)", line)
@@ -168,7 +178,8 @@ def check(cid, where, parsed, meta):
         problems.append("uring starts here but the suite was not run forced to epoll")
     for mode, md in modes.items():
         if md["failed"] or md["failed_binaries"]:
-            problems.append(f"{mode}: {md['failed']} tests failed; binaries failing: "
+            problems.append(f"{mode}: {md['failed']} tests failed ("
+                            + (", ".join(md["failed_tests"]) or "see the log") + "); binaries failing: "
                             + (", ".join(md["failed_binaries"]) or "none"))
         if md["passed"] == 0:
             problems.append(f"{mode}: no test passed")
