@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The kernel-compatibility matrix: the whole test suite (lib unit tests + every
+# integration test binary) in each cell below, with the probe's JSON, the backend
+# `auto` chose and why, pass/fail counts and wall time per cell.
+#
+# Usage: kernel-compat/matrix.sh [--host-only | --vm-only] [--cells ID,ID,...]
+#                                [--strict] [--vm-timeout SECONDS] [--out DIR]
+#   --host-only   only the host cells (no qemu needed)
+#   --vm-only     only the VM cells
+#   --cells       exactly these cells (ids as listed in CELLS below)
+#   --strict      a SKIPPED cell fails the run too
+#   --out DIR     write matrix.{md,json} there
+# Output: results/matrix.md and results/matrix.json for a run of every cell; a partial
+# run (--host-only, --vm-only, --cells) writes results/partial/ instead, so it never
+# overwrites the committed full table. Per-cell logs: results/logs/CELL.log.
+# Exit: 0 all ran cells passed (SKIPPED cells are listed with their reason); 1 a cell
+# failed its tests or an expectation; 3 only infrastructure failures (a guest that never
+# started after retries); 2 bad usage.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cache="${KC_CACHE:-$here/.cache}"
+
+# id | where | kernel | setup. `where` is host or vm. Setup:
+#   seccomp:ERRNO  the cell runs under ringserve-nouring --errno ERRNO
+#   env:K=V        the cell runs with that environment variable
+#   append:ARG     extra guest kernel command-line argument
+#   memlock:KIB    `ulimit -l KIB` in the guest before anything runs (64 KiB was the
+#                  kernel's default before 5.16 and is Docker's; 5.10 charges rings to it)
+CELLS=(
+  "host|host|-|-"
+  "host-eperm|host|-|seccomp:EPERM"
+  "host-enosys|host|-|seccomp:ENOSYS"
+  "host-nofeat|host|-|env:RINGSERVE_URING_DISABLE=all"
+  "5.10|vm|5.10|-"
+  "6.1|vm|6.1|-"
+  "6.12|vm|6.12|-"
+  "7.3|vm|7.3|-"
+  "6.12-disabled|vm|6.12|append:sysctl.kernel.io_uring_disabled=2"
+  "5.10-memlock|vm|5.10|memlock:64"
+)
+
+only_where= only_cells= strict=0 vm_timeout=1500 out=
+while (($#)); do
+  case "$1" in
+    --host-only) only_where=host; shift ;;
+    --vm-only) only_where=vm; shift ;;
+    --cells) only_cells=",$2,"; shift 2 ;;
+    --strict) strict=1; shift ;;
+    --vm-timeout) vm_timeout=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
+    *) echo "matrix.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+selected=()
+for c in "${CELLS[@]}"; do
+  IFS='|' read -r id where _ _ <<<"$c"
+  [[ -n "$only_where" && "$where" != "$only_where" ]] && continue
+  [[ -n "$only_cells" && "$only_cells" != *",$id,"* ]] && continue
+  selected+=("$c")
+done
+((${#selected[@]})) || { echo "matrix.sh: no cell selected" >&2; exit 2; }
+if [[ -z "$out" ]]; then
+  if ((${#selected[@]} == ${#CELLS[@]})); then out="$here/results"; else out="$here/results/partial"; fi
+fi
+out=$(mkdir -p "$out" && cd "$out" && pwd)
+logs="$here/results/logs"
+mkdir -p "$out" "$logs"
+command -v python3 >/dev/null || { echo "matrix.sh: python3 is needed for the report" >&2; exit 2; }
+
+log() { printf '\n=== kernel-compat: %s\n' "$*"; }
+
+# --- Build: the ringserve binaries and every test binary, as `cargo test` would run them.
+log "building (cargo build --bins; cargo test --no-run)"
+(cd "$repo" && nice cargo build --bins -q)
+tests_json=$(cd "$repo" && nice cargo test --no-run -q --message-format=json)
+# Test executables in a stable order: lib and bin unit tests, then each tests/*.rs.
+mapfile -t test_bins < <(python3 -c '
+import json, sys
+rows = []
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        kind = m["target"]["kind"][0]
+        rows.append(({"lib": 0, "bin": 1}.get(kind, 2), m["target"]["name"], m["executable"]))
+for r in sorted(rows):
+    print(r[2])
+' <<<"$tests_json")
+target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+ringserve="$target_dir/debug/ringserve"
+nouring="$target_dir/debug/ringserve-nouring"
+[[ -x "$ringserve" && -x "$nouring" ]] || { echo "matrix.sh: binaries missing after build" >&2; exit 1; }
+((${#test_bins[@]})) || { echo "matrix.sh: no test binaries found" >&2; exit 1; }
+
+# --- VM prerequisites, fetched once, only if a VM cell is selected. A cell whose
+# prerequisite cannot be had is SKIPPED with the reason, never passed.
+vm_skip=
+if printf '%s\n' "${selected[@]}" | grep -q '|vm|'; then
+  kernels=$(printf '%s\n' "${selected[@]}" | awk -F'|' '$2 == "vm" {print $3}' | sort -u | xargs)
+  log "fetching kernels ($kernels) and qemu"
+  # shellcheck disable=SC2086 # the kernel ids are single words
+  if ! nice "$here/fetch.sh" $kernels; then
+    echo "WARN: fetch.sh failed for part of it; cells without their kernel or qemu will SKIP"
+  fi
+  [[ -s "$cache/qemu/env" ]] || vm_skip="no qemu could be had (fetch.sh: neither bookworm-backports' qemu 10 nor an installed qemu-system-x86)"
+  command -v busybox >/dev/null || vm_skip="busybox-static could not be installed (it builds the guest's initramfs)"
+  ((EUID == 0)) || vm_skip="building the initramfs needs root (mknod /dev/console)"
+  files_list="$cache/guest-files"
+  mkdir -p "$cache"
+  { printf '%s\n' "$ringserve" "$nouring" "$here/suite.sh" "${test_bins[@]}"
+    # curl is what a few http tests use; without it they print SKIP, as on the host.
+    command -v curl || true; } >"$files_list"
+fi
+
+total_start=$(date +%s)
+rm -f "$logs"/*.meta
+for c in "${selected[@]}"; do
+  IFS='|' read -r id where kernel setup <<<"$c"
+  cell_log="$logs/$id.log"
+  meta="$logs/$id.meta"
+  printf 'id=%s\nwhere=%s\nkernel_id=%s\nsetup=%s\n' "$id" "$where" "$kernel" "$setup" >"$meta"
+  log "cell $id ($where${kernel:+ $kernel}, $setup)"
+  start=$(date +%s)
+  rc=0
+  if [[ "$where" == host ]]; then
+    cmd=(sh "$here/suite.sh" "$ringserve" "${test_bins[@]}")
+    envs=(KC_ROOT="$repo")
+    case "$setup" in
+      seccomp:*) cmd=("$nouring" --errno "${setup#seccomp:}" -- "${cmd[@]}") ;;
+      env:*) envs+=("${setup#env:}") ;;
+    esac
+    env "${envs[@]}" nice "${cmd[@]}" >"$cell_log" 2>&1 || rc=$?
+    echo "uname=$(uname -r)" >>"$meta"
+  else
+    kdir="$cache/kernels/$kernel"
+    skip=$vm_skip
+    [[ -n "$skip" || -s "$kdir/vmlinuz" ]] || skip="kernel $kernel could not be fetched (see fetch.sh output above)"
+    if [[ -n "$skip" ]]; then
+      echo "SKIPPED: $skip"
+      echo "skipped=$skip" >>"$meta"
+      continue
+    fi
+    sed 's/^/kpkg_/' "$kdir/version" >>"$meta"
+    # shellcheck source=/dev/null
+    echo "qemu=$(source "$cache/qemu/env" && echo "$QEMU_VERSION")" >>"$meta"
+    guest="$cache/guest-$id.sh"
+    {
+      echo "export KC_ROOT='$repo' KC_TEST_TIMEOUT=$vm_timeout"
+      # A bare kernel gives PID 1 RLIMIT_NOFILE 1024/4096 and RLIMIT_MEMLOCK 64 KiB
+      # (8 MiB from 5.16). Give the guest what a systemd host has (NOFILE hard 524288,
+      # MEMLOCK 8 MiB, as on this host), so a cell differs from the host only in its
+      # kernel and its stated setup. With hard NOFILE 4096, `serve` warns that
+      # --max-connections exceeds it before its banner, and the harness, which reads
+      # the banner from the first stderr line, fails.
+      echo "ulimit -H -n 524288 && ulimit -S -n 1024 || exit 70"
+      if [[ "$setup" == memlock:* ]]; then
+        echo "ulimit -l ${setup#memlock:} || exit 70"
+      else
+        echo "ulimit -l 8192 || exit 70"
+      fi
+      echo "sh '$here/suite.sh' '$ringserve' $(printf "'%s' " "${test_bins[@]}")"
+    } >"$guest"
+    append=
+    [[ "$setup" == append:* ]] && append=${setup#append:}
+    # Guest RAM. /tmp is tmpfs (the guest has no disk), and 5.10's tmpfs allocates
+    # pages for the holes of a sparse file that is read by splice/sendfile (6.1+ do
+    # not). The suite serves a sparse file of over 4 GiB whole, so 5.10 guests need
+    # the RAM to hold it: with 2 GiB the transfer stops at 1.8 GiB with ENOSPC and
+    # every later test fails to write its files. qemu only touches what the guest uses.
+    mem=2048
+    [[ "$kernel" == 5.10 ]] && mem=8192
+    nice "$here/run-vm.sh" --kernel "$kernel" --files "$files_list" --script "$guest" \
+      --log "$cell_log" --append "$append" --timeout "$vm_timeout" --mem "$mem" || rc=$?
+    echo "guest_mem_mib=$mem" >>"$meta"
+  fi
+  secs=$(($(date +%s) - start))
+  printf 'rc=%s\nwall_secs=%s\n' "$rc" "$secs" >>"$meta"
+  { grep -h '^test result:' "$cell_log" 2>/dev/null || true; } | awk '{p += $4; f += $6} END {printf "  tests: %d passed, %d failed\n", p, f}'
+  echo "  exit $rc, ${secs}s; log: ${cell_log#"$repo"/}"
+done
+total=$(($(date +%s) - total_start))
+
+log "report (${total}s in all)"
+python3 "$here/report.py" --logs "$logs" --out "$out" --total-secs "$total" --strict "$strict" \
+  --cells "$(printf '%s\n' "${selected[@]}" | cut -d'|' -f1 | xargs)"
