@@ -131,8 +131,11 @@ pub struct OptionalFeature {
     pub name: &'static str,
     /// The first mainline kernel with it.
     pub min_kernel: &'static str,
-    /// Whether the uring backend may use it here.
+    /// Whether the kernel has it here (and it was not disabled).
     pub present: bool,
+    /// Whether the uring backend uses it here: present, and not left alone on purpose
+    /// ([`Optional::unused_because`]; COOP_TASKRUN only without SINGLE_ISSUER).
+    pub used: bool,
     /// `opcode probe`, `tried`, `setup flag`, or `disabled by RINGSERVE_URING_DISABLE`.
     pub how: &'static str,
     /// Why it is absent, when detection said so (`ACCEPT CQE: EINVAL`).
@@ -155,6 +158,11 @@ impl UringProbe {
     /// Whether `op` (kernel name) is supported.
     pub fn has_op(&self, op: &str) -> bool {
         self.ops.contains(&op)
+    }
+
+    /// Whether the uring backend uses the optional feature `f` here.
+    pub fn uses(&self, f: Optional) -> bool {
+        self.optional.iter().any(|o| o.name == f.name() && o.used)
     }
 
     /// Whether the optional feature `f` is present (and not disabled).
@@ -379,6 +387,7 @@ impl Probe {
                 json!({
                     "name": o.name,
                     "present": o.present,
+                    "used": o.used,
                     "min_kernel": o.min_kernel,
                     "how": o.how,
                     "detail": o.detail,
@@ -453,12 +462,21 @@ impl Probe {
         }
         line("optional:", "");
         for o in &u.optional {
-            let mark = if o.present { "yes" } else { "no " };
-            let detail = o
-                .detail
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
+            let mark = match (o.present, o.used) {
+                (true, true) => "used",
+                (true, false) => "yes ",
+                _ => "no  ",
+            };
+            let unused = Optional::ALL
+                .into_iter()
+                .find(|f| f.name() == o.name)
+                .and_then(Optional::unused_because)
+                .filter(|_| o.present);
+            let detail = match (o.detail.as_deref(), unused) {
+                (Some(d), _) => format!(": {d}"),
+                (None, Some(why)) => format!(": not used: {why}"),
+                (None, None) => String::new(),
+            };
             line(
                 "",
                 &format!("{mark} {:<17}{:<6}{}{detail}", o.name, o.min_kernel, o.how),

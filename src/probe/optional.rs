@@ -92,6 +92,25 @@ impl Optional {
         }
     }
 
+    /// Why the uring backend leaves this feature alone even when present, or `None`
+    /// when it uses it. Reported by `ringserve probe` so "present" is never mistaken for
+    /// "used".
+    pub const fn unused_because(self) -> Option<&'static str> {
+        match self {
+            Optional::Statx => Some(
+                "the kernel always punts STATX to an io-wq worker; fstat of the just-opened fd cannot block on disk",
+            ),
+            Optional::ProvideBuffers => {
+                Some("superseded by buf_ring; without it, per-connection buffers held only while a recv is in flight")
+            }
+            Optional::MultishotRecv => Some(
+                "one receive per connection at a time keeps promise 1 simple; not yet measured to help",
+            ),
+            Optional::SendZc => Some("pays off only for large sends over real NICs; bodies are spliced"),
+            _ => None,
+        }
+    }
+
     /// The first mainline kernel with the feature.
     pub const fn min_kernel(self) -> &'static str {
         match self {
@@ -171,7 +190,7 @@ pub fn parse_disable(spec: &str) -> DisableSet {
 
 /// Detects every optional feature on a ring that already worked, given its opcode probe.
 pub fn detect_all(probe: &io_uring::Probe, disable: &DisableSet) -> Vec<OptionalFeature> {
-    Optional::ALL
+    let mut found = Optional::ALL
         .into_iter()
         .map(|f| {
             if disable.disabled.contains(&f) {
@@ -187,7 +206,17 @@ pub fn detect_all(probe: &io_uring::Probe, disable: &DisableSet) -> Vec<Optional
             };
             feature(f, outcome.is_ok(), f.how(), outcome.err())
         })
-        .collect()
+        .collect::<Vec<_>>();
+    // COOP_TASKRUN is what a ring gets instead of SINGLE_ISSUER|DEFER_TASKRUN.
+    let single_issuer = found
+        .iter()
+        .any(|o| o.name == Optional::SingleIssuer.name() && o.present);
+    for o in &mut found {
+        if o.name == Optional::CoopTaskrun.name() && single_issuer {
+            o.used = false;
+        }
+    }
+    found
 }
 
 /// Every feature absent, for when io_uring itself is not.
@@ -211,6 +240,7 @@ fn feature(
         name: f.name(),
         min_kernel: f.min_kernel(),
         present,
+        used: present && f.unused_because().is_none(),
         how,
         detail,
     }

@@ -231,7 +231,7 @@ fn text_report_explains() {
         t.contains("ops (12):") && t.contains("required ops:       all 9 present"),
         "{t}"
     );
-    assert!(t.contains("no  multishot_accept 5.19  tried"), "{t}");
+    assert!(t.contains("no   multishot_accept 5.19  tried"), "{t}");
 }
 
 #[test]

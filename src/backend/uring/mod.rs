@@ -33,8 +33,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Optional kernel features this backend uses, as the probe found them (and as
-/// `RINGSERVE_URING_DISABLE` left them). Code asks for a capability, never for a kernel
+/// Optional kernel features this backend uses: the probe's `used` verdicts (present,
+/// not disabled by `RINGSERVE_URING_DISABLE`, and not left alone on purpose), so the
+/// report and the code cannot disagree. Code asks for a capability, never for a kernel
 /// version.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Caps {
@@ -52,14 +53,14 @@ impl Caps {
     pub(crate) fn from_probe() -> Caps {
         let u = &probe::probe().uring;
         Caps {
-            multishot_accept: u.has(Optional::MultishotAccept),
-            buf_ring: u.has(Optional::BufRing),
-            msg_ring: u.has(Optional::MsgRing),
-            single_issuer: u.has(Optional::SingleIssuer),
-            defer_taskrun: u.has(Optional::DeferTaskrun),
-            coop_taskrun: u.has(Optional::CoopTaskrun),
-            submit_all: u.has(Optional::SubmitAll),
-            openat2: u.has(Optional::Openat2),
+            multishot_accept: u.uses(Optional::MultishotAccept),
+            buf_ring: u.uses(Optional::BufRing),
+            msg_ring: u.uses(Optional::MsgRing),
+            single_issuer: u.uses(Optional::SingleIssuer),
+            defer_taskrun: u.uses(Optional::DeferTaskrun),
+            coop_taskrun: u.uses(Optional::CoopTaskrun),
+            submit_all: u.uses(Optional::SubmitAll),
+            openat2: u.uses(Optional::Openat2),
         }
     }
 }
