@@ -40,6 +40,8 @@ counters! {
     accept_emfile,
     /// Connections closed.
     closes,
+    /// Responses handed to the kernel (one per `Step::Send`).
+    responses,
     /// Connections open now (gauge).
     open_conns,
     /// Worker threads alive now (gauge).

@@ -70,12 +70,19 @@ fn buffer_exhaustion_delays_reads_but_loses_nothing() {
         }
     }
     let st = srv.stats();
-    eprintln!("{st}");
-    assert!(
-        st.recv_enobufs > 0,
-        "the test never ran out of buffers: {st}"
-    );
     srv.shutdown();
+    remove_temp_tree(&root);
+    if ringserve::probe::probe()
+        .uring
+        .uses(ringserve::probe::Optional::BufRing)
+    {
+        assert!(
+            st.recv_enobufs > 0,
+            "the test never ran out of buffers: {st}"
+        );
+    } else {
+        eprintln!("SKIP the ENOBUFS check: no provided-buffer ring here (per-connection buffers cannot run out)");
+    }
 }
 
 #[test]
@@ -122,6 +129,7 @@ fn shutdown_with_splices_in_flight_leaks_no_pipes_or_fds() {
     assert_eq!(pipe_fds(), pipes_before, "pipes left after shutdown");
     drop(clients);
     assert_eq!(fds(), before, "descriptors leaked across a server's life");
+    remove_temp_tree(&root);
 }
 
 fn pipe_fds() -> usize {
@@ -147,6 +155,8 @@ fn thousands_of_connections_do_not_exhaust_pipes() {
             .filter(|l| l.to_string_lossy().starts_with("pipe:"))
             .count()
     };
+    // The server's own pipes (its stderr) are not the pool's.
+    let baseline = pipes_of(srv.pid());
     let conns: Vec<TcpStream> = (0..2000)
         .map(|_| {
             let s = srv.connect();
@@ -156,7 +166,7 @@ fn thousands_of_connections_do_not_exhaust_pipes() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let held = pipes_of(srv.pid());
+    let held = pipes_of(srv.pid()) - baseline;
     // 32 pipes per ring at most, two descriptors each (plus nothing else is a pipe).
     let rings = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert!(held <= 2 * 32 * rings, "{held} pipe fds for 2000 senders");

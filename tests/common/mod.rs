@@ -178,6 +178,20 @@ impl Drop for Srv {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        remove_temp_tree(&self.root);
+    }
+}
+
+/// Removes the [`temp_dir`] a path lives in. Tests serve multi-gigabyte sparse files
+/// from tmpfs, and some kernels (5.10) fill a sparse file's holes when it is spliced:
+/// left behind, one test's file starves the next of space.
+pub fn remove_temp_tree(path: &Path) {
+    let prefix = format!("ringserve-test-{}-", std::process::id());
+    if let Some(dir) = path.ancestors().find(|a| {
+        a.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+    }) {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -313,6 +313,7 @@ impl<F: ProtocolFactory> Shared<F> {
             }
             match conn.proto.poll(SystemTime::now()) {
                 Step::Send(chunks) => {
+                    Stats::add(&self.ctx.stats.responses, 1);
                     // Logged as the response is handed over, so log order is response
                     // order even when another worker finishes its send sooner.
                     if let Some(line) = conn.proto.take_log_line() {

@@ -176,6 +176,8 @@ struct Io<'a, F: ProtocolFactory> {
     stop_deadline: Option<Instant>,
     /// Connections to drive or retry after this batch of completions.
     ready: Vec<Key>,
+    /// SQE groups that did not fit the submission queue yet, in order.
+    backlog: std::collections::VecDeque<Vec<squeue::Entry>>,
 }
 
 pub(super) fn run<F: ProtocolFactory>(
@@ -220,6 +222,7 @@ pub(super) fn run<F: ProtocolFactory>(
         draining: false,
         stop_deadline: None,
         ready: Vec::new(),
+        backlog: std::collections::VecDeque::new(),
     };
     let mut conns: ConnTable<Conn<F::Proto>> =
         ConnTable::shard(sh.ctx.cfg.max_connections.min(1024), me as u8);
@@ -230,6 +233,7 @@ pub(super) fn run<F: ProtocolFactory>(
     }
     let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     loop {
+        io.flush_backlog();
         match io.ring.submit_and_wait(1) {
             Ok(_) => {}
             // EBUSY: completions must be reaped before more can be submitted.
@@ -264,35 +268,52 @@ pub(super) fn run<F: ProtocolFactory>(
 }
 
 impl<F: ProtocolFactory> Io<'_, F> {
-    /// Queues SQEs that must be submitted together (a link chain), flushing first if the
-    /// queue cannot hold them all: a chain split across submissions would be broken.
+    /// Queues SQEs that must be submitted together (a link chain). When the submission
+    /// queue has no room even after a submit (the kernel answers EBUSY while its
+    /// completion backlog is full), the group waits, whole and in order, in `backlog`
+    /// until the next loop turn has reaped: never a spin, never a split chain.
     ///
     /// # Safety
     /// Everything the entries point at must stay valid until their completions arrive.
     unsafe fn push(&mut self, entries: &[squeue::Entry]) {
-        loop {
-            let free = {
-                let sq = self.ring.submission();
-                sq.capacity() - sq.len()
-            };
-            if free >= entries.len() {
+        Stats::add(&self.sh.ctx.stats.sqes, entries.len() as u64);
+        if self.backlog.is_empty() && self.sq_free() < entries.len() {
+            let _ = self.ring.submit();
+        }
+        if self.backlog.is_empty() && self.sq_free() >= entries.len() {
+            // SAFETY: forwarded to our caller; there is room (checked above).
+            unsafe { self.push_now(entries) };
+        } else {
+            self.backlog.push_back(entries.to_vec());
+        }
+    }
+
+    /// Moves waiting groups into the submission queue while they fit.
+    fn flush_backlog(&mut self) {
+        while let Some(len) = self.backlog.front().map(Vec::len) {
+            if self.sq_free() < len {
                 break;
             }
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    crate::say!("ringserve: io_uring_enter: {e}");
-                }
-                // The CQ is full: reap before going on. Completions land in the normal
-                // path because nothing here consumes them; make room by waiting for one.
-                let _ = self.ring.submit_and_wait(1);
-            }
+            let group = self.backlog.pop_front().expect("front exists");
+            // SAFETY: the group's memory is owned as when `push` accepted it, and the
+            // connection it names keeps its `ops` bits until the completions arrive.
+            unsafe { self.push_now(&group) };
         }
+    }
+
+    fn sq_free(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    /// # Safety
+    /// As [`Io::push`], and the queue must have room for every entry.
+    unsafe fn push_now(&mut self, entries: &[squeue::Entry]) {
         let mut sq = self.ring.submission();
         for e in entries {
-            // SAFETY: forwarded to our caller; there is room (checked above).
+            // SAFETY: forwarded to our caller.
             let _ = unsafe { sq.push(e) };
         }
-        Stats::add(&self.sh.ctx.stats.sqes, entries.len() as u64);
     }
 
     fn arm_tick(&mut self) {
@@ -462,6 +483,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             match conn.proto.poll(SystemTime::now()) {
                 Step::Send(chunks) => {
+                    Stats::add(&self.sh.ctx.stats.responses, 1);
                     // Logged as the response is handed over: log order is response order.
                     if let Some(line) = conn.proto.take_log_line() {
                         crate::backend::access_log(&line);
@@ -804,6 +826,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     }
                 }
                 libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
+                // A listener shut for reading at shutdown answers EINVAL.
+                _ if self.draining => {}
                 e => crate::say!("ringserve: accept: {}", io::Error::from_raw_os_error(e)),
             }
         }
@@ -873,6 +897,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     conn.closing = Some(CloseReason::Shutdown);
                     conn.cut = conn.send.is_some();
                 }
+                self.ready.push(key);
+            } else if conn.closing.is_some() && conn.ops != 0 {
+                // Cancel again: an operation that entered the kernel after the first
+                // cancel (from the backlog) must not pin the connection.
+                conn.cancelled = false;
                 self.ready.push(key);
             } else if conn.starved {
                 self.ready.push(key);
