@@ -92,8 +92,9 @@ fn directories_index_redirect_and_listing() {
             403,
             "no listing without the flag"
         );
-        drop(srv);
-        let srv = Srv::start(b, &root, &["--listing"]);
+        // A second server on the same tree (the first still owns its cleanup).
+        let srv2 = Srv::start(b, &root, &["--listing"]);
+        let srv = &srv2;
         let l = get(srv.addr, "/empty%20dir/");
         assert_eq!(l.status, 200);
         let html = String::from_utf8(l.body).unwrap();

@@ -534,7 +534,6 @@ fn sockopt(fd: &std::os::fd::OwnedFd, level: i32, name: i32) -> i32 {
 #[test]
 fn accepted_sockets_get_tcp_keepalive_and_nodelay() {
     for b in backends() {
-        let root = temp_dir("sockopt");
         for (args, idle, intvl, cnt) in [
             (vec![], 1800, 5, 3),
             (
@@ -551,6 +550,7 @@ fn accepted_sockets_get_tcp_keepalive_and_nodelay() {
                 4,
             ),
         ] {
+            let root = temp_dir("sockopt");
             let srv = Srv::start(b, &root, &args);
             let c = srv.connect();
             assert!(eventually(Duration::from_secs(5), || srv.fd_count() > 0));
