@@ -210,10 +210,26 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Probe { json } => {
             let p = probe::probe();
+            // What `serve` with the defaults would really do: the probe's verdict plus
+            // a full-size ring (server::select_backend), not the probe's tiny ring alone.
+            let choice = ringserve::server::select_backend(&Config::new("."));
             if json {
-                let _ = writeln!(std::io::stdout(), "{}", p.to_json());
+                let mut v = p.to_json();
+                if let Ok((kind, reason)) = choice {
+                    v["backend"] = kind.to_string().into();
+                    v["reason"] = reason.into();
+                }
+                let _ = writeln!(std::io::stdout(), "{v}");
             } else {
                 let _ = write!(std::io::stdout(), "{}", p.to_text());
+                if let Ok((kind, reason)) = choice {
+                    if kind != p.backend {
+                        let _ = writeln!(
+                            std::io::stdout(),
+                            "serve would use:    {kind} because {reason}"
+                        );
+                    }
+                }
             }
             ExitCode::SUCCESS
         }

@@ -36,6 +36,25 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The backend `cfg` gets, and why: the probe's verdict, then (for io_uring) a ring set
+/// up at the size `cfg` needs, since the probe's ring is tiny and a full one can still
+/// fail (RLIMIT_MEMLOCK before 5.12). `auto` falls back to epoll with the reason; a
+/// forced backend that cannot start is an error. `serve`, `probe` and the test suite all
+/// ask here, so they cannot disagree.
+pub fn select_backend(cfg: &Config) -> Result<(BackendKind, String), String> {
+    let (backend, reason) = probe::choose(cfg.backend, probe::probe())?;
+    if backend == BackendKind::Uring {
+        if let Err(e) = crate::backend::uring::preflight(cfg) {
+            let why = format!("io_uring ring setup failed: {e}");
+            if cfg.backend != BackendRequest::Auto {
+                return Err(format!("--backend uring: {why}"));
+            }
+            return Ok((BackendKind::Epoll, format!("{why}; using epoll")));
+        }
+    }
+    Ok((backend, reason))
+}
+
 /// A running server.
 pub struct Server {
     addrs: Vec<SocketAddr>,
@@ -53,19 +72,7 @@ impl Server {
         factory: F,
         hooks: Arc<dyn Hooks>,
     ) -> Result<Server, StartError> {
-        let (mut backend, mut reason) =
-            probe::choose(cfg.backend, probe::probe()).map_err(StartError::Config)?;
-        if backend == BackendKind::Uring {
-            // The probe's ring was tiny; set one up at the real size before binding, so
-            // a failure (RLIMIT_MEMLOCK on old kernels) is a reason, not a crash.
-            if let Err(e) = crate::backend::uring::preflight(&cfg) {
-                let why = format!("io_uring ring setup failed: {e}");
-                if cfg.backend != BackendRequest::Auto {
-                    return Err(StartError::Config(format!("--backend uring: {why}")));
-                }
-                (backend, reason) = (BackendKind::Epoll, format!("{why}; using epoll"));
-            }
-        }
+        let (backend, mut reason) = select_backend(&cfg).map_err(StartError::Config)?;
         let root = Root::open(&cfg.root)
             .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?;
         if cfg.listen.is_empty() {

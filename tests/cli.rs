@@ -116,10 +116,9 @@ fn bad_configuration_exits_2_with_one_line() {
 #[test]
 fn forced_uring_never_silently_switches() {
     let root = temp_dir("forced");
-    match ringserve::probe::choose(
-        ringserve::probe::BackendRequest::Uring,
-        ringserve::probe::probe(),
-    ) {
+    let mut cfg = ringserve::Config::new(".");
+    cfg.backend = ringserve::probe::BackendRequest::Uring;
+    match ringserve::server::select_backend(&cfg) {
         Err(why) => {
             let (code, _, err) = run(&[
                 "serve",

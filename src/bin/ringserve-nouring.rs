@@ -4,12 +4,20 @@
 //! Docker's default profile answers; ENOSYS is what gVisor answers, EOPNOTSUPP what some
 //! Kubernetes profiles answer). Needs no root: the filter sets PR_SET_NO_NEW_PRIVS.
 //! The kernel-compat matrix uses it for its "io_uring blocked" cells.
+//!
+//! `--drop-ipc-lock` also drops CAP_IPC_LOCK from the bounding set before the exec, so
+//! even root runs CMD without it: kernels before 5.12 then charge io_uring ring memory
+//! to RLIMIT_MEMLOCK, which is what the matrix's low-memlock cell needs to see.
+//! `--errno none` installs no filter (for that cell, where io_uring must stay usable).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str =
-    "usage: ringserve-nouring [--errno EPERM|ENOSYS|EOPNOTSUPP|<number>] -- CMD [ARGS...]";
+    "usage: ringserve-nouring [--errno EPERM|ENOSYS|EOPNOTSUPP|<number>|none] [--drop-ipc-lock] -- CMD [ARGS...]";
+
+/// CAP_IPC_LOCK's number (linux/capability.h); libc does not export it.
+const CAP_IPC_LOCK: libc::c_ulong = 14;
 
 /// Exit code for bad usage, as `ringserve` itself uses.
 const EXIT_USAGE: u8 = 2;
@@ -35,15 +43,21 @@ fn usage(why: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut errno = libc::EPERM as u16;
+    let mut errno = Some(libc::EPERM as u16);
+    let mut drop_ipc_lock = false;
     let mut rest = args.as_slice();
     loop {
         match rest {
             [flag, value, tail @ ..] if flag == "--errno" => {
-                errno = match parse_errno(value) {
-                    Some(n) => n,
-                    None => return usage(&format!("bad errno `{value}`")),
+                errno = match (value.as_str(), parse_errno(value)) {
+                    ("none", _) => None,
+                    (_, Some(n)) => Some(n),
+                    (_, None) => return usage(&format!("bad errno `{value}`")),
                 };
+                rest = tail;
+            }
+            [flag, tail @ ..] if flag == "--drop-ipc-lock" => {
+                drop_ipc_lock = true;
                 rest = tail;
             }
             [help, ..] if help == "-h" || help == "--help" => {
@@ -53,9 +67,21 @@ fn main() -> ExitCode {
             [dashes, cmd, tail @ ..] if dashes == "--" => {
                 let mut command = Command::new(cmd);
                 command.args(tail);
-                if let Err(e) = ringserve::sys::probe::deny_io_uring_with_seccomp(errno) {
-                    eprintln!("ringserve-nouring: installing the seccomp filter: {e}");
-                    return ExitCode::FAILURE;
+                if drop_ipc_lock {
+                    // SAFETY: prctl(PR_CAPBSET_DROP) takes two integers and touches no
+                    // memory of ours.
+                    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0) };
+                    if r != 0 {
+                        let e = std::io::Error::last_os_error();
+                        eprintln!("ringserve-nouring: dropping CAP_IPC_LOCK: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                if let Some(errno) = errno {
+                    if let Err(e) = ringserve::sys::probe::deny_io_uring_with_seccomp(errno) {
+                        eprintln!("ringserve-nouring: installing the seccomp filter: {e}");
+                        return ExitCode::FAILURE;
+                    }
                 }
                 // exec only returns on failure.
                 let e = command.exec();

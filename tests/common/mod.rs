@@ -2,7 +2,7 @@
 //! process, one speaks just enough HTTP/1.1 to check responses byte for byte.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use ringserve::probe::{self, BackendRequest};
+use ringserve::probe::BackendRequest;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,9 @@ pub fn backends() -> Vec<&'static str> {
                 continue;
             }
         }
-        match probe::choose(req, probe::probe()) {
+        let mut cfg = ringserve::Config::new(".");
+        cfg.backend = req;
+        match ringserve::server::select_backend(&cfg) {
             Ok(_) => out.push(name),
             Err(why) => eprintln!("SKIP backend {name}: {why}"),
         }
