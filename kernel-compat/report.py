@@ -138,8 +138,17 @@ def check(cid, where, parsed, meta):
                 problems.append(f"auto chose {p['backend']} although io_uring is unavailable")
             if uring_rc != 2:
                 problems.append(f"--backend uring exited {uring_rc}, expected 2")
+        elif p["backend"] == "epoll":
+            # The probe's tiny ring fits; a full-size one does not (no CAP_IPC_LOCK).
+            if "RLIMIT_MEMLOCK" not in reason:
+                problems.append("auto fell back to epoll but the reason does not name RLIMIT_MEMLOCK")
+            if uring_rc != 2 or "RLIMIT_MEMLOCK" not in uring_err:
+                problems.append(f"--backend uring should exit 2 naming RLIMIT_MEMLOCK (exit {uring_rc})")
+            notes.append("a full-size ring does not fit in 64 KiB of RLIMIT_MEMLOCK without "
+                         "CAP_IPC_LOCK: auto falls back to epoll with that reason, "
+                         "--backend uring exits 2 with it")
         else:
-            notes.append("the probe's ring fits in 64 KiB of RLIMIT_MEMLOCK")
+            notes.append("the rings fit in 64 KiB of RLIMIT_MEMLOCK")
     else:
         if not u["available"]:
             problems.append(f"io_uring should be available: {u['error']}")

@@ -422,7 +422,7 @@ fn files_over_4_gib_are_served_whole_and_by_range() {
         let mut tail = Vec::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = s.read(&mut buf).unwrap();
+            let n = read_some(&mut s, &mut buf).unwrap();
             if n == 0 {
                 break;
             }

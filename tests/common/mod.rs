@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 /// `RINGSERVE_TEST_BACKENDS=epoll` (a comma list) narrows the set, for CI cells that
 /// force one backend.
 pub fn backends() -> Vec<&'static str> {
+    // Decided once per test binary: deciding sets up (and drops) a full-size ring in
+    // the calling thread, whose teardown can interrupt that thread's next blocking call.
+    static CHOSEN: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(choose_backends).clone()
+}
+
+fn choose_backends() -> Vec<&'static str> {
     let only = std::env::var("RINGSERVE_TEST_BACKENDS").ok();
     let mut out = Vec::new();
     for (name, req) in [
@@ -305,11 +312,21 @@ pub fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Resp> {
     read_resp(&mut BufReader::new(s), false)
 }
 
+/// One `read`, retried when interrupted (a signal or io_uring task work is no answer).
+pub fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// True if the peer closed the connection (EOF or reset) within the read timeout.
 pub fn closed_by_peer(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 4096];
     loop {
-        match s.read(&mut buf) {
+        match read_some(s, &mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
