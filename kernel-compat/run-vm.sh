@@ -95,7 +95,13 @@ mkdir -p /dev/pts /dev/shm /root
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 # tmpfs /tmp: the suite creates sparse multi-GiB files, which cost no memory here.
-mount -t tmpfs -o mode=1777,size=90% tmpfs /tmp
+# The checkout may itself live under /tmp (a CI clone), and its binaries sit at their
+# host paths in this image: carry what the image put in /tmp over into the new mount,
+# or the mount would hide them.
+mkdir -p /newtmp
+mount -t tmpfs -o mode=1777,size=90% tmpfs /newtmp
+cp -a /tmp/. /newtmp/ 2>/dev/null
+mount -o move /newtmp /tmp
 ip link set lo up
 echo "KC-START $(uname -r)"
 sh /kc/run.sh

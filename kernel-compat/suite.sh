@@ -27,11 +27,21 @@ echo "KC-PROBE-BEGIN"
 echo "KC-PROBE-END"
 
 # Does the uring backend start here? `serve --backend uring` exits 2 at once with its
-# reason when it cannot; when it can, it serves until the TERM four seconds later and
-# exits 0.
-timeout -s TERM 4 "$ringserve" serve "$scratch" --listen 127.0.0.1:0 --backend uring \
-  >/dev/null 2>"$scratch/uring.err"
+# reason when it cannot; when it can, it serves until a TERM four seconds later and
+# exits 0. (Not `timeout`: GNU's reports 124 whenever it had to send the signal,
+# busybox's reports the child's status.) A server that ignores the TERM is killed at
+# 15 s and shows as 137.
+"$ringserve" serve "$scratch" --listen 127.0.0.1:0 --backend uring \
+  >/dev/null 2>"$scratch/uring.err" &
+pid=$!
+i=0
+while [ $i -lt 4 ] && kill -0 "$pid" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+kill -TERM "$pid" 2>/dev/null
+( sleep 15; kill -KILL "$pid" 2>/dev/null ) &
+watchdog=$!
+wait "$pid"
 uring_rc=$?
+kill "$watchdog" 2>/dev/null
 echo "KC-URING rc=$uring_rc"
 sed 's/^/KC-URING-ERR: /' "$scratch/uring.err"
 

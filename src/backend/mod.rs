@@ -27,13 +27,13 @@ pub(crate) mod uring;
 use crate::config::Config;
 use crate::conn::Key;
 use crate::fs::Root;
-use crate::proto::ProtocolFactory;
+use crate::proto::{ProtocolFactory, Wait};
 use crate::stats::Stats;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a connection was closed, as the `on_close` hook hears it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,28 @@ pub(crate) fn access_log(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.write_all(b"\n");
+}
+
+/// The deadline of a receive the protocol asked for with `wait`. The clock runs from
+/// the start of the wait, not from the last byte: the same kind of wait keeps its start
+/// (so a client trickling a header one byte at a time still runs out of time), a new
+/// kind starts it now. `state` is the connection's current wait.
+pub(crate) fn recv_deadline(
+    state: &mut Option<(Wait, Instant)>,
+    wait: Wait,
+    cfg: &Config,
+    now: Instant,
+) -> Instant {
+    let start = match *state {
+        Some((w, t)) if w == wait => t,
+        _ => now,
+    };
+    *state = Some((wait, start));
+    start
+        + match wait {
+            Wait::Idle => cfg.keepalive_timeout,
+            Wait::Request => cfg.header_timeout,
+        }
 }
 
 /// Most unread input discarded before a protocol-initiated close.

@@ -126,32 +126,25 @@ pub fn listen(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<Own
 
 /// The address a socket is bound to.
 pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `ss` has room for any address and `len` says so.
-    unsafe {
-        syscall!(getsockname(
-            fd.as_raw_fd(),
-            ss.as_mut_ptr().cast(),
-            &mut len
-        ))
-    }?;
-    // SAFETY: zero-initialised, then filled by the kernel.
-    from_sockaddr(unsafe { ss.assume_init_ref() })
+    sockname(fd, libc::getsockname)
 }
 
 /// The address of a connected socket's peer.
 pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    sockname(fd, libc::getpeername)
+}
+
+type NameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn sockname(fd: BorrowedFd<'_>, f: NameFn) -> io::Result<SocketAddr> {
     let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `ss` has room for any address and `len` says so.
-    unsafe {
-        syscall!(getpeername(
-            fd.as_raw_fd(),
-            ss.as_mut_ptr().cast(),
-            &mut len
-        ))
-    }?;
+    // SAFETY: `f` is getsockname or getpeername; `ss` has room for any address and
+    // `len` says so.
+    if unsafe { f(fd.as_raw_fd(), ss.as_mut_ptr().cast(), &mut len) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: zero-initialised, then filled by the kernel.
     from_sockaddr(unsafe { ss.assume_init_ref() })
 }

@@ -33,7 +33,10 @@
 
 mod send;
 
-use super::{access_log, close_socket, refuse, Backend, CloseReason, Ctx, Running, ShutdownLevel};
+use super::{
+    access_log, close_socket, recv_deadline, refuse, Backend, CloseReason, Ctx, Running,
+    ShutdownLevel,
+};
 use crate::conn::{ConnTable, Key};
 use crate::proto::{Protocol, ProtocolFactory, Step, Wait};
 use crate::stats::Stats;
@@ -343,12 +346,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 }
                 Step::Recv(wait) => {
                     let now = Instant::now();
-                    let start = match conn.wait {
-                        Some((w, t)) if w == wait => t,
-                        _ => now,
-                    };
-                    conn.wait = Some((wait, start));
-                    let deadline = start + self.timeout_of(wait);
+                    let deadline = recv_deadline(&mut conn.wait, wait, cfg, now);
                     if now >= deadline {
                         Stats::add(&self.ctx.stats.recv_timeouts, 1);
                         conn.proto.handle_timeout();
@@ -366,13 +364,6 @@ impl<F: ProtocolFactory> Shared<F> {
                 }
                 Step::Close => return Outcome::Close(conn, CloseReason::Done),
             }
-        }
-    }
-
-    fn timeout_of(&self, wait: Wait) -> Duration {
-        match wait {
-            Wait::Idle => self.ctx.cfg.keepalive_timeout,
-            Wait::Request => self.ctx.cfg.header_timeout,
         }
     }
 

@@ -14,7 +14,7 @@
 use super::bufs::{BufRing, Pipe, PipePool, BGID};
 use super::{Caps, ListenFd, Note, Notifier, Shared};
 use crate::backend::chunks::{advance, gather, more_after};
-use crate::backend::{close_socket, CloseReason, ShutdownLevel};
+use crate::backend::{close_socket, recv_deadline, CloseReason, ShutdownLevel};
 use crate::conn::{ConnTable, Key, KEY_BITS};
 use crate::proto::{Chunk, Opened, Protocol, ProtocolFactory, Step, Wait};
 use crate::stats::Stats;
@@ -503,17 +503,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 Step::ReadDir(path) => conn.proto.handle_read_dir(root.read_dir(&path)),
                 Step::Recv(wait) => {
                     let now = Instant::now();
-                    let start = match conn.wait {
-                        Some((w, t)) if w == wait => t,
-                        _ => now,
-                    };
-                    conn.wait = Some((wait, start));
-                    let cfg = &self.sh.ctx.cfg;
-                    let deadline = start
-                        + match wait {
-                            Wait::Idle => cfg.keepalive_timeout,
-                            Wait::Request => cfg.header_timeout,
-                        };
+                    let deadline = recv_deadline(&mut conn.wait, wait, &self.sh.ctx.cfg, now);
                     if now >= deadline {
                         Stats::add(&self.sh.ctx.stats.recv_timeouts, 1);
                         conn.proto.handle_timeout();
