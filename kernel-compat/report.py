@@ -101,6 +101,11 @@ def optional_present(probe):
     return [o["name"] for o in probe["io_uring"]["optional"] if o["present"]]
 
 
+def optional_used(probe):
+    """What the uring backend uses here (present and not left alone on purpose)."""
+    return [o["name"] for o in probe["io_uring"]["optional"] if o.get("used", o["present"])]
+
+
 def check(cid, where, parsed, meta):
     """Problems (each fails the cell) and notes (recorded, not failing)."""
     problems, notes = [], []
@@ -220,6 +225,7 @@ def cell_result(cid, logs):
             reason=p["reason"],
             uring_backend_built=p.get("uring_backend_built"),
             optional_features=optional_present(p),
+            optional_features_used=optional_used(p),
             probe=p,
         )
     res["uring_start"] = {"exit": parsed["uring_rc"], "stderr": parsed["uring_err"]}
@@ -241,15 +247,15 @@ def cell_result(cid, logs):
 
 
 def fmt_features(r):
+    """Present / used, naming the used ones (or the present ones when none is used)."""
     feats = r.get("optional_features")
     if feats is None:
         return "–"
+    used = r.get("optional_features_used", feats)
     total = len(r["probe"]["io_uring"]["optional"])
-    if len(feats) == total:
-        return f"all {total}"
     if not feats:
         return "none"
-    return f"{len(feats)}/{total}: " + ", ".join(feats)
+    return f"{len(feats)}/{total} present, {len(used)} used: " + ", ".join(used or feats)
 
 
 def fmt_tests(r):
@@ -270,7 +276,7 @@ def markdown(cells, total, meta):
         "Tests are passed/failed counts over the lib unit tests and every integration test "
         "binary, run with `RINGSERVE_TEST_BACKENDS` set to the backend `auto` chose "
         "(`auto`), and again forced to epoll (`epoll`) where the uring backend starts. "
-        "Optional features are the ones the probe found for the uring backend to use.",
+        "Optional features: how many the probe found present, and which of them the uring backend uses.",
         "",
         "| cell | kernel | io_uring | auto → | reason | optional features | tests auto: pass/fail | wall | result |",
         "|---|---|---|---|---|---|---|---|---|",
