@@ -7,7 +7,7 @@ use common::*;
 use ringserve::probe::BackendRequest;
 use ringserve::proto::http1::{HttpConfig, HttpFactory};
 use ringserve::{Config, NoHooks, Server};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -179,7 +179,9 @@ fn thousands_of_connections_do_not_exhaust_pipes() {
     let conns: Vec<TcpStream> = (0..2000)
         .map(|_| {
             let s = srv.connect();
-            (&s).write_all(b"GET /f HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            // Kept alive: 2000 closed sockets holding queued responses would be orphans,
+            // and a small (2 GiB) guest resets orphans beyond its TCP memory limits.
+            (&s).write_all(b"GET /f HTTP/1.1\r\nHost: t\r\n\r\n")
                 .unwrap();
             s
         })
@@ -193,8 +195,6 @@ fn thousands_of_connections_do_not_exhaust_pipes() {
         let mut r = BufReader::new(s);
         let resp = read_resp(&mut r, false).unwrap();
         assert!(resp.body == body, "a body arrived wrong");
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
     }
 }
 
