@@ -162,7 +162,7 @@ fn thousands_of_connections_do_not_exhaust_pipes() {
     let Some(_g) = serial() else { return };
     raise_nofile();
     let root = temp_dir("many-pipes");
-    let body = pattern(4, 200_000); // above the copy threshold: spliced
+    let body = pattern(4, 100_000); // above the 64 KiB copy threshold: spliced
     std::fs::write(root.join("f"), &body).unwrap();
     // The responses are read one connection after another; under emulation the last
     // ones wait longer than the default send timeout, which would rightly abort them.
