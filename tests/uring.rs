@@ -38,6 +38,12 @@ fn fds() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// An in-process HTTP server on the uring backend.
+fn start(cfg: Config) -> Server {
+    let factory = HttpFactory::new(HttpConfig::default());
+    Server::start(cfg, factory, Arc::new(NoHooks)).unwrap()
+}
+
 fn config(root: &std::path::Path) -> Config {
     let mut cfg = Config::new(root);
     cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
@@ -54,12 +60,7 @@ fn buffer_exhaustion_delays_reads_but_loses_nothing() {
     std::fs::write(root.join("f"), &body).unwrap();
     let mut cfg = config(&root);
     cfg.uring_buffers = 1; // one 4 KiB buffer per ring for every connection
-    let srv = Server::start(
-        cfg,
-        HttpFactory::new(HttpConfig::default()),
-        Arc::new(NoHooks),
-    )
-    .unwrap();
+    let srv = start(cfg);
     let addr = srv.local_addrs()[0];
     let clients: Vec<_> = (0..200)
         .map(|_| {
@@ -109,12 +110,7 @@ fn shutdown_with_splices_in_flight_leaks_no_pipes_or_fds() {
     let (before, pipes_before) = (fds(), pipe_fds());
     let mut cfg = config(&root);
     cfg.shutdown_timeout = Duration::from_millis(500);
-    let srv = Server::start(
-        cfg,
-        HttpFactory::new(HttpConfig::default()),
-        Arc::new(NoHooks),
-    )
-    .unwrap();
+    let srv = start(cfg);
     let addr = srv.local_addrs()[0];
     let clients: Vec<TcpStream> = (0..8)
         .map(|_| {
