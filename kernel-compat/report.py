@@ -136,6 +136,9 @@ def check(cid, where, parsed, meta):
             notes.append("--backend uring exits 2 saying the uring backend is not built yet; "
                          "that it names the errno is checked once it is")
     elif cid == "5.10-memlock":
+        if p.get("memlock_limit") != 64 * 1024:
+            problems.append(f"the probe saw RLIMIT_MEMLOCK {p.get('memlock_limit')}, "
+                            "not the cell's 64 KiB: the setup did not apply")
         if not u["available"]:
             if "RLIMIT_MEMLOCK" not in reason or "ENOMEM" not in reason:
                 problems.append("io_uring failed but the reason does not name ENOMEM and RLIMIT_MEMLOCK")
@@ -153,7 +156,15 @@ def check(cid, where, parsed, meta):
                          "CAP_IPC_LOCK: auto falls back to epoll with that reason, "
                          "--backend uring exits 2 with it")
         else:
-            notes.append("the rings fit in 64 KiB of RLIMIT_MEMLOCK")
+            lim = p.get("memlock_limit")
+            shown = f"{lim // 1024} KiB" if isinstance(lim, int) else str(lim)
+            notes.append(
+                f"RLIMIT_MEMLOCK was {shown} in the guest (probe) and full-size rings still "
+                "set up: Debian's 5.10 carries the 5.15-stable io_uring since 5.10.162-1 "
+                "(its changelog: \"io_uring: import 5.15-stable io_uring\"), and from 5.12 "
+                "io_uring charges ring memory to the memory cgroup, not RLIMIT_MEMLOCK. "
+                "build_ring's raise-and-retry path is for upstream 5.10/5.11 kernels, "
+                "which this matrix cannot boot")
     else:
         if not u["available"]:
             problems.append(f"io_uring should be available: {u['error']}")

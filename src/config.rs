@@ -69,6 +69,10 @@ pub struct Config {
     pub uring_buffers: u16,
     /// SO_SNDBUF for accepted sockets in bytes; 0 keeps the kernel's autotuning.
     pub sndbuf: usize,
+    /// Open-file cache entries per ring (io_uring) or for the pool (epoll); 0 is off.
+    pub open_file_cache: usize,
+    /// How long a cached open is trusted before the path is opened again.
+    pub open_file_cache_valid: Duration,
     /// listen(2) backlog.
     pub backlog: u32,
     pub tcp_keepalive: TcpKeepalive,
@@ -96,6 +100,8 @@ impl Config {
             uring_shared_listener: false,
             uring_buffers: 1024,
             sndbuf: 0,
+            open_file_cache: 1024,
+            open_file_cache_valid: Duration::from_secs(1),
             backlog: 4096,
             tcp_keepalive: TcpKeepalive::default(),
             http: HttpConfig::default(),

@@ -23,6 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Flags every served open uses. `O_NONBLOCK` keeps a FIFO in the tree from blocking the
 /// opener (regular files ignore it); `O_NOCTTY` keeps a tty from becoming ours.
@@ -99,7 +100,7 @@ impl Root {
         let fd = self.resolve(rel, 0)?;
         let meta = meta(&sys::fstat(fd.as_fd())?);
         Ok(Opened {
-            file: File::from(fd),
+            file: Arc::new(File::from(fd)),
             meta,
         })
     }

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod config;
 pub mod conn;
 pub mod fs;
+pub mod open_cache;
 pub mod probe;
 pub mod proto;
 pub mod server;

@@ -125,6 +125,16 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     uring_buffers: u16,
 
+    /// Open-file cache: descriptors and metadata of this many recently served paths per
+    /// ring (io_uring) or for the pool (epoll), so a hot file costs no open, stat or
+    /// close per request. 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    open_file_cache: usize,
+    /// Open-file cache: an entry is trusted this long, then the path is opened again. A
+    /// file changed or removed on disk is seen at most this late. 0 turns the cache off.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration)]
+    open_file_cache_valid: Duration,
+
     /// TCP keepalive: idle time before the first probe.
     #[arg(long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
     tcp_keepalive_idle: Duration,
@@ -175,6 +185,8 @@ impl ServeArgs {
         cfg.max_connections = self.max_connections;
         cfg.backlog = self.backlog;
         cfg.sndbuf = self.sndbuf;
+        cfg.open_file_cache = self.open_file_cache;
+        cfg.open_file_cache_valid = self.open_file_cache_valid;
         cfg.tcp_keepalive = TcpKeepalive {
             idle: self.tcp_keepalive_idle,
             interval: self.tcp_keepalive_interval,

@@ -118,10 +118,11 @@ pub struct FileMeta {
     pub ino: u64,
 }
 
-/// A path the backend opened for the protocol.
-#[derive(Debug)]
+/// A path the backend opened for the protocol. The descriptor is shared: the backend's
+/// open-file cache may hold it too.
+#[derive(Debug, Clone)]
 pub struct Opened {
-    pub file: File,
+    pub file: Arc<File>,
     pub meta: FileMeta,
 }
 

@@ -38,6 +38,7 @@ use super::{
     ShutdownLevel,
 };
 use crate::conn::{ConnTable, Key};
+use crate::open_cache::OpenCache;
 use crate::proto::{Protocol, ProtocolFactory, Step, Wait};
 use crate::stats::Stats;
 use crate::sys::epoll::{self, Epoll, EventFd};
@@ -100,6 +101,10 @@ impl Backend for EpollBackend {
             handles: Mutex::new(Vec::new()),
             spare_fd: Mutex::new(epoll::open_spare_fd().ok()),
             paused: Mutex::new(None),
+            open_cache: Mutex::new(OpenCache::new(
+                ctx.cfg.open_file_cache,
+                ctx.cfg.open_file_cache_valid,
+            )),
             ctx,
         });
         for _ in 0..shared.ctx.cfg.workers_min.max(1) {
@@ -174,6 +179,8 @@ struct Shared<F: ProtocolFactory> {
     spare_fd: Mutex<Option<OwnedFd>>,
     /// Listener indexes resting after EMFILE, and until when.
     paused: Mutex<Option<(Instant, Vec<usize>)>>,
+    /// Recently opened files, shared by the workers (`--open-file-cache`).
+    open_cache: Mutex<OpenCache>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -337,7 +344,15 @@ impl<F: ProtocolFactory> Shared<F> {
                     conn.wait = None;
                 }
                 Step::Open(path) => {
-                    let r = self.ctx.root.open_beneath(&path);
+                    let now = Instant::now();
+                    let hit = lock(&self.open_cache).get(&path, now);
+                    let r = hit.map(Ok).unwrap_or_else(|| {
+                        let r = self.ctx.root.open_beneath(&path);
+                        if let Ok(o) = &r {
+                            lock(&self.open_cache).put(&path, o, now);
+                        }
+                        r
+                    });
                     conn.proto.handle_open(r);
                 }
                 Step::ReadDir(path) => {
@@ -584,6 +599,7 @@ impl<F: ProtocolFactory> Shared<F> {
 
     fn housekeeping(&self) {
         let now = Instant::now();
+        lock(&self.open_cache).sweep(now);
         for (key, conn) in self.take_parked(|deadline| deadline <= now) {
             self.expire(key, *conn);
         }

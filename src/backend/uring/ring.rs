@@ -16,6 +16,7 @@ use super::{Caps, ListenFd, Note, Notifier, Shared};
 use crate::backend::chunks::{advance, gather, more_after};
 use crate::backend::{close_socket, recv_deadline, CloseReason, ShutdownLevel};
 use crate::conn::{ConnTable, Key, KEY_BITS};
+use crate::open_cache::OpenCache;
 use crate::proto::{Chunk, Opened, Protocol, ProtocolFactory, Step, Wait};
 use crate::stats::Stats;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -118,6 +119,10 @@ struct Sending {
     r_in: Option<i32>,
     r_out: Option<i32>,
     timed_out: bool,
+    /// A small file body being READ into its (replaced) chunk: the length asked for.
+    reading: Option<u32>,
+    /// Files whose bodies were read into memory chunks, kept open until release.
+    inlined: Vec<Arc<File>>,
 }
 
 // SAFETY: the raw pointers in `iov`/`msg` point into `chunks` and `iov`, which the box
@@ -125,8 +130,9 @@ struct Sending {
 // unit (it never does: a ring's connections stay on its thread).
 unsafe impl Send for Sending {}
 
-/// An open in flight: what OPENAT2 points at.
+/// An open in flight: what OPENAT2 points at, and the protocol's path it caches under.
 struct Opening {
+    rel: String,
     path: CString,
     how: types::OpenHow,
 }
@@ -180,6 +186,14 @@ struct Io<'a, F: ProtocolFactory> {
     ready: Vec<Key>,
     /// SQE groups that did not fit the submission queue yet, in order.
     backlog: std::collections::VecDeque<Vec<squeue::Entry>>,
+    /// This ring's recently opened files (`--open-file-cache`): a hit skips OPENAT2,
+    /// fstat and CLOSE.
+    open_cache: OpenCache,
+    /// The clocks, read once per loop turn rather than per connection step: every
+    /// completion of a turn arrived by then, and a clock read is a measurable share of
+    /// a small request's cost.
+    now: Instant,
+    wall: SystemTime,
 }
 
 pub(super) fn run<F: ProtocolFactory>(
@@ -225,6 +239,9 @@ pub(super) fn run<F: ProtocolFactory>(
         stop_deadline: None,
         ready: Vec::new(),
         backlog: std::collections::VecDeque::new(),
+        open_cache: OpenCache::new(sh.ctx.cfg.open_file_cache, sh.ctx.cfg.open_file_cache_valid),
+        now: Instant::now(),
+        wall: SystemTime::now(),
     };
     let mut conns: ConnTable<Conn<F::Proto>> =
         ConnTable::shard(sh.ctx.cfg.max_connections.min(1024), me as u8);
@@ -246,6 +263,8 @@ pub(super) fn run<F: ProtocolFactory>(
             }
         }
         Stats::add(&sh.ctx.stats.uring_enters, 1);
+        io.now = Instant::now();
+        io.wall = SystemTime::now();
         for note in inbox.take(NOTES_PER_TURN) {
             match note {
                 Note::Shutdown(level) => io.shutdown(&mut conns, level),
@@ -483,26 +502,39 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 conn.drained = true;
                 conn.proto.handle_drain();
             }
-            match conn.proto.poll(SystemTime::now()) {
+            match conn.proto.poll(self.wall) {
                 Step::Send(chunks) => {
                     Stats::add(&self.sh.ctx.stats.responses, 1);
                     // Logged as the response is handed over: log order is response order.
                     if let Some(line) = conn.proto.take_log_line() {
                         crate::backend::access_log(&line);
                     }
-                    conn.send = Some(Box::new(Sending::new(chunks)));
+                    conn.send = Some(Box::new(Sending::new(chunks, self.now)));
                 }
-                Step::Open(path) => match root.openat2_args(&path) {
-                    Some(Ok(args)) if self.caps.openat2 => {
-                        return self.submit_open(key, conn, args)
+                Step::Open(path) => {
+                    let now = self.now;
+                    if let Some(hit) = self.open_cache.get(&path, now) {
+                        conn.proto.handle_open(Ok(hit));
+                        continue;
                     }
-                    Some(Err(e)) => conn.proto.handle_open(Err(e)),
-                    _ => conn.proto.handle_open(root.open_beneath(&path)),
-                },
+                    match root.openat2_args(&path) {
+                        Some(Ok(args)) if self.caps.openat2 => {
+                            return self.submit_open(key, conn, &path, args)
+                        }
+                        Some(Err(e)) => conn.proto.handle_open(Err(e)),
+                        _ => {
+                            let r = root.open_beneath(&path);
+                            if let Ok(o) = &r {
+                                self.open_cache.put(&path, o, now);
+                            }
+                            conn.proto.handle_open(r)
+                        }
+                    }
+                }
                 // There is no getdents on the ring; listings are small and rare.
                 Step::ReadDir(path) => conn.proto.handle_read_dir(root.read_dir(&path)),
                 Step::Recv(wait) => {
-                    let now = Instant::now();
+                    let now = self.now;
                     let deadline = recv_deadline(&mut conn.wait, wait, &self.sh.ctx.cfg, now);
                     if now >= deadline {
                         Stats::add(&self.sh.ctx.stats.recv_timeouts, 1);
@@ -576,10 +608,12 @@ impl<F: ProtocolFactory> Io<'_, F> {
         &mut self,
         key: Key,
         conn: &mut Conn<F::Proto>,
+        rel: &str,
         args: crate::fs::Openat2Args<'_>,
     ) {
         let dir = args.dir.as_raw_fd();
         let op = conn.open.insert(Box::new(Opening {
+            rel: rel.to_owned(),
             path: args.path,
             how: types::OpenHow::new()
                 .flags(args.flags)
@@ -599,9 +633,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// worker (a thread hop per request), while `fstat` of an open file reads the
     /// in-memory inode the open already loaded, so it cannot block on a cold disk.
     fn opened(&mut self, conn: &mut Conn<F::Proto>, res: i32) {
-        if conn.open.take().is_none() {
+        let Some(op) = conn.open.take() else {
             return;
-        }
+        };
         let result = if res < 0 {
             Err(io::Error::from_raw_os_error(-res))
         } else {
@@ -610,7 +644,14 @@ impl<F: ProtocolFactory> Io<'_, F> {
             if conn.closing.is_some() {
                 return; // dropping `file` closes it
             }
-            crate::fs::meta_of(&file).map(|meta| Opened { file, meta })
+            let r = crate::fs::meta_of(&file).map(|meta| Opened {
+                file: Arc::new(file),
+                meta,
+            });
+            if let Ok(o) = &r {
+                self.open_cache.put(&op.rel, o, self.now);
+            }
+            r
         };
         conn.proto.handle_open(result);
     }
@@ -689,6 +730,29 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 conn.ops |= ops;
                 return;
             }
+            // A small file body right after this run of memory rides in the same
+            // send: READ it into a memory chunk, linked to one SENDMSG of the run, the
+            // body and the memory after it. A short or failed READ breaks the link (the
+            // SENDMSG completes -ECANCELED, never sending stale bytes). One step and one
+            // send per response instead of three.
+            let mut read = None;
+            let (_, end) = gather(&st.chunks, st.i, st.off);
+            if let Some(Chunk::File { file, offset, len }) = st.chunks.get(end) {
+                if (1..=COPY_BUF as u64).contains(len) {
+                    let (file, offset, len) = (file.clone(), *offset, *len as u32);
+                    let mut body = vec![0u8; len as usize];
+                    let e = opcode::Read::new(types::Fd(file.as_raw_fd()), body.as_mut_ptr(), len)
+                        .offset(offset)
+                        .build()
+                        .flags(squeue::Flags::IO_LINK)
+                        .user_data(Op::Read.ud(k));
+                    // The Vec's heap buffer does not move with it.
+                    st.chunks[end] = Chunk::Mem(body);
+                    st.inlined.push(file);
+                    st.reading = Some(len);
+                    read = Some(e);
+                }
+            }
             let (slices, end) = gather(&st.chunks, st.i, st.off);
             if slices.is_empty() {
                 st.i = end;
@@ -714,11 +778,17 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 .flags(flags as u32)
                 .build()
                 .user_data(Op::SendMsg.ud(k));
-            st.pending = 1;
+            let entries: &[squeue::Entry] = match &read {
+                Some(r) => &[r.clone(), send],
+                None => &[send],
+            };
+            st.pending = entries.len() as u8;
             // SAFETY: `msg` and `iov` live in the boxed `Sending`; the iovecs point into
-            // memory chunks it owns. All stay until this step's CQEs have arrived.
-            unsafe { self.push(&[send]) };
-            conn.ops |= Op::SendMsg.bit();
+            // memory chunks it owns, the READ into one of them (its heap buffer, which
+            // stays put), from a file `inlined` keeps open. All stay until this step's
+            // CQEs have arrived (`ops`).
+            unsafe { self.push(entries) };
+            conn.ops |= Op::SendMsg.bit() | if read.is_some() { Op::Read.bit() } else { 0 };
             return;
         }
         // Every byte is in the kernel: promise 2 lets the protocol go on.
@@ -736,23 +806,27 @@ impl<F: ProtocolFactory> Io<'_, F> {
             chunks,
             pipe,
             in_pipe,
+            inlined,
             ..
         } = *st;
         if let Some(pipe) = pipe {
             self.pipes.give(pipe, in_pipe == 0);
         }
-        for chunk in chunks {
-            if let Chunk::File { file, .. } = chunk {
-                // The last holder closes it; others just drop their share.
-                if let Ok(file) = Arc::try_unwrap(file) {
-                    let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
-                    let e = opcode::Close::new(types::Fd(fd))
-                        .build()
-                        .user_data(Op::Close.ud(0));
-                    // SAFETY: CLOSE points at no memory; the descriptor was ours alone
-                    // and is handed to the kernel to close.
-                    unsafe { self.push(&[e]) };
-                }
+        let files = chunks.into_iter().filter_map(|c| match c {
+            Chunk::File { file, .. } => Some(file),
+            _ => None,
+        });
+        for file in files.chain(inlined) {
+            // The last holder closes it; others (the open-file cache, another response)
+            // just drop their share.
+            if let Ok(file) = Arc::try_unwrap(file) {
+                let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+                let e = opcode::Close::new(types::Fd(fd))
+                    .build()
+                    .user_data(Op::Close.ud(0));
+                // SAFETY: CLOSE points at no memory; the descriptor was ours alone and
+                // is handed to the kernel to close.
+                unsafe { self.push(&[e]) };
             }
         }
     }
@@ -774,12 +848,21 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let timed_out = std::mem::take(&mut st.timed_out);
         let stats = &self.sh.ctx.stats;
         if r_in.is_some_and(|n| n > 0) || r_out.is_some_and(|n| n > 0) {
-            st.progress = Instant::now();
+            st.progress = self.now;
         }
         let mut fail = None;
         let err = |r: i32| CloseReason::Error(io::Error::from_raw_os_error(-r).kind());
         let is_file = matches!(st.chunks.get(st.i), Some(Chunk::File { .. }));
-        if let Some(n) = r_in {
+        if let Some(want) = st.reading.take() {
+            // A small body READ into memory ahead of its SENDMSG.
+            match r_in {
+                Some(n) if n >= 0 && n as u32 == want => {}
+                Some(n) if n >= 0 => fail = Some(CloseReason::FileShrunk),
+                Some(n) if n == -libc::ECANCELED => {}
+                Some(n) => fail = Some(err(n)),
+                None => {}
+            }
+        } else if let Some(n) = r_in {
             match n {
                 n if n > 0 => {
                     st.off += n as u64;
@@ -879,7 +962,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             peer,
             proto: ctx.factory.new_conn(peer),
             ops: 0,
-            wait: Some((Wait::Request, Instant::now())),
+            wait: Some((Wait::Request, self.now)),
             deadline: None,
             recv_timed_out: false,
             recv_buf: None,
@@ -903,6 +986,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         self.arm_tick();
         self.pipes.trim();
         let now = Instant::now();
+        self.open_cache.sweep(now);
         if self.paused_until.is_some_and(|t| t <= now) {
             self.paused_until = None;
             for li in 0..self.listeners.len() {
@@ -1054,7 +1138,7 @@ fn lookup<T>(conns: &mut ConnTable<T>, low: u64) -> Option<(Key, &mut T)> {
 }
 
 impl Sending {
-    fn new(chunks: Vec<Chunk>) -> Sending {
+    fn new(chunks: Vec<Chunk>, now: Instant) -> Sending {
         Sending {
             chunks,
             i: 0,
@@ -1067,11 +1151,13 @@ impl Sending {
             copy: None,
             copy_len: 0,
             copy_sent: 0,
-            progress: Instant::now(),
+            progress: now,
             pending: 0,
             r_in: None,
             r_out: None,
             timed_out: false,
+            reading: None,
+            inlined: Vec::new(),
         }
     }
 }

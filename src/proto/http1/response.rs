@@ -10,7 +10,6 @@ use super::status::Status;
 use crate::proto::{Chunk, DirEntry, FileMeta, Opened};
 use std::fmt::Write;
 use std::io;
-use std::sync::Arc;
 
 const HTML: &str = "Content-Type: text/html; charset=utf-8\r\n";
 
@@ -127,7 +126,7 @@ impl Reply {
             }
             _ => Ranges::Whole,
         };
-        let file = Arc::new(opened.file);
+        let file = opened.file;
         let slice = |r: ByteRange| Chunk::File {
             file: file.clone(),
             offset: r.first,

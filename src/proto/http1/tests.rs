@@ -109,15 +109,15 @@ impl Fs {
             None => Err(io::ErrorKind::NotFound.into()),
             Some(Node::Fail(errno)) => Err(io::Error::from_raw_os_error(*errno)),
             Some(Node::File(path, meta)) => Ok(Opened {
-                file: File::open(path)?,
+                file: Arc::new(File::open(path)?),
                 meta: *meta,
             }),
             Some(Node::Dir(_)) => Ok(Opened {
-                file: File::open(&self.dir)?,
+                file: Arc::new(File::open(&self.dir)?),
                 meta: kind_meta(self, FileKind::Dir),
             }),
             Some(Node::Other) => Ok(Opened {
-                file: File::open(&self.dir)?,
+                file: Arc::new(File::open(&self.dir)?),
                 meta: kind_meta(self, FileKind::Other),
             }),
         }

@@ -1,0 +1,167 @@
+//! An open-file cache in the spirit of nginx's `open_file_cache` (and lighttpd's stat
+//! cache): descriptors and metadata of recently served paths, so a hot file costs no
+//! open, no stat and no close per request.
+//!
+//! An entry is trusted for `valid` after it was opened and then dropped; the next
+//! request opens the path again. So a file replaced, changed or deleted on disk is seen
+//! at most `valid` late (1 s by default, `--open-file-cache-valid`), and a file that
+//! shrinks meanwhile ends the connection exactly as one that shrinks mid-send does (the
+//! backends never pad). Only successful opens are cached: a 404 is never stale.
+//!
+//! Keys are the protocol's normalised relative paths, and every cached descriptor was
+//! opened beneath the root by [`crate::fs::Root`], so a hit can never reach anything a
+//! miss could not. The cache is a plain single-threaded map: each io_uring ring owns
+//! one (shared nothing), the epoll pool shares one behind a mutex.
+
+use crate::proto::Opened;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Recently opened files by path.
+#[derive(Debug)]
+pub struct OpenCache {
+    map: HashMap<Box<str>, Entry>,
+    cap: usize,
+    valid: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    opened: Opened,
+    born: Instant,
+}
+
+impl OpenCache {
+    /// A cache of at most `cap` entries (0 turns it off), each trusted for `valid`.
+    pub fn new(cap: usize, valid: Duration) -> OpenCache {
+        OpenCache {
+            map: HashMap::new(),
+            cap: if valid.is_zero() { 0 } else { cap },
+            valid,
+        }
+    }
+
+    /// The cached open of `path`, if it is still valid at `now`. A hit shares the
+    /// descriptor; the caller may send from it for as long as it likes.
+    pub fn get(&mut self, path: &str, now: Instant) -> Option<Opened> {
+        let e = self.map.get(path)?;
+        if now.saturating_duration_since(e.born) < self.valid {
+            return Some(e.opened.clone());
+        }
+        self.map.remove(path);
+        None
+    }
+
+    /// Remembers a successful open of `path` made at `now`. When full, expired entries
+    /// go first, then the oldest.
+    pub fn put(&mut self, path: &str, opened: &Opened, now: Instant) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.map.len() >= self.cap && !self.map.contains_key(path) {
+            self.sweep(now);
+            if self.map.len() >= self.cap {
+                let oldest = self.map.iter().min_by_key(|(_, e)| e.born);
+                if let Some(k) = oldest.map(|(k, _)| k.clone()) {
+                    self.map.remove(&k);
+                }
+            }
+        }
+        let entry = Entry {
+            opened: opened.clone(),
+            born: now,
+        };
+        self.map.insert(path.into(), entry);
+    }
+
+    /// Drops every entry expired at `now`, closing descriptors nothing else holds, so an
+    /// idle server keeps no file open longer than `valid` plus one sweep.
+    pub fn sweep(&mut self, now: Instant) {
+        let valid = self.valid;
+        self.map
+            .retain(|_, e| now.saturating_duration_since(e.born) < valid);
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{FileKind, FileMeta};
+    use std::sync::Arc;
+
+    fn opened(len: u64) -> Opened {
+        Opened {
+            file: Arc::new(std::fs::File::open("/dev/null").unwrap()),
+            meta: FileMeta {
+                kind: FileKind::File,
+                len,
+                mtime_sec: 0,
+                mtime_nsec: 0,
+                dev: 0,
+                ino: len,
+            },
+        }
+    }
+
+    #[test]
+    fn a_hit_shares_the_descriptor_until_it_expires() {
+        let t0 = Instant::now();
+        let mut c = OpenCache::new(8, Duration::from_secs(1));
+        assert!(c.get("a", t0).is_none());
+        let o = opened(1);
+        c.put("a", &o, t0);
+        let hit = c.get("a", t0 + Duration::from_millis(999)).unwrap();
+        assert!(Arc::ptr_eq(&hit.file, &o.file));
+        assert!(c.get("a", t0 + Duration::from_secs(1)).is_none());
+        assert!(c.is_empty(), "an expired entry is dropped when found");
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_then_the_oldest() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut c = OpenCache::new(2, 10 * s);
+        c.put("a", &opened(1), t0);
+        c.put("b", &opened(2), t0 + s);
+        c.put("c", &opened(3), t0 + 2 * s);
+        assert_eq!(c.len(), 2);
+        assert!(c.get("a", t0 + 2 * s).is_none(), "the oldest went");
+        assert!(c.get("b", t0 + 2 * s).is_some());
+        c.sweep(t0 + 11 * s);
+        assert_eq!(c.len(), 1, "b expired; c is still valid");
+        assert!(c.get("c", t0 + 11 * s).is_some());
+    }
+
+    #[test]
+    fn zero_capacity_or_validity_turns_it_off() {
+        let t0 = Instant::now();
+        for mut c in [
+            OpenCache::new(0, Duration::from_secs(1)),
+            OpenCache::new(8, Duration::ZERO),
+        ] {
+            c.put("a", &opened(1), t0);
+            assert!(c.get("a", t0).is_none());
+        }
+    }
+
+    #[test]
+    fn sweeping_closes_descriptors_nothing_else_holds() {
+        let t0 = Instant::now();
+        let mut c = OpenCache::new(8, Duration::from_secs(1));
+        let o = opened(1);
+        c.put("a", &o, t0);
+        assert_eq!(Arc::strong_count(&o.file), 2);
+        c.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(Arc::strong_count(&o.file), 1);
+    }
+}
