@@ -5,6 +5,7 @@ use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{HttpConfig, HttpFactory};
+use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
 use ringserve::{say, NoHooks, Server, StartError};
 use std::io::Write;
@@ -135,6 +136,13 @@ struct ServeArgs {
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration)]
     open_file_cache_valid: Duration,
 
+    /// Print every thread's counters (submissions, completions, io_uring_enter calls,
+    /// epoll wakeups, accepts, bytes by path, stale completions) grown in each interval,
+    /// then a total with open connections and pool size, to stderr. SIGUSR1 prints the
+    /// running totals at any time. 0 is off.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    stats_interval: u64,
+
     /// TCP keepalive: idle time before the first probe.
     #[arg(long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
     tcp_keepalive_idle: Duration,
@@ -251,6 +259,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let protocol = args.protocol;
+    let stats_interval = args.stats_interval;
     let mut cfg = args.into_config();
     if cfg.workers_min == 0 || cfg.workers_max < cfg.workers_min {
         say!(
@@ -308,7 +317,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .name("ringserve-signals".into())
         .spawn(move || loop {
             match signals.wait() {
-                Ok(libc::SIGUSR1) => say!("ringserve: stats {}", stats.snapshot()),
+                Ok(libc::SIGUSR1) => report_stats(&stats, None),
                 Ok(_) => {
                     say!("ringserve: shutting down");
                     control.shutdown();
@@ -339,6 +348,51 @@ fn serve(args: ServeArgs) -> ExitCode {
     for note in notes {
         say!("{note}");
     }
+    if stats_interval > 0 {
+        let stats = server.stats_handle();
+        let every = Duration::from_secs(stats_interval);
+        // Detached: it only reads counters, and ends with the process.
+        let spawned = std::thread::Builder::new()
+            .name("ringserve-stats".into())
+            .spawn(move || {
+                let mut last = Default::default();
+                loop {
+                    std::thread::sleep(every);
+                    report_stats(&stats, Some(&mut last));
+                }
+            });
+        if let Err(e) = spawned {
+            say!("ringserve: starting the stats thread: {e}; --stats-interval ignored");
+        }
+    }
     server.wait();
     ExitCode::SUCCESS
+}
+
+/// What the previous interval report saw: each thread's counters and the total.
+type Seen = (std::collections::HashMap<String, Snapshot>, Snapshot);
+
+/// One line per server thread (`ring-0`, `worker-3`, ...) with its non-zero counters,
+/// then the total with the gauges. With `last`, counters are what grew since the
+/// previous report (and `last` is updated); without, running totals (SIGUSR1).
+fn report_stats(hub: &StatsHub, last: Option<&mut Seen>) {
+    let threads = hub.per_thread();
+    let total = hub.snapshot();
+    match last {
+        Some((prev, prev_total)) => {
+            for (name, s) in &threads {
+                let d = s.since(prev.get(name).unwrap_or(&Snapshot::default()));
+                say!("ringserve: stats {name}: {}", d.counters());
+            }
+            say!("ringserve: stats interval: {}", total.since(prev_total));
+            *prev = threads.into_iter().collect();
+            *prev_total = total;
+        }
+        None => {
+            for (name, s) in &threads {
+                say!("ringserve: stats {name}: {}", s.counters());
+            }
+            say!("ringserve: stats {total}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::fs::Root;
 use crate::probe::{self, BackendKind, BackendRequest};
 use crate::proto::ProtocolFactory;
-use crate::stats::{Snapshot, Stats};
+use crate::stats::{Snapshot, StatsHub};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -60,7 +60,7 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     backend: BackendKind,
     reason: String,
-    stats: Arc<Stats>,
+    stats: Arc<StatsHub>,
     control: Arc<Control>,
     running: Box<dyn Running>,
 }
@@ -93,7 +93,7 @@ impl Server {
             listeners.push((fd, bound));
         }
         let addrs = listeners.iter().map(|(_, a)| *a).collect();
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(StatsHub::default());
         let control = Arc::new(Control::default());
         let ctx = Ctx {
             cfg,
@@ -143,7 +143,7 @@ impl Server {
     }
 
     /// The live counters, for a thread that reports them (SIGUSR1).
-    pub fn stats_handle(&self) -> Arc<Stats> {
+    pub fn stats_handle(&self) -> Arc<StatsHub> {
         self.stats.clone()
     }
 

@@ -260,3 +260,53 @@ fn a_closed_stderr_does_not_take_the_server_down() {
         assert_eq!(code, Some(0), "[{b}]");
     }
 }
+
+#[test]
+fn stats_are_printed_per_thread_every_interval_and_on_sigusr1() {
+    use std::time::Duration;
+    for b in backends() {
+        let root = temp_dir("stats");
+        std::fs::write(root.join("x"), "x").unwrap();
+        let args = ["--stats-interval", "1", "--uring-threads", "1"];
+        let srv = Srv::start(b, &root, &args);
+        for _ in 0..3 {
+            assert_eq!(get(srv.addr, "/x").body, b"x");
+        }
+        // The intervals' totals add up to the three responses; thread lines name who
+        // served them.
+        let thread = if b == "uring" { "ring-0" } else { "worker-" };
+        let seen = |f: &dyn Fn(&str) -> bool| srv.log().iter().any(|l| f(l));
+        let responses = || -> u64 {
+            srv.log()
+                .iter()
+                .filter_map(|l| l.strip_prefix("ringserve: stats interval: "))
+                .flat_map(|l| l.split(' '))
+                .filter_map(|kv| kv.strip_prefix("responses="))
+                .map(|n| n.parse::<u64>().unwrap())
+                .sum()
+        };
+        let counted = eventually(Duration::from_secs(5), || responses() == 3);
+        assert!(
+            counted,
+            "[{b}] intervals counted {}: {:#?}",
+            responses(),
+            srv.log()
+        );
+        assert!(
+            seen(
+                &|l| l.starts_with(&format!("ringserve: stats {thread}")) && l.contains("accepts=")
+            ),
+            "[{b}] no per-thread line: {:#?}",
+            srv.log()
+        );
+        srv.signal(libc::SIGUSR1);
+        let totals = eventually(Duration::from_secs(5), || {
+            seen(&|l| l.starts_with("ringserve: stats accepts=3 ") && l.contains(" responses=3 "))
+        });
+        assert!(
+            totals,
+            "[{b}] SIGUSR1 printed no running total: {:#?}",
+            srv.log()
+        );
+    }
+}

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::conn::Key;
 use crate::fs::Root;
 use crate::proto::{ProtocolFactory, Wait};
-use crate::stats::Stats;
+use crate::stats::StatsHub;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -75,7 +75,7 @@ pub(crate) struct Ctx<F> {
     pub root: Root,
     pub factory: F,
     pub hooks: Arc<dyn Hooks>,
-    pub stats: Arc<Stats>,
+    pub stats: Arc<StatsHub>,
     pub control: Arc<Control>,
 }
 

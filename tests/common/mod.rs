@@ -80,6 +80,7 @@ pub struct Srv {
     pub addrs: Vec<SocketAddr>,
     pub banner: String,
     pub root: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Srv {
@@ -110,10 +111,13 @@ impl Srv {
         let mut banner = String::new();
         err.read_line(&mut banner).unwrap();
         // Keep draining stderr so the server never blocks on a full pipe.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sink = String::new();
             while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
                 eprint!("  [server] {sink}");
+                lines.lock().unwrap().push(sink.trim_end().to_string());
                 sink.clear();
             }
         });
@@ -125,7 +129,13 @@ impl Srv {
             addrs,
             banner,
             root: root.to_path_buf(),
+            log,
         }
+    }
+
+    /// The stderr lines after the banner so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {

@@ -40,7 +40,7 @@ use super::{
 use crate::conn::{ConnTable, Key};
 use crate::open_cache::OpenCache;
 use crate::proto::{Protocol, ProtocolFactory, Step, Wait};
-use crate::stats::Stats;
+use crate::stats::{Gauges, Seq};
 use crate::sys::epoll::{self, Epoll, EventFd};
 use crate::sys::net;
 use std::io;
@@ -101,6 +101,7 @@ impl Backend for EpollBackend {
             handles: Mutex::new(Vec::new()),
             spare_fd: Mutex::new(epoll::open_spare_fd().ok()),
             paused: Mutex::new(None),
+            names: Seq::default(),
             open_cache: Mutex::new(OpenCache::new(
                 ctx.cfg.open_file_cache,
                 ctx.cfg.open_file_cache_valid,
@@ -181,6 +182,8 @@ struct Shared<F: ProtocolFactory> {
     paused: Mutex<Option<(Instant, Vec<usize>)>>,
     /// Recently opened files, shared by the workers (`--open-file-cache`).
     open_cache: Mutex<OpenCache>,
+    /// Names worker threads' counter blocks.
+    names: Seq,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,8 +195,8 @@ impl<F: ProtocolFactory> Shared<F> {
     fn spawn_worker(self: &Arc<Self>) -> io::Result<()> {
         let sh = self.clone();
         self.workers.fetch_add(1, Ordering::SeqCst);
-        Stats::add(&self.ctx.stats.workers, 1);
-        Stats::add(&self.ctx.stats.workers_spawned, 1);
+        Gauges::up(&self.ctx.stats.gauges.workers);
+        self.ctx.stats.add(|s| &s.workers_spawned, 1);
         let res = std::thread::Builder::new()
             .name("ringserve-worker".into())
             .stack_size(WORKER_STACK)
@@ -207,7 +210,7 @@ impl<F: ProtocolFactory> Shared<F> {
             }
             Err(e) => {
                 self.workers.fetch_sub(1, Ordering::SeqCst);
-                Stats::sub(&self.ctx.stats.workers, 1);
+                Gauges::down(&self.ctx.stats.gauges.workers);
                 Err(e)
             }
         }
@@ -242,6 +245,7 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     fn worker(self: Arc<Self>) {
+        let _counting = self.ctx.stats.bind(self.names.next("worker"));
         let mut buf = vec![0u8; RECV_BUF];
         let idle = self
             .ctx
@@ -263,7 +267,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 }
                 continue;
             };
-            Stats::add(&self.ctx.stats.epoll_wakeups, 1);
+            self.ctx.stats.add(|s| &s.epoll_wakeups, 1);
             match Key::from_u64(data) {
                 Some(key) => self.run_conn(key, &mut buf),
                 None if data == TOKEN_STOP => {
@@ -274,7 +278,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 None => self.accept_batch((data - TOKEN_LISTENER) as usize),
             }
         }
-        Stats::sub(&self.ctx.stats.workers, 1);
+        Gauges::down(&self.ctx.stats.gauges.workers);
     }
 
     /// Takes ownership of the connection `key` names, drives it, and parks or closes it.
@@ -288,23 +292,23 @@ impl<F: ProtocolFactory> Shared<F> {
                 },
                 _ => {
                     // Retired key, or taken by the coordinator for a timeout.
-                    Stats::add(&self.ctx.stats.stale_dropped, 1);
+                    self.ctx.stats.add(|s| &s.stale_dropped, 1);
                     return;
                 }
             }
         };
         self.busy.fetch_add(1, Ordering::SeqCst);
-        Stats::add(&self.ctx.stats.busy_workers, 1);
+        Gauges::up(&self.ctx.stats.gauges.busy_workers);
         let peer = conn.peer;
         let outcome = catch_unwind(AssertUnwindSafe(|| self.drive(conn, buf)));
         self.busy.fetch_sub(1, Ordering::SeqCst);
-        Stats::sub(&self.ctx.stats.busy_workers, 1);
+        Gauges::down(&self.ctx.stats.gauges.busy_workers);
         match outcome {
             Ok(Outcome::Park(conn, deadline)) => self.park(key, conn, deadline),
             Ok(Outcome::Close(conn, why)) => self.close(key, *conn, why),
             Err(_) => {
                 // The connection (and its descriptor) was dropped while unwinding.
-                Stats::add(&self.ctx.stats.panics, 1);
+                self.ctx.stats.add(|s| &s.panics, 1);
                 self.retire(key, peer, CloseReason::Panic);
             }
         }
@@ -323,7 +327,7 @@ impl<F: ProtocolFactory> Shared<F> {
             }
             match conn.proto.poll(SystemTime::now()) {
                 Step::Send(chunks) => {
-                    Stats::add(&self.ctx.stats.responses, 1);
+                    self.ctx.stats.add(|s| &s.responses, 1);
                     // Logged as the response is handed over, so log order is response
                     // order even when another worker finishes its send sooner.
                     if let Some(line) = conn.proto.take_log_line() {
@@ -363,7 +367,7 @@ impl<F: ProtocolFactory> Shared<F> {
                     let now = Instant::now();
                     let deadline = recv_deadline(&mut conn.wait, wait, cfg, now);
                     if now >= deadline {
-                        Stats::add(&self.ctx.stats.recv_timeouts, 1);
+                        self.ctx.stats.add(|s| &s.recv_timeouts, 1);
                         conn.proto.handle_timeout();
                         continue;
                     }
@@ -413,8 +417,8 @@ impl<F: ProtocolFactory> Shared<F> {
 
     fn retire(&self, key: Key, peer: SocketAddr, why: CloseReason) {
         lock(&self.table).conns.remove(key);
-        Stats::add(&self.ctx.stats.closes, 1);
-        Stats::sub(&self.ctx.stats.open_conns, 1);
+        self.ctx.stats.add(|s| &s.closes, 1);
+        Gauges::down(&self.ctx.stats.gauges.open_conns);
         self.ctx.hooks.on_close(key, peer, why);
     }
 
@@ -431,7 +435,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => break,
                     Some(libc::EMFILE | libc::ENFILE) => {
-                        Stats::add(&self.ctx.stats.accept_emfile, 1);
+                        self.ctx.stats.add(|s| &s.accept_emfile, 1);
                         if !self.shed_one(lfd.as_fd()) {
                             // Leave the listener disarmed; the coordinator re-arms it.
                             let mut p = lock(&self.paused);
@@ -490,14 +494,14 @@ impl<F: ProtocolFactory> Shared<F> {
             }
             if t.conns.len() >= cfg.max_connections {
                 drop(t);
-                Stats::add(&self.ctx.stats.refused_full, 1);
+                self.ctx.stats.add(|s| &s.refused_full, 1);
                 refuse(fd, self.ctx.factory.overload_response());
                 return;
             }
             t.conns.insert(Entry::Owned)
         };
-        Stats::add(&self.ctx.stats.accepts, 1);
-        Stats::add(&self.ctx.stats.open_conns, 1);
+        self.ctx.stats.add(|s| &s.accepts, 1);
+        Gauges::up(&self.ctx.stats.gauges.open_conns);
         self.ctx.hooks.on_accept(key, peer);
         let conn = Box::new(Conn {
             proto: self.ctx.factory.new_conn(peer),
@@ -542,7 +546,7 @@ impl<F: ProtocolFactory> Shared<F> {
     /// Tells an expired connection of its timeout, lets its answer (a 408) go out if it
     /// fits the socket buffer right now, and closes it. Never blocks.
     fn expire(&self, key: Key, mut conn: Conn<F::Proto>) {
-        Stats::add(&self.ctx.stats.recv_timeouts, 1);
+        self.ctx.stats.add(|s| &s.recv_timeouts, 1);
         conn.proto.handle_timeout();
         for _ in 0..4 {
             match conn.proto.poll(SystemTime::now()) {
@@ -555,6 +559,7 @@ impl<F: ProtocolFactory> Shared<F> {
 
     /// The coordinator: timeouts, EMFILE back-off, and the shutdown sequence.
     fn coordinate(self: Arc<Self>) {
+        let _counting = self.ctx.stats.bind("coordinator");
         let control = self.ctx.control.clone();
         while control.wait_above(ShutdownLevel::Running, TICK) == ShutdownLevel::Running {
             self.housekeeping();

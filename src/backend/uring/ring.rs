@@ -18,7 +18,7 @@ use crate::backend::{close_socket, recv_deadline, CloseReason, ShutdownLevel};
 use crate::conn::{ConnTable, Key, KEY_BITS};
 use crate::open_cache::OpenCache;
 use crate::proto::{Chunk, Opened, Protocol, ProtocolFactory, Step, Wait};
-use crate::stats::Stats;
+use crate::stats::{Gauges, Stats};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::ffi::CString;
 use std::fs::File;
@@ -194,6 +194,8 @@ struct Io<'a, F: ProtocolFactory> {
     /// a small request's cost.
     now: Instant,
     wall: SystemTime,
+    /// This ring thread's counters (src/stats.rs).
+    st: Arc<Stats>,
 }
 
 pub(super) fn run<F: ProtocolFactory>(
@@ -205,6 +207,7 @@ pub(super) fn run<F: ProtocolFactory>(
     ready: std::sync::mpsc::Sender<io::Result<Vec<String>>>,
 ) {
     inbox.set_ring_fd(ring.as_raw_fd());
+    let counting = sh.ctx.stats.bind(format!("ring-{me}"));
     let caps = sh.caps;
     let mut notes = Vec::new();
     let bufs = if caps.buf_ring {
@@ -242,6 +245,7 @@ pub(super) fn run<F: ProtocolFactory>(
         open_cache: OpenCache::new(sh.ctx.cfg.open_file_cache, sh.ctx.cfg.open_file_cache_valid),
         now: Instant::now(),
         wall: SystemTime::now(),
+        st: counting.stats().clone(),
     };
     let mut conns: ConnTable<Conn<F::Proto>> =
         ConnTable::shard(sh.ctx.cfg.max_connections.min(1024), me as u8);
@@ -262,7 +266,7 @@ pub(super) fn run<F: ProtocolFactory>(
                 break;
             }
         }
-        Stats::add(&sh.ctx.stats.uring_enters, 1);
+        Stats::add(&io.st.uring_enters, 1);
         io.now = Instant::now();
         io.wall = SystemTime::now();
         for note in inbox.take(NOTES_PER_TURN) {
@@ -276,7 +280,7 @@ pub(super) fn run<F: ProtocolFactory>(
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
-        Stats::add(&sh.ctx.stats.cqes, cqes.len() as u64);
+        Stats::add(&io.st.cqes, cqes.len() as u64);
         for &(ud, res, flags) in &cqes {
             io.complete(&mut conns, &inbox, ud, res, flags);
         }
@@ -297,7 +301,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// # Safety
     /// Everything the entries point at must stay valid until their completions arrive.
     unsafe fn push(&mut self, entries: &[squeue::Entry]) {
-        Stats::add(&self.sh.ctx.stats.sqes, entries.len() as u64);
+        Stats::add(&self.st.sqes, entries.len() as u64);
         if self.backlog.is_empty() && self.sq_free() < entries.len() {
             let _ = self.ring.submit();
         }
@@ -421,7 +425,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let Some((key, conn)) = lookup(conns, low) else {
             // A retired key. Never expected (a connection leaves the table only with no
             // operation in flight), but what such a completion carries is not leaked.
-            Stats::add(&self.sh.ctx.stats.stale_dropped, 1);
+            Stats::add(&self.st.stale_dropped, 1);
             if let (Some(bid), Some(b)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
                 b.recycle(bid);
             }
@@ -439,7 +443,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             _ => self.send_part(conn, op, res),
         }));
         if r.is_err() {
-            Stats::add(&self.sh.ctx.stats.panics, 1);
+            Stats::add(&self.st.panics, 1);
             conn.closing = Some(CloseReason::Panic);
             conn.cut = true;
         }
@@ -465,7 +469,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         if conn.closing.is_none() && conn.ops == 0 {
             let r = catch_unwind(AssertUnwindSafe(|| self.drive(key, conn)));
             if r.is_err() {
-                Stats::add(&self.sh.ctx.stats.panics, 1);
+                Stats::add(&self.st.panics, 1);
                 conn.closing = Some(CloseReason::Panic);
                 conn.cut = true;
             }
@@ -504,7 +508,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             match conn.proto.poll(self.wall) {
                 Step::Send(chunks) => {
-                    Stats::add(&self.sh.ctx.stats.responses, 1);
+                    Stats::add(&self.st.responses, 1);
                     // Logged as the response is handed over: log order is response order.
                     if let Some(line) = conn.proto.take_log_line() {
                         crate::backend::access_log(&line);
@@ -537,7 +541,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     let now = self.now;
                     let deadline = recv_deadline(&mut conn.wait, wait, &self.sh.ctx.cfg, now);
                     if now >= deadline {
-                        Stats::add(&self.sh.ctx.stats.recv_timeouts, 1);
+                        Stats::add(&self.st.recv_timeouts, 1);
                         conn.proto.handle_timeout();
                         continue;
                     }
@@ -588,10 +592,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
             conn.proto.handle_eof();
         } else if res == -libc::ENOBUFS {
             // Every buffer is in use: wait for some to come back, lose nothing.
-            Stats::add(&self.sh.ctx.stats.recv_enobufs, 1);
+            Stats::add(&self.st.recv_enobufs, 1);
             conn.starved = true;
         } else if res == -libc::ECANCELED && conn.recv_timed_out {
-            Stats::add(&self.sh.ctx.stats.recv_timeouts, 1);
+            Stats::add(&self.st.recv_timeouts, 1);
             conn.proto.handle_timeout();
         } else if conn.closing.is_none() {
             conn.closing = Some(CloseReason::Error(
@@ -846,7 +850,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
         let (r_in, r_out) = (st.r_in.take(), st.r_out.take());
         let timed_out = std::mem::take(&mut st.timed_out);
-        let stats = &self.sh.ctx.stats;
+        let stats = &*self.st;
         if r_in.is_some_and(|n| n > 0) || r_out.is_some_and(|n| n > 0) {
             st.progress = self.now;
         }
@@ -921,7 +925,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             match -res {
                 libc::EMFILE | libc::ENFILE => {
                     // Rest instead of spinning; the tick re-arms.
-                    Stats::add(&self.sh.ctx.stats.accept_emfile, 1);
+                    Stats::add(&self.st.accept_emfile, 1);
                     self.paused_until = Some(Instant::now() + EMFILE_BACKOFF);
                     if self.accepting[li] {
                         self.cancel(Op::Accept.ud(li as u64));
@@ -949,11 +953,12 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
         if ctx
             .stats
+            .gauges
             .open_conns
             .load(std::sync::atomic::Ordering::Relaxed)
             >= ctx.cfg.max_connections as u64
         {
-            Stats::add(&ctx.stats.refused_full, 1);
+            Stats::add(&self.st.refused_full, 1);
             crate::backend::refuse(fd, ctx.factory.overload_response());
             return;
         }
@@ -974,8 +979,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
             drained: false,
             starved: false,
         });
-        Stats::add(&ctx.stats.accepts, 1);
-        Stats::add(&ctx.stats.open_conns, 1);
+        Stats::add(&self.st.accepts, 1);
+        Gauges::up(&ctx.stats.gauges.open_conns);
         ctx.hooks.on_accept(key, peer);
         self.ready.push(key);
     }
@@ -1083,8 +1088,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
         close_socket(conn.fd, why, conn.cut);
         let ctx = &self.sh.ctx;
-        Stats::add(&ctx.stats.closes, 1);
-        Stats::sub(&ctx.stats.open_conns, 1);
+        Stats::add(&self.st.closes, 1);
+        Gauges::down(&ctx.stats.gauges.open_conns);
         ctx.hooks.on_close(key, conn.peer, why);
     }
 
