@@ -126,6 +126,10 @@ stats! {
         cqes,
         /// Receives that found every provided buffer in use and waited.
         recv_enobufs,
+        /// Multishot receive completions held because the protocol was still sending.
+        recv_parked,
+        /// Multishot receives cancelled because a connection held enough parked input.
+        recv_paused,
         /// Sends abandoned after the send timeout.
         send_timeouts,
         /// Header or keep-alive waits that timed out.

@@ -260,3 +260,49 @@ fn a_low_memlock_limit_gives_a_clear_error_or_a_fallback_not_a_crash() {
     }
     assert!(!line.contains("panicked"), "{line}");
 }
+
+/// Requests that arrive one by one while a large response is still being sent: with a
+/// multishot receive they complete during the send and are parked (and past
+/// PARK_MAX the receive is paused); either way every response comes back whole and in
+/// order, and the next request waits for the previous response (promise 2).
+#[test]
+fn requests_arriving_during_a_send_are_held_in_order() {
+    let Some(_g) = serial() else { return };
+    let root = temp_dir("parked");
+    let big = pattern(3, 1 << 20);
+    std::fs::write(root.join("big"), &big).unwrap();
+    std::fs::write(root.join("small"), "small").unwrap();
+    let mut cfg = config(&root);
+    cfg.sndbuf = 4096;
+    cfg.uring_threads = 1;
+    cfg.uring_multishot_recv = true;
+    let srv = start(cfg);
+    let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Not reading: the 1 MiB response stalls in the socket buffers. Each request
+    // below is its own segment, arriving while that send is in flight.
+    let paths = ["/small", "/big", "/small", "/small", "/big", "/small"];
+    for p in paths {
+        std::thread::sleep(Duration::from_millis(30));
+        write!(s, "GET {p} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    }
+    let mut r = BufReader::new(s);
+    for p in std::iter::once("/big").chain(paths) {
+        let resp = read_resp(&mut r, false).unwrap();
+        assert_eq!(resp.status, 200, "{p}");
+        let want: &[u8] = if p == "/big" { &big } else { b"small" };
+        assert!(resp.body == want, "{p}: body differs");
+    }
+    let st = srv.stats();
+    eprintln!("{st}");
+    if ringserve::probe::probe()
+        .uring
+        .has(ringserve::probe::Optional::MultishotRecv)
+    {
+        assert!(st.recv_parked >= 2, "nothing was parked: {st}");
+        assert!(st.recv_paused >= 1, "the receive was never paused: {st}");
+    }
+    srv.shutdown();
+}

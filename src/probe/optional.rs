@@ -104,7 +104,7 @@ impl Optional {
                 Some("superseded by buf_ring; without it, per-connection buffers held only while a recv is in flight")
             }
             Optional::MultishotRecv => Some(
-                "one receive per connection at a time keeps promise 1 simple; not yet measured to help",
+                "opt-in (--uring-multishot-recv): measured ~10% fewer req/s for HTTP keep-alive, as each delivery retries the recv and finds EAGAIN",
             ),
             Optional::SendZc => Some("pays off only for large sends over real NICs; bodies are spliced"),
             _ => None,

@@ -47,6 +47,7 @@ pub(crate) struct Caps {
     pub coop_taskrun: bool,
     pub submit_all: bool,
     pub openat2: bool,
+    pub multishot_recv: bool,
 }
 
 impl Caps {
@@ -61,6 +62,7 @@ impl Caps {
             coop_taskrun: u.uses(Optional::CoopTaskrun),
             submit_all: u.uses(Optional::SubmitAll),
             openat2: u.uses(Optional::Openat2),
+            multishot_recv: u.has(Optional::MultishotRecv),
         }
     }
 }
@@ -237,7 +239,10 @@ pub(crate) struct UringBackend;
 
 impl Backend for UringBackend {
     fn start<F: ProtocolFactory>(ctx: Ctx<F>) -> io::Result<Box<dyn Running>> {
-        let caps = Caps::from_probe();
+        let mut caps = Caps::from_probe();
+        // Present is not enough: it is slower for request/response HTTP (measured, see
+        // docs/ARCHITECTURE.md), so it is opt-in.
+        caps.multishot_recv &= ctx.cfg.uring_multishot_recv;
         let n = ctx.cfg.uring_threads.max(1);
         // Ring 0 uses the listeners the server bound; in reuseport mode every other ring
         // binds its own socket to each (resolved) address.

@@ -90,6 +90,9 @@ const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 const NOTES_PER_TURN: usize = 16;
 /// Receive buffer size, for the buffer ring and the per-connection fallback alike.
 const RECV_BUF: u32 = 4096;
+/// Multishot receive: data buffers a connection may hold while it sends, before its
+/// receive is cancelled (a pipelining client must not drain the buffer ring).
+const PARK_MAX: usize = 2;
 /// Read+send fallback: bytes read per step when no pipe can be had.
 const COPY_BUF: usize = 64 * 1024;
 /// Pipes per ring: what splicing may hold of the user's pipe pages.
@@ -158,8 +161,27 @@ struct Conn<P> {
     /// A send was cut short: close with RST.
     cut: bool,
     drained: bool,
-    /// A receive came back ENOBUFS: retry when buffers return.
+    /// A receive came back ENOBUFS (or a paused multishot receive ended while input is
+    /// wanted): arm again when buffers return, after the batch.
     starved: bool,
+    /// The protocol asked for input (`Step::Recv`) and has not had it yet. Input that
+    /// a multishot receive delivers at other times is parked.
+    want_recv: bool,
+    /// The armed receive is multishot: it stays in the kernel across requests.
+    multishot: bool,
+    /// Multishot input that arrived while the protocol was not asking (it was sending):
+    /// held, in order, buffers and all, until it asks. At most [`PARK_MAX`] data
+    /// buffers; then the receive is cancelled and TCP holds the rest.
+    parked: std::collections::VecDeque<Input>,
+}
+
+/// What one receive completion brought.
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    /// `len` bytes in provided buffer `bid`, or in `recv_buf` (`bid` None).
+    Data(Option<u16>, usize),
+    Eof,
+    Error(i32),
 }
 
 /// Everything but the connection table, so the two can be borrowed apart.
@@ -435,10 +457,12 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             return;
         };
-        conn.ops &= !op.bit();
+        if !(op == Op::Recv && cqueue::more(flags)) {
+            conn.ops &= !op.bit();
+        }
         // These may call into the protocol; a panic there closes only this connection.
         let r = catch_unwind(AssertUnwindSafe(|| match op {
-            Op::Recv => self.received(conn, res, flags),
+            Op::Recv => self.received(key, conn, res, flags),
             Op::Open => self.opened(conn, res),
             _ => self.send_part(conn, op, res),
         }));
@@ -466,7 +490,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
-        if conn.closing.is_none() && conn.ops == 0 {
+        // An armed multishot receive is passive: it does not hold the protocol back.
+        let passive = if conn.multishot { Op::Recv.bit() } else { 0 };
+        if conn.closing.is_none() && conn.ops & !passive == 0 {
             let r = catch_unwind(AssertUnwindSafe(|| self.drive(key, conn)));
             if r.is_err() {
                 Stats::add(&self.st.panics, 1);
@@ -500,7 +526,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             if conn.starved {
                 // Buffers were recycled while the batch was handled: try again.
-                return self.arm_recv(key, conn);
+                if self.arm_recv(key, conn) {
+                    continue;
+                }
+                return;
             }
             if !conn.drained && self.draining {
                 conn.drained = true;
@@ -546,7 +575,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
                         continue;
                     }
                     conn.deadline = Some(deadline);
-                    return self.arm_recv(key, conn);
+                    if self.arm_recv(key, conn) {
+                        continue;
+                    }
+                    return;
                 }
                 Step::Close => {
                     conn.closing = Some(CloseReason::Done);
@@ -556,11 +588,23 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
     }
 
-    fn arm_recv(&mut self, key: Key, conn: &mut Conn<F::Proto>) {
+    /// The protocol wants input. Parked input goes first (true: it was delivered, drive
+    /// on); otherwise a receive is armed unless a multishot one still is (false).
+    fn arm_recv(&mut self, key: Key, conn: &mut Conn<F::Proto>) -> bool {
+        conn.want_recv = true;
+        if let Some(input) = conn.parked.pop_front() {
+            self.deliver(conn, input);
+            return true;
+        }
+        if conn.ops & Op::Recv.bit() != 0 {
+            return false; // multishot, still armed
+        }
         conn.starved = false;
         conn.recv_timed_out = false;
         let fd = types::Fd(conn.fd.as_raw_fd());
+        conn.multishot = self.caps.multishot_recv && self.bufs.is_some();
         let e = match &self.bufs {
+            Some(_) if conn.multishot => opcode::RecvMulti::new(fd, BGID).build(),
             Some(b) => opcode::Recv::new(fd, std::ptr::null_mut(), b.size())
                 .buf_group(BGID)
                 .build()
@@ -573,39 +617,90 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
         };
         // SAFETY: the buffer is the ring's provided group (registered until teardown) or
-        // `recv_buf`, boxed in the connection, which stays in the table until this CQE.
+        // `recv_buf`, boxed in the connection, which stays in the table until this CQE
+        // (for multishot, until the CQE without F_MORE: the Recv bit stays set).
         unsafe { self.push(&[e.user_data(Op::Recv.ud(key.to_u64()))]) };
         conn.ops |= Op::Recv.bit();
+        false
     }
 
-    fn received(&mut self, conn: &mut Conn<F::Proto>, res: i32, flags: u32) {
-        conn.deadline = None;
+    /// A receive completion: delivered to the protocol if it asked, parked otherwise
+    /// (only a multishot receive completes while the protocol is not asking).
+    fn received(&mut self, key: Key, conn: &mut Conn<F::Proto>, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
-        if res > 0 {
-            let n = res as usize;
-            match (bid, &self.bufs, &conn.recv_buf) {
-                (Some(bid), Some(b), _) => conn.proto.handle_recv(b.get(bid, n)),
-                (None, _, Some(buf)) => conn.proto.handle_recv(&buf[..n.min(buf.len())]),
-                _ => conn.closing = Some(CloseReason::Error(io::ErrorKind::InvalidData)),
+        let ended = !cqueue::more(flags);
+        let input = match res {
+            n if n > 0 => Some(Input::Data(bid, n as usize)),
+            0 => Some(Input::Eof),
+            e if e == -libc::ENOBUFS => {
+                // Every buffer is in use: wait for some to come back, lose nothing.
+                Stats::add(&self.st.recv_enobufs, 1);
+                conn.starved = conn.want_recv;
+                None
             }
-        } else if res == 0 {
-            conn.proto.handle_eof();
-        } else if res == -libc::ENOBUFS {
-            // Every buffer is in use: wait for some to come back, lose nothing.
-            Stats::add(&self.st.recv_enobufs, 1);
-            conn.starved = true;
-        } else if res == -libc::ECANCELED && conn.recv_timed_out {
-            Stats::add(&self.st.recv_timeouts, 1);
-            conn.proto.handle_timeout();
-        } else if conn.closing.is_none() {
-            conn.closing = Some(CloseReason::Error(
-                io::Error::from_raw_os_error(-res).kind(),
-            ));
+            e if e == -libc::ECANCELED && conn.recv_timed_out => {
+                conn.deadline = None;
+                conn.want_recv = false;
+                Stats::add(&self.st.recv_timeouts, 1);
+                conn.proto.handle_timeout();
+                None
+            }
+            e if e == -libc::ECANCELED => {
+                // Paused (too much parked) or closing: arm again if input is wanted.
+                conn.starved = conn.want_recv;
+                None
+            }
+            e => Some(Input::Error(e)),
+        };
+        let Some(input) = input else {
+            if !conn.multishot {
+                conn.recv_buf = None;
+            }
+            return;
+        };
+        if conn.want_recv && conn.parked.is_empty() {
+            self.deliver(conn, input);
+        } else {
+            Stats::add(&self.st.recv_parked, 1);
+            conn.parked.push_back(input);
+            let data = conn
+                .parked
+                .iter()
+                .filter(|i| matches!(i, Input::Data(..)))
+                .count();
+            if data >= PARK_MAX && !ended && conn.multishot {
+                Stats::add(&self.st.recv_paused, 1);
+                self.cancel(Op::Recv.ud(key.to_u64()));
+            }
         }
-        if let (Some(bid), Some(b)) = (bid, self.bufs.as_mut()) {
-            b.recycle(bid);
+    }
+
+    /// Hands one input to the protocol and gives its buffer back.
+    fn deliver(&mut self, conn: &mut Conn<F::Proto>, input: Input) {
+        conn.deadline = None;
+        conn.want_recv = false;
+        match input {
+            Input::Data(bid, n) => {
+                match (bid, &self.bufs, &conn.recv_buf) {
+                    (Some(bid), Some(b), _) => conn.proto.handle_recv(b.get(bid, n)),
+                    (None, _, Some(buf)) => conn.proto.handle_recv(&buf[..n.min(buf.len())]),
+                    _ => conn.closing = Some(CloseReason::Error(io::ErrorKind::InvalidData)),
+                }
+                if let (Some(bid), Some(b)) = (bid, self.bufs.as_mut()) {
+                    b.recycle(bid);
+                }
+            }
+            Input::Eof => conn.proto.handle_eof(),
+            Input::Error(e) => {
+                if conn.closing.is_none() {
+                    conn.closing =
+                        Some(CloseReason::Error(io::Error::from_raw_os_error(-e).kind()));
+                }
+            }
         }
-        conn.recv_buf = None;
+        if !conn.multishot {
+            conn.recv_buf = None;
+        }
     }
 
     fn submit_open(
@@ -978,6 +1073,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
             cut: false,
             drained: false,
             starved: false,
+            want_recv: false,
+            multishot: false,
+            parked: std::collections::VecDeque::new(),
         });
         Stats::add(&self.st.accepts, 1);
         Gauges::up(&ctx.stats.gauges.open_conns);
@@ -1085,6 +1183,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let why = conn.closing.unwrap_or(CloseReason::Done);
         if let Some(st) = conn.send {
             self.release(st);
+        }
+        for input in conn.parked {
+            if let (Input::Data(Some(bid), _), Some(b)) = (input, self.bufs.as_mut()) {
+                b.recycle(bid);
+            }
         }
         close_socket(conn.fd, why, conn.cut);
         let ctx = &self.sh.ctx;
