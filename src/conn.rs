@@ -29,6 +29,11 @@ pub struct Key {
 }
 
 impl Key {
+    /// The table (io_uring ring) that issued this key.
+    pub const fn shard(self) -> u8 {
+        (self.index >> SHARD_SHIFT) as u8
+    }
+
     /// Packs the key for the kernel: generation in the high half, index in the low half.
     pub const fn to_u64(self) -> u64 {
         ((self.gen as u64) << 32) | self.index as u64

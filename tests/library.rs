@@ -67,14 +67,18 @@ impl Hooks for Log {
     }
 }
 
-fn start(backend: &str, hooks: Arc<Log>) -> Server {
-    let mut cfg = Config::new(temp_dir("lib"));
+fn config(backend: &str, root: &std::path::Path) -> Config {
+    let mut cfg = Config::new(root);
     cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
     cfg.backend = match backend {
         "epoll" => BackendRequest::Epoll,
         _ => BackendRequest::Uring,
     };
-    Server::start(cfg, ShoutFactory, hooks).unwrap()
+    cfg
+}
+
+fn start(backend: &str, hooks: Arc<Log>) -> Server {
+    Server::start(config(backend, &temp_dir("lib")), ShoutFactory, hooks).unwrap()
 }
 
 fn shout(addr: SocketAddr, line: &str) -> String {
@@ -143,5 +147,95 @@ fn hooks_see_every_accept_and_exactly_one_close_per_connection() {
             assert_eq!(closes, 1, "[{b}] key {k}: {log:?}");
         }
         assert!(log.iter().any(|(e, _)| e == "close Shutdown"), "{log:?}");
+    }
+}
+
+/// The only key `hooks` saw accepted since `from` entries.
+fn accepted_key(hooks: &Log, from: usize) -> Key {
+    let log = hooks.0.lock().unwrap();
+    let keys: Vec<Key> = log[from..]
+        .iter()
+        .filter(|(e, _)| e == "accept")
+        .map(|(_, k)| *k)
+        .collect();
+    assert_eq!(keys.len(), 1, "{log:?}");
+    keys[0]
+}
+
+#[test]
+fn control_close_ends_an_idle_connection_and_ignores_a_retired_key() {
+    for b in backends() {
+        let hooks = Arc::new(Log::default());
+        let srv = start(b, hooks.clone());
+        let addr = srv.local_addrs()[0];
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"hi\n").unwrap();
+        let mut got = [0u8; 3];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"HI\n");
+        let key = accepted_key(&hooks, 0);
+        srv.control().close(key);
+        assert!(
+            closed_by_peer(&mut s),
+            "[{b}] still open after close({key})"
+        );
+        let closed = || {
+            let log = hooks.0.lock().unwrap();
+            log.iter().any(|(e, k)| e == "close Requested" && *k == key)
+        };
+        assert!(eventually(Duration::from_secs(5), closed), "[{b}]");
+        // A new connection may reuse the slot; the old key (an older generation) must
+        // not reach it, and is counted as stale.
+        let seen = hooks.0.lock().unwrap().len();
+        let mut s2 = TcpStream::connect(addr).unwrap();
+        s2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s2.write_all(b"a\n").unwrap();
+        s2.read_exact(&mut got[..2]).unwrap();
+        let key2 = accepted_key(&hooks, seen);
+        assert_ne!(key2, key);
+        let stale = srv.stats().stale_dropped;
+        srv.control().close(key);
+        assert!(
+            eventually(Duration::from_secs(5), || srv.stats().stale_dropped > stale),
+            "[{b}] the retired key was not dropped"
+        );
+        s2.write_all(b"b\n").unwrap();
+        s2.read_exact(&mut got[..2]).unwrap();
+        assert_eq!(&got[..2], b"B\n", "[{b}] the new connection was hit");
+        srv.shutdown();
+    }
+}
+
+#[test]
+fn control_close_waits_for_the_response_in_flight() {
+    use ringserve::proto::http1::{HttpConfig, HttpFactory};
+    for b in backends() {
+        let root = temp_dir("lib-close");
+        let body = pattern(5, 4 << 20);
+        std::fs::write(root.join("big"), &body).unwrap();
+        let mut cfg = config(b, &root);
+        cfg.sndbuf = 4096;
+        let hooks = Arc::new(Log::default());
+        let factory = HttpFactory::new(HttpConfig::default());
+        let srv = Server::start(cfg, factory, hooks.clone()).unwrap();
+        let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        // The 4 MiB response stalls in the socket buffers while the close is asked.
+        std::thread::sleep(Duration::from_millis(200));
+        srv.control().close(accepted_key(&hooks, 0));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut r = std::io::BufReader::new(s);
+        let resp = read_resp(&mut r, false).unwrap();
+        assert!(resp.body == body, "[{b}] the response in flight was cut");
+        let mut rest = Vec::new();
+        assert_eq!(
+            r.read_to_end(&mut rest).unwrap(),
+            0,
+            "[{b}] not closed after it"
+        );
+        srv.shutdown();
     }
 }

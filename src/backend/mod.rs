@@ -32,7 +32,7 @@ use crate::stats::StatsHub;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Why a connection was closed, as the `on_close` hook hears it.
@@ -52,6 +52,8 @@ pub enum CloseReason {
     Shutdown,
     /// The connection's handler panicked; the server lived on.
     Panic,
+    /// Closed by [`Control::close`].
+    Requested,
 }
 
 /// Lifecycle callbacks, the seed's `CSocketLifecycleCallback`. They run on the thread
@@ -186,42 +188,67 @@ pub enum ShutdownLevel {
 /// signal thread, a test); never from a signal handler.
 #[derive(Debug)]
 pub struct Control {
-    level: Mutex<ShutdownLevel>,
+    state: Mutex<ControlState>,
     cv: Condvar,
+}
+
+#[derive(Debug)]
+struct ControlState {
+    level: ShutdownLevel,
+    /// Connections [`Control::close`] was asked to close, not yet handed to the backend.
+    closes: Vec<Key>,
 }
 
 impl Default for Control {
     fn default() -> Self {
         Control {
-            level: Mutex::new(ShutdownLevel::Running),
+            state: Mutex::new(ControlState {
+                level: ShutdownLevel::Running,
+                closes: Vec::new(),
+            }),
             cv: Condvar::new(),
         }
     }
 }
 
 impl Control {
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Asks for a graceful shutdown; a second call makes it immediate.
     pub fn shutdown(&self) {
-        let mut l = self.level.lock().unwrap_or_else(|e| e.into_inner());
-        *l = match *l {
+        let mut st = self.lock();
+        st.level = match st.level {
             ShutdownLevel::Running => ShutdownLevel::Graceful,
             _ => ShutdownLevel::Immediate,
         };
         self.cv.notify_all();
     }
 
-    /// The level asked for so far.
-    pub fn level(&self) -> ShutdownLevel {
-        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+    /// Asks the backend to close connection `key` (a key from [`Hooks::on_accept`]):
+    /// at once if it is waiting for a request, after the response in flight otherwise
+    /// (promise 2 holds). `on_close` then reports [`CloseReason::Requested`]. A key
+    /// already closed, even if its slot has a new connection, is ignored and counted
+    /// as `stale_dropped`: keys carry a generation.
+    pub fn close(&self, key: Key) {
+        self.lock().closes.push(key);
+        self.cv.notify_all();
     }
 
-    /// Waits up to `timeout` for the level to rise above `seen`; returns the level.
-    pub(crate) fn wait_above(&self, seen: ShutdownLevel, timeout: Duration) -> ShutdownLevel {
-        let l = self.level.lock().unwrap_or_else(|e| e.into_inner());
-        let (l, _) = self
+    /// The level asked for so far.
+    pub fn level(&self) -> ShutdownLevel {
+        self.lock().level
+    }
+
+    /// Waits up to `timeout` for the level to rise above `seen` or for close requests;
+    /// returns the level and takes the requests.
+    pub(crate) fn wait(&self, seen: ShutdownLevel, timeout: Duration) -> (ShutdownLevel, Vec<Key>) {
+        let st = self.lock();
+        let (mut st, _) = self
             .cv
-            .wait_timeout_while(l, timeout, |l| *l <= seen)
+            .wait_timeout_while(st, timeout, |st| st.level <= seen && st.closes.is_empty())
             .unwrap_or_else(|e| e.into_inner());
-        *l
+        (st.level, std::mem::take(&mut st.closes))
     }
 }

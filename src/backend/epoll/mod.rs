@@ -149,8 +149,14 @@ struct Conn<P> {
 enum Entry<P> {
     /// Armed in epoll, owned by nobody; the deadline of its wait.
     Parked(Box<Conn<P>>, Instant),
-    /// A worker (or the acceptor, or the coordinator) holds it.
-    Owned,
+    /// A worker (or the acceptor, or the coordinator) holds it. `close_asked`: a
+    /// [`Control::close`](crate::Control::close) came meanwhile; the owner closes it
+    /// instead of parking it.
+    Owned { close_asked: bool },
+}
+
+fn owned<P>() -> Entry<P> {
+    Entry::Owned { close_asked: false }
 }
 
 struct Table<P> {
@@ -286,9 +292,9 @@ impl<F: ProtocolFactory> Shared<F> {
         let conn = {
             let mut t = lock(&self.table);
             match t.conns.get_mut(key) {
-                Some(e @ Entry::Parked(..)) => match std::mem::replace(e, Entry::Owned) {
+                Some(e @ Entry::Parked(..)) => match std::mem::replace(e, owned()) {
                     Entry::Parked(c, _) => c,
-                    Entry::Owned => unreachable!(),
+                    Entry::Owned { .. } => unreachable!(),
                 },
                 _ => {
                     // Retired key, or taken by the coordinator for a timeout.
@@ -395,6 +401,10 @@ impl<F: ProtocolFactory> Shared<F> {
             drop(t);
             return self.close(key, *conn, CloseReason::Shutdown);
         }
+        if matches!(t.conns.get(key), Some(Entry::Owned { close_asked: true })) {
+            drop(t);
+            return self.close(key, *conn, CloseReason::Requested);
+        }
         if let Err(e) = self
             .epoll
             .modify(conn.fd.as_fd(), CONN_EVENTS, key.to_u64())
@@ -498,7 +508,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 refuse(fd, self.ctx.factory.overload_response());
                 return;
             }
-            t.conns.insert(Entry::Owned)
+            t.conns.insert(owned())
         };
         self.ctx.stats.add(|s| &s.accepts, 1);
         Gauges::up(&self.ctx.stats.gauges.open_conns);
@@ -535,7 +545,7 @@ impl<F: ProtocolFactory> Shared<F> {
         let mut out = Vec::new();
         for (key, e) in t.conns.iter_mut() {
             if matches!(e, Entry::Parked(_, d) if pick(*d)) {
-                if let Entry::Parked(c, _) = std::mem::replace(e, Entry::Owned) {
+                if let Entry::Parked(c, _) = std::mem::replace(e, owned()) {
                     out.push((key, c));
                 }
             }
@@ -561,7 +571,12 @@ impl<F: ProtocolFactory> Shared<F> {
     fn coordinate(self: Arc<Self>) {
         let _counting = self.ctx.stats.bind("coordinator");
         let control = self.ctx.control.clone();
-        while control.wait_above(ShutdownLevel::Running, TICK) == ShutdownLevel::Running {
+        loop {
+            let (level, closes) = control.wait(ShutdownLevel::Running, TICK);
+            self.close_asked(closes);
+            if level != ShutdownLevel::Running {
+                break;
+            }
             self.housekeeping();
         }
 
@@ -581,7 +596,9 @@ impl<F: ProtocolFactory> Shared<F> {
         // 3. Let in-flight responses finish, up to the shutdown timeout.
         let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
         while !lock(&self.table).conns.is_empty() && Instant::now() < deadline {
-            if control.wait_above(ShutdownLevel::Graceful, TICK) == ShutdownLevel::Immediate {
+            let (level, closes) = control.wait(ShutdownLevel::Graceful, TICK);
+            self.close_asked(closes);
+            if level == ShutdownLevel::Immediate {
                 break;
             }
         }
@@ -599,6 +616,34 @@ impl<F: ProtocolFactory> Shared<F> {
         }
         for (key, conn) in self.take_parked(|_| true) {
             self.close(key, *conn, CloseReason::Shutdown);
+        }
+    }
+
+    /// [`Control::close`](crate::Control::close): a parked connection is closed now; an
+    /// owned one is marked, and its owner closes it instead of parking it (after the
+    /// response in flight). A retired key is dropped and counted.
+    fn close_asked(&self, keys: Vec<Key>) {
+        for key in keys {
+            let taken = {
+                let mut t = lock(&self.table);
+                match t.conns.get_mut(key) {
+                    Some(e @ Entry::Parked(..)) => match std::mem::replace(e, owned()) {
+                        Entry::Parked(c, _) => Some(c),
+                        Entry::Owned { .. } => unreachable!(),
+                    },
+                    Some(Entry::Owned { close_asked }) => {
+                        *close_asked = true;
+                        None
+                    }
+                    None => {
+                        self.ctx.stats.add(|s| &s.stale_dropped, 1);
+                        None
+                    }
+                }
+            };
+            if let Some(conn) = taken {
+                self.close(key, *conn, CloseReason::Requested);
+            }
         }
     }
 

@@ -22,6 +22,7 @@ mod ring;
 
 use super::{Backend, Ctx, Running, ShutdownLevel};
 use crate::config::Config;
+use crate::conn::Key;
 use crate::probe::{self, Optional};
 use crate::proto::ProtocolFactory;
 use crate::sys::epoll::EventFd;
@@ -133,6 +134,9 @@ pub(crate) fn preflight(cfg: &Config) -> io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Note {
     Shutdown(ShutdownLevel),
+    /// [`Control::close`](crate::Control::close) for one of this ring's connections.
+    /// A retired key (closed, or its slot reused: the generation differs) is dropped.
+    Close(Key),
 }
 
 /// One ring's inbox.
@@ -335,7 +339,14 @@ fn coordinate<F: ProtocolFactory>(
         } else {
             Duration::from_millis(50)
         };
-        let level = control.wait_above(seen, wait);
+        let (level, closes) = control.wait(seen, wait);
+        for key in closes {
+            // The key's shard is the ring that owns it; a key no ring issued is stale.
+            match notifiers.get(usize::from(key.shard())) {
+                Some(nt) => nt.send(Note::Close(key), sender.as_mut()),
+                None => sh.ctx.stats.add(|s| &s.stale_dropped, 1),
+            }
+        }
         if level > seen {
             seen = level;
             for nt in &notifiers {

@@ -173,6 +173,8 @@ struct Conn<P> {
     /// held, in order, buffers and all, until it asks. At most [`PARK_MAX`] data
     /// buffers; then the receive is cancelled and TCP holds the rest.
     parked: std::collections::VecDeque<Input>,
+    /// `Control::close` came while a response was in hand: close once it is sent.
+    close_asked: bool,
 }
 
 /// What one receive completion brought.
@@ -294,6 +296,7 @@ pub(super) fn run<F: ProtocolFactory>(
         for note in inbox.take(NOTES_PER_TURN) {
             match note {
                 Note::Shutdown(level) => io.shutdown(&mut conns, level),
+                Note::Close(key) => io.close_asked(&mut conns, key),
             }
         }
         cqes.clear();
@@ -531,6 +534,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 }
                 return;
             }
+            if conn.close_asked {
+                conn.closing.get_or_insert(CloseReason::Requested);
+                return;
+            }
             if !conn.drained && self.draining {
                 conn.drained = true;
                 conn.proto.handle_drain();
@@ -566,6 +573,13 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 }
                 // There is no getdents on the ring; listings are small and rare.
                 Step::ReadDir(path) => conn.proto.handle_read_dir(root.read_dir(&path)),
+                Step::Recv(_) if self.draining => {
+                    // As epoll's `park` refuses while draining: a connection that
+                    // finished its response and would wait for another closes now,
+                    // even if its protocol ignored `handle_drain`.
+                    conn.closing = Some(CloseReason::Shutdown);
+                    return;
+                }
                 Step::Recv(wait) => {
                     let now = self.now;
                     let deadline = recv_deadline(&mut conn.wait, wait, &self.sh.ctx.cfg, now);
@@ -1076,6 +1090,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             want_recv: false,
             multishot: false,
             parked: std::collections::VecDeque::new(),
+            close_asked: false,
         });
         Stats::add(&self.st.accepts, 1);
         Gauges::up(&ctx.stats.gauges.open_conns);
@@ -1131,6 +1146,22 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 self.cancel(Op::Recv.ud(key.to_u64()));
             }
         }
+    }
+
+    /// [`Control::close`](crate::Control::close): a connection waiting for a request
+    /// closes now, one with a response in hand after it is sent (`drive` checks
+    /// `close_asked`). A retired key is dropped and counted.
+    fn close_asked(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, key: Key) {
+        let Some(conn) = conns.get_mut(key) else {
+            Stats::add(&self.st.stale_dropped, 1);
+            return;
+        };
+        if conn.send.is_none() && conn.open.is_none() {
+            conn.closing.get_or_insert(CloseReason::Requested);
+        } else {
+            conn.close_asked = true;
+        }
+        self.ready.push(key);
     }
 
     /// Stop accepting; close idle connections; let responses in flight finish until the
