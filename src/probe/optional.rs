@@ -97,9 +97,6 @@ impl Optional {
     /// "used".
     pub const fn unused_because(self) -> Option<&'static str> {
         match self {
-            Optional::Statx => Some(
-                "the kernel always punts STATX to an io-wq worker; fstat of the just-opened fd cannot block on disk",
-            ),
             Optional::ProvideBuffers => {
                 Some("superseded by buf_ring; without it, per-connection buffers held only while a recv is in flight")
             }

@@ -156,10 +156,24 @@ impl Srv {
     }
 
     /// Threads of the server process.
+    /// The server's own threads: not the io_uring io-wq workers the kernel runs in its
+    /// thread group (`iou-wrk-*`, see [`Srv::iowq_count`]), which it starts and retires
+    /// itself (it keeps one alive once STATX or a splice has used it).
     pub fn thread_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .unwrap()
-            .count()
+        self.tasks().filter(|c| !c.starts_with("iou-")).count()
+    }
+
+    /// The kernel's io-wq workers in the server's thread group.
+    pub fn iowq_count(&self) -> usize {
+        self.tasks().filter(|c| c.starts_with("iou-")).count()
+    }
+
+    fn tasks(&self) -> impl Iterator<Item = String> {
+        let dir = format!("/proc/{}/task", self.pid());
+        std::fs::read_dir(dir).unwrap().filter_map(|e| {
+            let comm = e.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(comm).ok()?.trim().to_string())
+        })
     }
 
     /// User + system CPU time of the server process, in clock ticks.

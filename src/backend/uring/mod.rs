@@ -49,6 +49,7 @@ pub(crate) struct Caps {
     pub submit_all: bool,
     pub openat2: bool,
     pub multishot_recv: bool,
+    pub statx: bool,
 }
 
 impl Caps {
@@ -64,6 +65,7 @@ impl Caps {
             submit_all: u.uses(Optional::SubmitAll),
             openat2: u.uses(Optional::Openat2),
             multishot_recv: u.has(Optional::MultishotRecv),
+            statx: u.uses(Optional::Statx),
         }
     }
 }

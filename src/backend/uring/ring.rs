@@ -45,10 +45,11 @@ enum Op {
     Cancel,
     Tick,
     Wake,
+    Stat,
 }
 
 impl Op {
-    const ALL: [Op; 12] = [
+    const ALL: [Op; 13] = [
         Op::Accept,
         Op::Recv,
         Op::SendMsg,
@@ -61,6 +62,7 @@ impl Op {
         Op::Cancel,
         Op::Tick,
         Op::Wake,
+        Op::Stat,
     ];
 
     fn from(b: u8) -> Option<Op> {
@@ -133,11 +135,14 @@ struct Sending {
 // unit (it never does: a ring's connections stay on its thread).
 unsafe impl Send for Sending {}
 
-/// An open in flight: what OPENAT2 points at, and the protocol's path it caches under.
+/// An open in flight: what OPENAT2 points at, and the protocol's path it caches under;
+/// then the file it opened and the buffer STATX of it fills.
 struct Opening {
     rel: String,
     path: CString,
     how: types::OpenHow,
+    file: Option<File>,
+    stx: libc::statx,
 }
 
 struct Conn<P> {
@@ -466,7 +471,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
         // These may call into the protocol; a panic there closes only this connection.
         let r = catch_unwind(AssertUnwindSafe(|| match op {
             Op::Recv => self.received(key, conn, res, flags),
-            Op::Open => self.opened(conn, res),
+            Op::Open => self.opened(key, conn, res),
+            Op::Stat => self.stated(conn, res),
             _ => self.send_part(conn, op, res),
         }));
         if r.is_err() {
@@ -731,6 +737,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
             how: types::OpenHow::new()
                 .flags(args.flags)
                 .resolve(args.resolve),
+            file: None,
+            // SAFETY: statx is plain data; all-zero is a valid value.
+            stx: unsafe { std::mem::zeroed() },
         }));
         let e = opcode::OpenAt2::new(types::Fd(dir), op.path.as_ptr(), &op.how)
             .build()
@@ -741,32 +750,83 @@ impl<F: ProtocolFactory> Io<'_, F> {
         conn.ops |= Op::Open.bit();
     }
 
-    /// OPENAT2 completed. The file is stat'ed with `fstat` on the descriptor just
-    /// opened, not with STATX on the ring: the kernel always punts STATX to an io-wq
-    /// worker (a thread hop per request), while `fstat` of an open file reads the
-    /// in-memory inode the open already loaded, so it cannot block on a cold disk.
-    fn opened(&mut self, conn: &mut Conn<F::Proto>, res: i32) {
-        let Some(op) = conn.open.take() else {
+    /// OPENAT2 completed. The new descriptor is stat'ed with STATX on the ring where
+    /// the kernel has it (AT_EMPTY_PATH: this very file, no second lookup), so nothing
+    /// on this thread can block on a slow filesystem's getattr (NFS, FUSE). The kernel
+    /// runs STATX in an io-wq worker, a thread hop, which the open-file cache pays once
+    /// per file per validity period. Without STATX, `fstat` of the new descriptor.
+    fn opened(&mut self, key: Key, conn: &mut Conn<F::Proto>, res: i32) {
+        let Some(mut op) = conn.open.take() else {
             return;
         };
-        let result = if res < 0 {
+        if res < 0 {
+            return conn
+                .proto
+                .handle_open(Err(io::Error::from_raw_os_error(-res)));
+        }
+        // SAFETY: the kernel just handed us this descriptor.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(res) });
+        if conn.closing.is_some() {
+            return; // dropping `file` closes it
+        }
+        if self.caps.statx {
+            let e = opcode::Statx::new(
+                types::Fd(file.as_raw_fd()),
+                c"".as_ptr(),
+                std::ptr::addr_of_mut!(op.stx).cast::<types::statx>(),
+            )
+            .flags(libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT)
+            .mask(libc::STATX_BASIC_STATS)
+            .build()
+            .user_data(Op::Stat.ud(key.to_u64()));
+            op.file = Some(file);
+            conn.open = Some(op); // the box, and the buffer in it, do not move
+                                  // SAFETY: the statx buffer and the descriptor live in the boxed `Opening`,
+                                  // which the connection keeps until this completion (`ops`); the path is a
+                                  // static empty string.
+            unsafe { self.push(&[e]) };
+            conn.ops |= Op::Stat.bit();
+            return;
+        }
+        let r = crate::fs::meta_of(&file);
+        self.open_done(conn, &op.rel, file, r);
+    }
+
+    /// STATX of a just-opened file completed.
+    fn stated(&mut self, conn: &mut Conn<F::Proto>, res: i32) {
+        let Some(mut op) = conn.open.take() else {
+            return;
+        };
+        let Some(file) = op.file.take() else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        let r = if res < 0 {
             Err(io::Error::from_raw_os_error(-res))
         } else {
-            // SAFETY: the kernel just handed us this descriptor.
-            let file = File::from(unsafe { OwnedFd::from_raw_fd(res) });
-            if conn.closing.is_some() {
-                return; // dropping `file` closes it
-            }
-            let r = crate::fs::meta_of(&file).map(|meta| Opened {
-                file: Arc::new(file),
-                meta,
-            });
-            if let Ok(o) = &r {
-                self.open_cache.put(&op.rel, o, self.now);
-            }
-            r
+            Ok(crate::fs::meta_of_statx(&op.stx))
         };
-        conn.proto.handle_open(result);
+        self.open_done(conn, &op.rel, file, r);
+    }
+
+    /// Hands an open file and its metadata to the protocol, and caches them.
+    fn open_done(
+        &mut self,
+        conn: &mut Conn<F::Proto>,
+        rel: &str,
+        file: File,
+        meta: io::Result<crate::proto::FileMeta>,
+    ) {
+        let r = meta.map(|meta| Opened {
+            file: Arc::new(file),
+            meta,
+        });
+        if let Ok(o) = &r {
+            self.open_cache.put(rel, o, self.now);
+        }
+        conn.proto.handle_open(r);
     }
 
     /// Queues the next step of the response in flight, or finishes it.
@@ -1336,6 +1396,30 @@ mod tests {
         assert_eq!(
             lookup(&mut conns, live).map(|(k, v)| (k, *v)),
             Some((new, "reused"))
+        );
+    }
+
+    /// ETags come from dev/ino/size/mtime: STATX on the ring and the fstat fallback
+    /// must agree on every one of them.
+    #[test]
+    fn statx_and_fstat_give_the_same_metadata() {
+        let f = File::open("/proc/self/exe").unwrap();
+        // SAFETY: statx is plain data; all-zero is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor, a static empty path and a buffer we own.
+        let rc = unsafe {
+            libc::statx(
+                f.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_BASIC_STATS,
+                &mut stx,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        assert_eq!(
+            crate::fs::meta_of_statx(&stx),
+            crate::fs::meta_of(&f).unwrap()
         );
     }
 
