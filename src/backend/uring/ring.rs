@@ -182,6 +182,11 @@ struct Conn<P> {
     close_asked: bool,
 }
 
+/// A ring's connections. Boxed: the table doubles as it grows, and a slot of a box
+/// costs 16 bytes where a whole connection (protocol state included) costs hundreds, so
+/// idle connections cost what they hold, not the table's spare capacity.
+type Conns<P> = ConnTable<Box<Conn<P>>>;
+
 /// What one receive completion brought.
 #[derive(Debug, Clone, Copy)]
 enum Input {
@@ -276,7 +281,7 @@ pub(super) fn run<F: ProtocolFactory>(
         wall: SystemTime::now(),
         st: counting.stats().clone(),
     };
-    let mut conns: ConnTable<Conn<F::Proto>> =
+    let mut conns: Conns<F::Proto> =
         ConnTable::shard(sh.ctx.cfg.max_connections.min(1024), me as u8);
     io.arm_tick();
     io.arm_wake(&inbox);
@@ -424,7 +429,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// One completion.
     fn complete(
         &mut self,
-        conns: &mut ConnTable<Conn<F::Proto>>,
+        conns: &mut Conns<F::Proto>,
         inbox: &Notifier,
         ud: u64,
         res: i32,
@@ -484,7 +489,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     }
 
     /// Drives, retries or closes the connections completions touched.
-    fn run_ready(&mut self, conns: &mut ConnTable<Conn<F::Proto>>) {
+    fn run_ready(&mut self, conns: &mut Conns<F::Proto>) {
         let mut i = 0;
         while i < self.ready.len() {
             let key = self.ready[i];
@@ -495,7 +500,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     }
 
     /// Moves one connection on as far as it can go without waiting.
-    fn step(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, key: Key) {
+    fn step(&mut self, conns: &mut Conns<F::Proto>, key: Key) {
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
@@ -1081,7 +1086,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
     }
 
-    fn accepted(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, li: usize, res: i32, flags: u32) {
+    fn accepted(&mut self, conns: &mut Conns<F::Proto>, li: usize, res: i32, flags: u32) {
         if !cqueue::more(flags) && self.accepting.get(li) == Some(&true) {
             self.accepting[li] = false;
             self.internal -= 1;
@@ -1112,7 +1117,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     }
 
     /// Gives a new socket a key and starts its protocol.
-    fn register(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, fd: OwnedFd) {
+    fn register(&mut self, conns: &mut Conns<F::Proto>, fd: OwnedFd) {
         let ctx = &self.sh.ctx;
         let Ok(peer) = crate::sys::net::peer_addr(fd.as_fd()) else {
             return; // already reset by the peer
@@ -1131,7 +1136,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             crate::backend::refuse(fd, ctx.factory.overload_response());
             return;
         }
-        let key = conns.insert(Conn {
+        let key = conns.insert(Box::new(Conn {
             fd,
             peer,
             proto: ctx.factory.new_conn(peer),
@@ -1151,7 +1156,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             multishot: false,
             parked: std::collections::VecDeque::new(),
             close_asked: false,
-        });
+        }));
         Stats::add(&self.st.accepts, 1);
         Gauges::up(&ctx.stats.gauges.open_conns);
         ctx.hooks.on_accept(key, peer);
@@ -1160,7 +1165,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
 
     /// Every [`TICK`]: receive deadlines, accept back-off, the shutdown deadline, and
     /// receives that ran out of buffers.
-    fn tick(&mut self, conns: &mut ConnTable<Conn<F::Proto>>) {
+    fn tick(&mut self, conns: &mut Conns<F::Proto>) {
         self.arm_tick();
         self.pipes.trim();
         let now = Instant::now();
@@ -1211,7 +1216,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// [`Control::close`](crate::Control::close): a connection waiting for a request
     /// closes now, one with a response in hand after it is sent (`drive` checks
     /// `close_asked`). A retired key is dropped and counted.
-    fn close_asked(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, key: Key) {
+    fn close_asked(&mut self, conns: &mut Conns<F::Proto>, key: Key) {
         let Some(conn) = conns.get_mut(key) else {
             Stats::add(&self.st.stale_dropped, 1);
             return;
@@ -1226,7 +1231,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
 
     /// Stop accepting; close idle connections; let responses in flight finish until the
     /// shutdown timeout (the tick enforces it), or stop now.
-    fn shutdown(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, level: ShutdownLevel) {
+    fn shutdown(&mut self, conns: &mut Conns<F::Proto>, level: ShutdownLevel) {
         let now = Instant::now();
         if !self.draining {
             self.draining = true;
@@ -1256,7 +1261,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
     }
 
-    fn tick_now(&mut self, conns: &mut ConnTable<Conn<F::Proto>>) {
+    fn tick_now(&mut self, conns: &mut Conns<F::Proto>) {
         for (key, conn) in conns.iter_mut() {
             if conn.closing.is_none() {
                 conn.closing = Some(CloseReason::Shutdown);
@@ -1267,8 +1272,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
     }
 
     /// Removes a connection with nothing in flight and closes it, once.
-    fn retire(&mut self, conns: &mut ConnTable<Conn<F::Proto>>, key: Key) {
-        let Some(conn) = conns.remove(key) else {
+    fn retire(&mut self, conns: &mut Conns<F::Proto>, key: Key) {
+        let Some(conn) = conns.remove(key).map(|c| *c) else {
             return;
         };
         let why = conn.closing.unwrap_or(CloseReason::Done);

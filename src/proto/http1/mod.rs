@@ -103,10 +103,11 @@ impl Job {
 enum Stage {
     /// Between requests: answer the next one or receive.
     Read,
-    /// Waiting for the backend to answer [`Job::step`].
-    Pending(Job),
-    Opened(Job, io::Result<Opened>),
-    Listed(Job, io::Result<Vec<DirEntry>>),
+    /// Waiting for the backend to answer [`Job::step`]. Boxed, so a connection between
+    /// requests (`Read`) carries no request-sized state: idle connections are cheap.
+    Pending(Box<Job>),
+    Opened(Box<Job>, io::Result<Opened>),
+    Listed(Box<Job>, io::Result<Vec<DirEntry>>),
     /// The last response asked for the connection to close.
     Closed,
 }
@@ -165,22 +166,22 @@ impl Http1 {
         match target {
             None => self.reply(now, &req, Reply::error(Status::MethodNotAllowed)),
             Some(None) => self.reply(now, &req, Reply::error(Status::BadRequest)),
-            Some(Some(t)) => self.pending(Job {
+            Some(Some(t)) => self.pending(Box::new(Job {
                 req,
                 rel: t.rel,
                 dir: t.dir,
                 look: Look::Target,
-            }),
+            })),
         }
     }
 
-    fn pending(&mut self, job: Job) -> Step {
+    fn pending(&mut self, job: Box<Job>) -> Step {
         let step = job.step();
         self.stage = Stage::Pending(job);
         step
     }
 
-    fn opened(&mut self, now: SystemTime, mut job: Job, result: io::Result<Opened>) -> Step {
+    fn opened(&mut self, now: SystemTime, mut job: Box<Job>, result: io::Result<Opened>) -> Step {
         let opened = match result {
             Ok(opened) => opened,
             Err(e) if job.look == Look::Index && open_missing(&e) => return self.list(now, job),
@@ -221,7 +222,7 @@ impl Http1 {
         }
     }
 
-    fn list(&mut self, now: SystemTime, mut job: Job) -> Step {
+    fn list(&mut self, now: SystemTime, mut job: Box<Job>) -> Step {
         if !self.cfg.listing {
             return self.reply(now, &job.req, Reply::error(Status::Forbidden));
         }

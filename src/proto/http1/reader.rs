@@ -16,10 +16,12 @@ use std::mem;
 enum State {
     /// Waiting for (the rest of) a request head.
     Head,
-    /// Discarding the body of a request that is answered once it is gone.
-    Body(Request, Discard),
+    /// Discarding the body of a request that is answered once it is gone. Requests are
+    /// boxed so a reader between requests (`Head`) is a few words: idle connections
+    /// hold no request-sized state.
+    Body(Box<Request>, Discard),
     /// A request, or the rejection of one, waits to be taken.
-    Ready(Result<Request, Rejected>),
+    Ready(Box<Result<Request, Rejected>>),
     /// The connection closes after the current exchange: input is ignored.
     Stopped,
 }
@@ -71,7 +73,7 @@ impl Reader {
     /// The next request (or rejection), if one is complete.
     pub fn take(&mut self, cfg: &HttpConfig) -> Option<Result<Request, Rejected>> {
         let item = match mem::replace(&mut self.state, State::Head) {
-            State::Ready(item) => item,
+            State::Ready(item) => *item,
             other => {
                 self.state = other;
                 return None;
@@ -122,7 +124,7 @@ impl Reader {
 
     fn fail(&mut self, r: Rejected) {
         self.stop();
-        self.state = State::Ready(Err(r));
+        self.state = State::Ready(Box::new(Err(r)));
     }
 
     fn unconsumed(&self) -> &[u8] {
@@ -167,20 +169,20 @@ impl Reader {
                     Ok(Some((req, len))) => {
                         used += len;
                         match req.framing {
-                            Framing::None => State::Ready(Ok(req)),
-                            Framing::Length(n) => State::Body(req, Discard::length(n)),
+                            Framing::None => State::Ready(Box::new(Ok(req))),
+                            Framing::Length(n) => State::Body(Box::new(req), Discard::length(n)),
                             Framing::Chunked => {
-                                State::Body(req, Discard::chunked(cfg.max_body_discard))
+                                State::Body(Box::new(req), Discard::chunked(cfg.max_body_discard))
                             }
                         }
                     }
-                    Err(r) => State::Ready(Err(r)),
+                    Err(r) => State::Ready(Box::new(Err(r))),
                 },
                 State::Body(req, mut body) => match body.feed(rest) {
                     Ok((n, done)) => {
                         used += n;
                         if done {
-                            State::Ready(Ok(req))
+                            State::Ready(Box::new(Ok(*req)))
                         } else {
                             State::Body(req, body)
                         }
@@ -190,7 +192,7 @@ impl Reader {
                             BodyError::Framing => Status::BadRequest,
                             BodyError::TooLarge => Status::ContentTooLarge,
                         };
-                        State::Ready(Err(req.reject(status)))
+                        State::Ready(Box::new(Err(req.reject(status))))
                     }
                 },
                 other => other,
