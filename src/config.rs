@@ -101,7 +101,7 @@ impl Config {
             max_connections: 16384,
             uring_threads: cpus,
             uring_shared_listener: false,
-            uring_buffers: 1024,
+            uring_buffers: 256,
             uring_multishot_recv: false,
             sndbuf: 0,
             open_file_cache: 1024,

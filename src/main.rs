@@ -123,7 +123,7 @@ struct ServeArgs {
     uring_shared_listener: bool,
     /// io_uring: provided receive buffers (4 KiB each) per ring; rounded up to a power
     /// of two. Idle connections hold none; when all are in use, reads wait.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 256)]
     uring_buffers: u16,
     /// io_uring: keep one multishot receive armed per connection (6.0+) instead of one
     /// receive per request. Input that arrives mid-response is held until the response
