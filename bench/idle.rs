@@ -15,39 +15,18 @@ use std::os::unix::io::AsRawFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "sys.rs"]
+mod sys;
+
 /// Per-connection budget for the one request; a server that stalls fails the run.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the local `lim` only.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-fn linger_zero(s: &TcpStream) {
+fn linger_zero(s: &TcpStream) -> io::Result<()> {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: `l` is a live linger struct and the length passed is its size; the
-    // descriptor belongs to `s`, which is alive.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    sys::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -102,7 +81,7 @@ fn read_response(s: &mut TcpStream) -> io::Result<()> {
 
 fn open_one(addr: SocketAddr, request: &[u8]) -> io::Result<TcpStream> {
     let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    linger_zero(&s);
+    linger_zero(&s)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     s.write_all(request)?;
@@ -122,7 +101,7 @@ fn main() -> ExitCode {
         eprintln!("usage: idle 127.0.0.1:PORT /PATH N HOLD_SECS [READY_FILE]");
         return ExitCode::from(2);
     };
-    raise_nofile();
+    sys::raise_nofile();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
     let mut held = Vec::with_capacity(n);
     let mut failed = 0usize;

@@ -19,6 +19,9 @@ use std::net::SocketAddrV4;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
+#[path = "sys.rs"]
+mod sys;
+
 /// Bodies up to this size are answered from memory; larger ones with sendfile.
 const IN_MEMORY_MAX: u64 = 64 * 1024;
 /// epoll `data` of the listener; connections use their descriptor.
@@ -139,31 +142,9 @@ fn build_response(path: &str) -> io::Result<Response> {
     Ok(Response::File { header, fd, len })
 }
 
-/// Raises RLIMIT_NOFILE to its hard limit (10 000 idle connections need it).
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the local `lim` only.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn set_int_opt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    if let Err(e) = sys::setsockopt(fd, level, name, &value) {
+        eprintln!("limit: setsockopt({level}, {name}): {e}");
     }
 }
 
@@ -371,7 +352,7 @@ fn run(addr: SocketAddrV4, path: &str) -> io::Result<()> {
     // SAFETY: setting SIGPIPE to SIG_IGN installs no handler code; sends then fail with
     // EPIPE instead of killing the process (sendfile has no MSG_NOSIGNAL).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    raise_nofile();
+    sys::raise_nofile();
     let resp = build_response(path)?;
     let listener = listen_on(addr)?;
     // SAFETY: epoll_create1 takes no pointers.
