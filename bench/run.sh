@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
-usage: bench/run.sh [--quick] [--reps N] [--workloads W,...] [--contenders C,...]
+usage: bench/run.sh [--quick] [--reps N] [--workloads W,...] [--contenders C,...] [--out DIR]
 
   --quick         1 repetition, 2 s runs, 1 000 idle connections; results go to
                   bench/results/quick/ (gitignored). About a minute.
@@ -22,6 +22,7 @@ usage: bench/run.sh [--quick] [--reps N] [--workloads W,...] [--contenders C,...
   --workloads     subset of: 1k-1,1k-50,1k-256,100k-50,1g-4,idle-10k (default all)
   --contenders    subset of: nginx,uring,epoll,limit,uring-nocounters (default all;
                   uring-nocounters runs 1k-256 only, and by default only in full mode)
+  --out DIR       write DATE.{json,md,svg} and latest.* there instead
 
 Environment: BENCH_SERVER_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT_BASE (18400),
 BENCH_KEEP_TMP=1 keeps the temp dir (test files, raw output, nginx prefixes).
@@ -32,6 +33,7 @@ QUICK=0
 REPS=""
 WORKLOADS=("${ALL_WORKLOADS[@]}")
 CONTENDERS=()
+OUT_DIR=""
 while (($#)); do
     case $1 in
     --quick) QUICK=1 ;;
@@ -45,6 +47,10 @@ while (($#)); do
         ;;
     --contenders)
         IFS=, read -ra CONTENDERS <<<"${2:?--contenders needs a list}"
+        shift
+        ;;
+    --out)
+        OUT_DIR=${2:?--out needs a directory}
         shift
         ;;
     -h | --help)
@@ -61,11 +67,11 @@ done
 
 if ((QUICK)); then
     REPS=${REPS:-1} DUR=2 DUR_1G=2 SYS_DUR=1 WARMUP=0 IDLE_N=1000
-    OUT_DIR=$BENCH_DIR/results/quick
+    OUT_DIR=${OUT_DIR:-$BENCH_DIR/results/quick}
     ((${#CONTENDERS[@]})) || CONTENDERS=(nginx uring epoll limit)
 else
     REPS=${REPS:-3} DUR=8 DUR_1G=10 SYS_DUR=4 WARMUP=1 IDLE_N=10000
-    OUT_DIR=$BENCH_DIR/results
+    OUT_DIR=${OUT_DIR:-$BENCH_DIR/results}
     ((${#CONTENDERS[@]})) || CONTENDERS=("${ALL_CONTENDERS[@]}")
 fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || bench_die "--reps wants a positive number, not '$REPS'"
