@@ -422,6 +422,21 @@ bench_cpu_ticks() {
     echo "$sum"
 }
 
+# bench_cpu_stat CPU — "BUSY TOTAL" clock ticks of that CPU from /proc/stat. BUSY is
+# user + nice + system + steal: task time (which irq/softirq time is not part of, with IRQ
+# time accounting) plus what the hypervisor took. Less the server's (or wrk's) own
+# utime + stime over the same interval, it tells how much of the pinned CPU went elsewhere.
+bench_cpu_stat() {
+    local name user nice sys idle iowait irq softirq steal _rest
+    while read -r name user nice sys idle iowait irq softirq steal _rest; do
+        if [[ $name == "cpu$1" ]]; then
+            echo "$((user + nice + sys + steal)) $((user + nice + sys + idle + iowait + irq + softirq + steal))"
+            return
+        fi
+    done </proc/stat
+    echo "0 0"
+}
+
 # bench_rss_kb PID... — VmRSS summed over the processes.
 bench_rss_kb() {
     local sum=0 p k v _u

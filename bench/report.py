@@ -216,6 +216,12 @@ def load_sample(sdir, clk_tck):
         if len(client) == 2 and w.get("duration_s"):
             s["wrk_cpu_s"] = float(client[0]) + float(client[1])
             m["wrk_busy"] = s["wrk_cpu_s"] / w["duration_s"]
+        # Share of each pinned CPU that other processes took during the run (noise).
+        for key, own in (("server_cpu_stat", s.get("server_cpu_s")), ("load_cpu_stat", s.get("wrk_cpu_s"))):
+            st = [int(x) for x in env.get(key, "").split()]
+            if len(st) == 4 and st[3] > st[1] and own is not None:
+                busy_s = (st[2] - st[0]) / clk_tck
+                s[key.replace("_stat", "_other_load")] = max(0.0, (busy_s - own) / ((st[3] - st[1]) / clk_tck))
     if "perf.csv" in s["raw"] and "wrk-sys.txt" in s["raw"]:
         counts = parse_perf_csv(s["raw"]["perf.csv"])
         reqs = parse_wrk(s["raw"]["wrk-sys.txt"]).get("requests")
@@ -371,6 +377,30 @@ def evaluate_targets(summary):
 # --------------------------------------------------------------------------- meta
 
 
+def noise_stats(samples):
+    """How much of the two pinned CPUs went to anything but the server and wrk."""
+    out = {}
+    for key in ("server_cpu_other_load", "load_cpu_other_load"):
+        vals = [s[key] for s in samples if s["status"] == "ok" and key in s]
+        if vals:
+            out[key] = {"median": statistics.median(vals), "max": max(vals), "n": len(vals)}
+    return out
+
+
+def noise_text(meta):
+    n = meta.get("noise") or {}
+    srv, load = n.get("server_cpu_other_load"), n.get("load_cpu_other_load")
+    if not srv:
+        return ""
+    text = "other processes and steal on the server's CPU: median %.0f %%, max %.0f %% of the run" % (
+        100 * srv["median"],
+        100 * srv["max"],
+    )
+    if load:
+        text += "; on wrk's CPU: median %.0f %%, max %.0f %%" % (100 * load["median"], 100 * load["max"])
+    return text
+
+
 def cpu_model():
     for line in (read("/proc/cpuinfo") or "").splitlines():
         if line.startswith("model name"):
@@ -444,6 +474,9 @@ def render_md(meta, summary, targets, svg_name):
             meta.get("reps"),
         )
     )
+    if noise_text(meta):
+        L.append("")
+        L.append("Noise: " + noise_text(meta) + ".")
     L.append("")
     L.append("![results](%s)" % svg_name)
     L.append("")
@@ -657,7 +690,7 @@ def render_svg(meta, summary, targets):
     gap = 16
     width = COLS * PANEL_W + (COLS + 1) * gap
     body = []
-    y = 92
+    y = 112
     quick = meta.get("mode") == "quick"
     for i in range(0, len(panels), COLS):
         row_h = 0
@@ -708,6 +741,7 @@ def render_svg(meta, summary, targets):
                 % (meta.get("reps"), meta.get("duration_s"), meta.get("duration_1g_s"))
             ),
         ),
+        '<text x="%d" y="98" font-size="12" fill="#868e96">%s</text>' % (gap, esc(noise_text(meta))),
     ]
     return "\n".join(head + body + ["</svg>", ""])
 
@@ -743,6 +777,7 @@ def main(argv):
     workloads = meta.get("workloads", "").split()
     contenders = ordered({c: 1 for c in meta.get("contenders", "").split()})
     summary = summarize(samples, workloads, contenders)
+    meta["noise"] = noise_stats(samples)
     targets = evaluate_targets(summary)
     base = os.path.basename(prefix)
     doc = {

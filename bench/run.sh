@@ -146,7 +146,7 @@ fi
 
 # One wrk sample (plus, for 1k-256, a second run of the same load under perf stat).
 sample_wrk() {
-    local dir=$1 url=$2 pids=$3 secs=$DUR t0 r0
+    local dir=$1 url=$2 pids=$3 secs=$DUR t0 r0 c0 l0
     [[ $WL_FILE == 1g.bin ]] && secs=$DUR_1G
     if ((WARMUP > 0)); then
         bench_wrk "$WL_CONNS" "$WARMUP" "$url" "$dir/warmup.txt" "$WL_TIMEOUT" || true
@@ -154,6 +154,7 @@ sample_wrk() {
     [[ $WL_FILE == 1g.bin ]] && bench_warm_files "$WL_FILE"
     # shellcheck disable=SC2086  # $pids is a list
     t0=$(bench_cpu_ticks $pids) r0=$(bench_rss_kb $pids)
+    c0=$(bench_cpu_stat "$SERVER_CPU") l0=$(bench_cpu_stat "$LOAD_CPU")
     if bench_wrk "$WL_CONNS" "$secs" "$url" "$dir/wrk.txt" "$WL_TIMEOUT"; then
         echo status=ok
     else
@@ -161,6 +162,8 @@ sample_wrk() {
         echo "error=wrk failed: $(tail -n 1 "$dir/wrk.txt")"
     fi
     echo "duration_s=$secs"
+    echo "server_cpu_stat=$c0 $(bench_cpu_stat "$SERVER_CPU")"
+    echo "load_cpu_stat=$l0 $(bench_cpu_stat "$LOAD_CPU")"
     # shellcheck disable=SC2086
     echo "cpu_ticks=$t0 $(bench_cpu_ticks $pids)"
     # shellcheck disable=SC2086
