@@ -10,8 +10,9 @@
 //!
 //! Requests are not parsed: every `\r\n\r\n` in the byte stream (tracked across reads)
 //! is one request owed a response, so keep-alive and pipelining work and request bodies
-//! are not supported. Partial sends wait for `EPOLLOUT`; a read of 0 or any socket error
-//! closes the connection. SIGTERM ends the process (the default action). Only libc + std.
+//! are not supported. Partial sends wait for `EPOLLOUT`; a peer that shuts down its side
+//! still gets the responses it is owed, then the connection closes; any socket error
+//! closes it at once. SIGTERM ends the process (the default action). Only libc + std.
 
 use std::ffi::CString;
 use std::io;
@@ -28,6 +29,7 @@ const IN_MEMORY_MAX: u64 = 64 * 1024;
 const LISTENER: u64 = u64::MAX;
 const BACKLOG: libc::c_int = 4096;
 const READ_BUF: usize = 64 * 1024;
+const READ_INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
 
 enum Response {
     /// Header and body, one buffer.
@@ -57,8 +59,11 @@ struct Conn {
     sent: u64,
     /// How many bytes of `\r\n\r\n` the input seen so far ends with (0..=3).
     matched: u8,
-    /// Whether EPOLLOUT is registered.
-    want_out: bool,
+    /// The peer shut down its side (read returned 0) with responses still owed: finish
+    /// sending them, then close.
+    peer_done: bool,
+    /// The epoll interest registered now.
+    interest: u32,
 }
 
 /// Counts request ends (`\r\n\r\n`) in `data`, continuing the partial match in `matched`.
@@ -292,15 +297,10 @@ fn accept_all(ep: libc::c_int, listener: libc::c_int, conns: &mut Vec<Option<Con
             owed: 0,
             sent: 0,
             matched: 0,
-            want_out: false,
+            peer_done: false,
+            interest: READ_INTEREST,
         });
-        epoll_set(
-            ep,
-            libc::EPOLL_CTL_ADD,
-            fd,
-            (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-            fd as u64,
-        );
+        epoll_set(ep, libc::EPOLL_CTL_ADD, fd, READ_INTEREST, fd as u64);
     }
 }
 
@@ -319,13 +319,15 @@ fn on_conn_event(
     if events & libc::EPOLLERR as u32 != 0 {
         return close_conn(conns, fd);
     }
-    if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+    if !c.peer_done && events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
         // SAFETY: `buf` is a live, writable buffer of the length passed.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n == 0 {
-            return close_conn(conns, fd);
-        }
-        if n < 0 {
+            if c.owed == 0 {
+                return close_conn(conns, fd);
+            }
+            c.peer_done = true;
+        } else if n < 0 {
             if !matches!(errno(), libc::EAGAIN | libc::EINTR) {
                 return close_conn(conns, fd);
             }
@@ -334,16 +336,18 @@ fn on_conn_event(
         }
     }
     let want_out = match send_owed(c, resp) {
+        Progress::Done if c.peer_done => return close_conn(conns, fd),
         Progress::Done => false,
         Progress::Blocked => true,
         Progress::Close => return close_conn(conns, fd),
     };
-    if want_out != c.want_out {
-        c.want_out = want_out;
-        let mut interest = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-        if want_out {
-            interest |= libc::EPOLLOUT as u32;
-        }
+    // A half-closed peer is only written to; EPOLLHUP and EPOLLERR are always reported.
+    let mut interest = if c.peer_done { 0 } else { READ_INTEREST };
+    if want_out {
+        interest |= libc::EPOLLOUT as u32;
+    }
+    if interest != c.interest {
+        c.interest = interest;
         epoll_set(ep, libc::EPOLL_CTL_MOD, fd, interest, fd as u64);
     }
 }
