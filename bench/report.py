@@ -294,12 +294,15 @@ def summarize(samples, workloads, contenders):
                 entry["reason"] = next((s["error"] for s in mine if s.get("error")), "no sample succeeded")
             else:
                 entry["status"] = "ok"
+                notes = []
                 if len(ok) < len(mine):
-                    entry["reason"] = "%d of %d samples failed: %s" % (
-                        len(mine) - len(ok),
-                        len(mine),
-                        next((s["error"] for s in mine if s["status"] != "ok"), ""),
+                    notes.append(
+                        "%d of %d samples failed: %s"
+                        % (len(mine) - len(ok), len(mine), next((s["error"] for s in mine if s["status"] != "ok"), ""))
                     )
+                notes += ["%s: %s" % (s["id"], s["status_note"]) for s in ok if s.get("status_note")]
+                if notes:
+                    entry["reason"] = "; ".join(notes)
             for metric in WORKLOAD_METRICS.get(wl, []):
                 vals = [s["metrics"][metric] for s in ok if metric in s["metrics"]]
                 if vals:
