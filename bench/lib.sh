@@ -116,9 +116,12 @@ bench_apt_install() {
     ((ok))
 }
 
-# Installs wrk and nginx when missing (nginx: skipped with a reason when impossible) and
-# checks perf and its syscall tracepoints.
+# bench_ensure_tools [no-nginx] — installs wrk and (unless no-nginx) nginx when missing
+# (nginx: skipped with a reason when impossible), and checks perf and its syscall
+# tracepoints.
 bench_ensure_tools() {
+    local want_nginx=1
+    [[ ${1:-} == no-nginx ]] && want_nginx=0
     command -v python3 >/dev/null || bench_die "python3 is required (report and chart)"
     command -v taskset >/dev/null || bench_die "taskset (util-linux) is required"
     if ! command -v wrk >/dev/null; then
@@ -127,7 +130,9 @@ bench_ensure_tools() {
     fi
     NGINX_BIN=$(command -v nginx || true)
     [[ -z $NGINX_BIN && -x /usr/sbin/nginx ]] && NGINX_BIN=/usr/sbin/nginx
-    if [[ -z $NGINX_BIN ]]; then
+    if [[ -z $NGINX_BIN ]] && ((!want_nginx)); then
+        NGINX_SKIP="not installed, and not asked for"
+    elif [[ -z $NGINX_BIN ]]; then
         if [[ $EUID -ne 0 ]]; then
             NGINX_SKIP="nginx is not installed and apt-get needs root"
         else
@@ -139,7 +144,7 @@ bench_ensure_tools() {
             fi
         fi
     fi
-    [[ -n $NGINX_SKIP ]] && bench_log "SKIP nginx: $NGINX_SKIP"
+    [[ -n $NGINX_SKIP ]] && ((want_nginx)) && bench_log "SKIP nginx: $NGINX_SKIP"
     local tracepoints=""
     command -v perf >/dev/null && tracepoints=$(perf list tracepoint 2>/dev/null || true)
     if ! command -v perf >/dev/null; then

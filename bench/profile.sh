@@ -35,7 +35,7 @@ uring | epoll | nginx | limit) ;;
 esac
 
 bench_init
-bench_ensure_tools
+if [[ $BACKEND == nginx ]]; then bench_ensure_tools; else bench_ensure_tools no-nginx; fi
 command -v perf >/dev/null || bench_die "perf is required (Debian: apt-get install linux-perf)"
 [[ $BACKEND != nginx || -z $NGINX_SKIP ]] || bench_die "nginx: $NGINX_SKIP"
 

@@ -85,13 +85,13 @@ RAW=$RUN/raw
 mkdir -p "$RAW"
 DATE=$(date +%Y-%m-%dT%H%M)
 
-bench_ensure_tools
-bench_build_release
 has_contender() {
     local c
     for c in "${CONTENDERS[@]}"; do [[ $c == "$1" ]] && return 0; done
     return 1
 }
+if has_contender nginx; then bench_ensure_tools; else bench_ensure_tools no-nginx; fi
+bench_build_release
 if has_contender uring-nocounters; then bench_build_nocounters; fi
 
 # Contenders that cannot run here, with the reason (reported as SKIP).
