@@ -67,6 +67,11 @@ METRICS = {
 NO_RATIO = {"server_busy", "wrk_busy"}
 # wrk at this share of its CPU or more is probably what limits the run.
 WRK_SATURATED = 0.9
+# With this many connections or more, the server or wrk should keep its CPU busy; when
+# neither is this busy, something outside both (the host, another tenant) held them back.
+STARVED_MIN_CONNS = 50
+STARVED_BELOW = 0.8
+WORKLOAD_CONNS = {"1k-1": 1, "1k-50": 50, "1k-256": 256, "100k-50": 50, "1g-4": 4}
 BUSY = ["server_busy", "wrk_busy"]
 WORKLOAD_METRICS = {
     "1k-1": ["rps", "p50_us", "p99_us", "cpu_us_per_req"] + BUSY,
@@ -216,6 +221,9 @@ def load_sample(sdir, clk_tck):
         if len(client) == 2 and w.get("duration_s"):
             s["wrk_cpu_s"] = float(client[0]) + float(client[1])
             m["wrk_busy"] = s["wrk_cpu_s"] / w["duration_s"]
+        busy = [m.get("server_busy"), m.get("wrk_busy")]
+        if WORKLOAD_CONNS.get(s["workload"], 0) >= STARVED_MIN_CONNS and None not in busy:
+            s["starved"] = max(busy) < STARVED_BELOW
         # Share of each pinned CPU that other processes took during the run (noise).
         for key, own in (("server_cpu_stat", s.get("server_cpu_s")), ("load_cpu_stat", s.get("wrk_cpu_s"))):
             st = [int(x) for x in env.get(key, "").split()]
@@ -301,6 +309,12 @@ def summarize(samples, workloads, contenders):
                         % (len(mine) - len(ok), len(mine), next((s["error"] for s in mine if s["status"] != "ok"), ""))
                     )
                 notes += ["%s: %s" % (s["id"], s["status_note"]) for s in ok if s.get("status_note")]
+                starved = [s for s in ok if s.get("starved")]
+                if starved:
+                    notes.append(
+                        "%d of %d samples had neither the server nor wrk ≥ %.0f %% busy (held back from outside)"
+                        % (len(starved), len(ok), 100 * STARVED_BELOW)
+                    )
                 if notes:
                     entry["reason"] = "; ".join(notes)
             for metric in WORKLOAD_METRICS.get(wl, []):
@@ -381,8 +395,13 @@ def evaluate_targets(summary):
 
 
 def noise_stats(samples):
-    """How much of the two pinned CPUs went to anything but the server and wrk."""
+    """How much of the two pinned CPUs went to anything but the server and wrk, and how
+    many loaded samples had both sides idling (the VM losing its CPUs to the host does
+    not show in the guest's /proc/stat)."""
     out = {}
+    judged = [s for s in samples if s["status"] == "ok" and "starved" in s]
+    if judged:
+        out["starved_samples"] = {"count": sum(1 for s in judged if s["starved"]), "of": len(judged)}
     for key in ("server_cpu_other_load", "load_cpu_other_load"):
         vals = [s[key] for s in samples if s["status"] == "ok" and key in s]
         if vals:
@@ -392,10 +411,18 @@ def noise_stats(samples):
 
 def noise_text(meta):
     n = meta.get("noise") or {}
-    srv, load = n.get("server_cpu_other_load"), n.get("load_cpu_other_load")
+    srv, load, starved = n.get("server_cpu_other_load"), n.get("load_cpu_other_load"), n.get("starved_samples")
     if not srv:
         return ""
-    text = "other processes and steal on the server's CPU: median %.0f %%, max %.0f %% of the run" % (
+    text = ""
+    if starved:
+        text = "%d of %d samples at ≥ %d connections had neither the server nor wrk ≥ %.0f %% busy; " % (
+            starved["count"],
+            starved["of"],
+            STARVED_MIN_CONNS,
+            100 * STARVED_BELOW,
+        )
+    text += "other processes and steal on the server's CPU: median %.0f %%, max %.0f %% of the run" % (
         100 * srv["median"],
         100 * srv["max"],
     )
