@@ -134,13 +134,13 @@ bench_ensure_tools() {
         NGINX_SKIP="not installed, and not asked for"
     elif [[ -z $NGINX_BIN ]]; then
         if [[ $EUID -ne 0 ]]; then
-            NGINX_SKIP="nginx is not installed and apt-get needs root"
+            NGINX_SKIP="not installed, and apt-get needs root"
         else
             bench_log "installing nginx with apt-get"
             if bench_apt_install nginx; then
                 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
             else
-                NGINX_SKIP="nginx is not installed and 'apt-get install -y nginx' failed (see above)"
+                NGINX_SKIP="not installed, and 'apt-get install -y nginx' failed: $(tail -n 1 "$BENCH_TMP/apt.log")"
             fi
         fi
     fi

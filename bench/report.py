@@ -695,10 +695,12 @@ def render_panel(x0, y0, wl, metric, summary, meta):
             '<text x="%d" y="%d" font-size="13" font-weight="600" fill="#212529">%s</text>'
             % (vx, y + 18, esc(fmt_value(metric, m["median"])))
         )
-        if c != "nginx" and m.get("vs_nginx") is not None:
+        # The ratio to nginx; to the limit where there is no nginx result.
+        ref = "nginx" if m.get("vs_nginx") is not None else "limit"
+        if c != ref and m.get("vs_" + ref) is not None:
             out.append(
-                '<text x="%d" y="%d" font-size="12" fill="#495057">%s nginx</text>'
-                % (vx + 88, y + 18, esc(fmt_ratio(m["vs_nginx"])))
+                '<text x="%d" y="%d" font-size="12" fill="#495057">%s %s</text>'
+                % (vx + 88, y + 18, esc(fmt_ratio(m["vs_" + ref])), ref)
             )
     if tgt:
         tx = LABEL_W + bar_w * tgt[0] / scale_max
