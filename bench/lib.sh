@@ -340,7 +340,8 @@ bench_start_server() {
     local contender=$1 file=$2 logdir=$3 port prefix cmd
     port=$(bench_port "$contender")
     if bench_port_open "$port"; then
-        bench_log "port $port is already in use; set BENCH_PORT_BASE to a free range"
+        echo "port $port is already in use by another process; set BENCH_PORT_BASE to a free range" |
+            tee "$logdir/server.log" >&2
         return 1
     fi
     prefix=$logdir/nginx
