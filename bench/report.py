@@ -309,12 +309,9 @@ def summarize(samples, workloads, contenders):
                         % (len(mine) - len(ok), len(mine), next((s["error"] for s in mine if s["status"] != "ok"), ""))
                     )
                 notes += ["%s: %s" % (s["id"], s["status_note"]) for s in ok if s.get("status_note")]
-                starved = [s for s in ok if s.get("starved")]
+                starved = [s["id"] for s in ok if s.get("starved")]
                 if starved:
-                    notes.append(
-                        "%d of %d samples had neither the server nor wrk ≥ %.0f %% busy (held back from outside)"
-                        % (len(starved), len(ok), 100 * STARVED_BELOW)
-                    )
+                    entry["starved"] = {"samples": starved, "of": len(ok)}
                 if notes:
                     entry["reason"] = "; ".join(notes)
             for metric in WORKLOAD_METRICS.get(wl, []):
@@ -547,7 +544,16 @@ def render_md(meta, summary, targets, svg_name):
                 L.append("| %s | %s |" % (CONTENDER_LABEL.get(c, c), "**%s**: %s" % (e["status"].upper(), md_escape(e["reason"]))) + " |" * (len(metrics) - 1))
                 continue
             note = "<br>⚠ " + md_escape(e["reason"]) if e.get("reason") else ""
+            if e.get("starved"):
+                note += "<br>⚠ starved %d/%d" % (len(e["starved"]["samples"]), e["starved"]["of"])
             L.append("| %s%s | %s |" % (CONTENDER_LABEL.get(c, c), note, " | ".join(md_cell(c, e, m) for m in metrics)))
+        if any(per[c].get("starved") for c in per):
+            L.append("")
+            L.append(
+                "⚠ starved N/M: in N of M samples neither the server nor wrk was ≥ %.0f %% busy despite ≥ %d "
+                "connections — something outside both (the host, other tenants) held them back; treat those "
+                "samples as noise." % (100 * STARVED_BELOW, STARVED_MIN_CONNS)
+            )
         bound = [c for c in ordered(per) if ((per[c].get("wrk_busy") or {}).get("median") or 0) >= WRK_SATURATED]
         if bound:
             L.append("")
