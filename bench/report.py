@@ -413,18 +413,17 @@ def noise_text(meta):
         return ""
     text = ""
     if starved:
-        text = "%d of %d samples at ≥ %d connections had neither the server nor wrk ≥ %.0f %% busy; " % (
+        text = "%d/%d loaded samples starved (neither server nor wrk ≥ %.0f %% busy) · " % (
             starved["count"],
             starved["of"],
-            STARVED_MIN_CONNS,
             100 * STARVED_BELOW,
         )
-    text += "other processes and steal on the server's CPU: median %.0f %%, max %.0f %% of the run" % (
+    text += "other processes + steal on the server's CPU: median %.0f %% (max %.0f %%)" % (
         100 * srv["median"],
         100 * srv["max"],
     )
     if load:
-        text += "; on wrk's CPU: median %.0f %%, max %.0f %%" % (100 * load["median"], 100 * load["max"])
+        text += ", on wrk's CPU: median %.0f %% (max %.0f %%)" % (100 * load["median"], 100 * load["max"])
     return text
 
 
@@ -651,15 +650,13 @@ def render_panel(x0, y0, wl, metric, summary, meta):
     out.append('<text x="14" y="24" font-size="15" font-weight="600" fill="#212529">%s</text>' % esc(title))
     sub = "%s is better · bar: median, whiskers: min–max" % better
     out.append('<text x="14" y="42" font-size="12" fill="#6c757d">%s</text>' % esc(sub))
-    vals = []
-    for c in rows:
-        m = per[c].get(metric)
-        if m:
-            vals.append(m["max"])
+    # Scale to the medians (and the target), not to the whiskers: one wild sample must
+    # not squash every bar. Whiskers past the edge end in an arrow.
+    vals = [per[c][metric]["median"] for c in rows if per[c].get(metric)]
     tgt = panel_target(wl, metric, summary)
+    scale_max = max(vals) * 1.3 if vals and max(vals) > 0 else 1.0
     if tgt:
-        vals.append(tgt[0])
-    scale_max = max(vals) * 1.05 if vals and max(vals) > 0 else 1.0
+        scale_max = max(scale_max, tgt[0] * 1.05)
     bar_w = PANEL_W - LABEL_W - VALUE_W - 14
     for i, c in enumerate(rows):
         y = 58 + i * ROW_H
@@ -691,10 +688,17 @@ def render_panel(x0, y0, wl, metric, summary, meta):
             )
         if m["n"] > 1:
             x1 = LABEL_W + bar_w * m["min"] / scale_max
-            x2 = LABEL_W + bar_w * m["max"] / scale_max
+            clipped = m["max"] > scale_max
+            x2 = LABEL_W + bar_w * min(m["max"], scale_max) / scale_max
+            end = (
+                "M%.1f %d L%.1f %d L%.1f %d" % (x2 - 6, y + 9, x2, y + 14, x2 - 6, y + 19)
+                if clipped
+                else "M%.1f %d V%d" % (x2, y + 9, y + 19)
+            )
             out.append(
-                '<path d="M%.1f %d H%.1f M%.1f %d V%d M%.1f %d V%d" stroke="#212529" stroke-width="1.5" fill="none"/>'
-                % (x1, y + 14, x2, x1, y + 9, y + 19, x2, y + 9, y + 19)
+                '<path d="M%.1f %d H%.1f M%.1f %d V%d %s" stroke="#212529" stroke-width="1.5" fill="none">'
+                "<title>min %s, max %s</title></path>"
+                % (x1, y + 14, x2, x1, y + 9, y + 19, end, esc(fmt_value(metric, m["min"])), esc(fmt_value(metric, m["max"])))
             )
         vx = LABEL_W + bar_w + 10
         out.append(
