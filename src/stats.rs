@@ -2,8 +2,8 @@
 //!
 //! **Counters are per thread.** Every server thread binds its own [`Stats`] block
 //! ([`StatsHub::bind`]), aligned to its own cache lines, and only that thread writes it:
-//! an increment is an uncontended relaxed add on a line no other core wants, never a
-//! shared counter bouncing between rings. Readers sum the blocks. A thread that exits
+//! an increment is a plain load and store on a line no other core wants (no locked
+//! instruction), never a shared counter bouncing between rings. Readers sum the blocks. A thread that exits
 //! (an epoll worker the pool shrinks away) folds its counts into `retired`, so totals
 //! never go backwards. Built with the `no-counters` feature, increments compile to
 //! nothing (bench/ measures the difference).
@@ -148,11 +148,13 @@ stats! {
 }
 
 impl Stats {
-    /// Adds `n` to one of this thread's counters.
+    /// Adds `n` to one of the calling thread's own counters. The block has one writer,
+    /// so this is a plain load and store (no locked read-modify-write); readers on other
+    /// threads see a value at most one increment old.
     #[inline(always)]
     pub fn add(c: &AtomicU64, n: u64) {
         if cfg!(not(feature = "no-counters")) {
-            c.fetch_add(n, Relaxed);
+            c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
         }
     }
 }
@@ -238,7 +240,10 @@ impl StatsHub {
         }
         LOCAL.with(|l| match &*l.borrow() {
             Some((id, s)) if *id == self.id() => Stats::add(which(s), n),
-            _ => Stats::add(which(&self.other), n),
+            // Shared by every unbound thread: a real atomic add.
+            _ => {
+                which(&self.other).fetch_add(n, Relaxed);
+            }
         });
     }
 

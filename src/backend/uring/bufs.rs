@@ -118,8 +118,10 @@ pub(super) struct PipePool {
 }
 
 /// What each pipe asks F_SETPIPE_SZ for. Larger means fewer splice round trips per
-/// megabyte; /proc/sys/fs/pipe-max-size (1 MiB by default) caps it.
-const PIPE_SIZE: i32 = 256 * 1024;
+/// megabyte: 1 GiB to 4 connections went 1.83-1.87 -> 2.02-2.11 GB/s from 256 KiB.
+/// /proc/sys/fs/pipe-max-size (1 MiB by default) caps it, and an unprivileged user
+/// past pipe-user-pages-soft keeps the default size (F_GETPIPE_SZ says which).
+const PIPE_SIZE: i32 = 1024 * 1024;
 
 impl PipePool {
     pub(super) fn new(max: usize) -> PipePool {

@@ -865,22 +865,32 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 }
                 let left = len - st.off;
                 let (entries, ops): (Vec<squeue::Entry>, u16) = if let Some(pipe) = &st.pipe {
-                    let out = |n: u32| {
+                    // SPLICE_F_MORE (MSG_MORE) while more of the response follows, so
+                    // TCP builds full segments across pipe loads instead of pushing a
+                    // partial one at the end of each.
+                    let follows = more_after(&st.chunks, st.i + 1);
+                    let out = |n: u32, more: bool| {
                         opcode::Splice::new(types::Fd(pipe.r.as_raw_fd()), -1, fd, -1, n)
+                            .flags(if more { libc::SPLICE_F_MORE } else { 0 })
                             .build()
                             .user_data(Op::SpliceOut.ud(k))
                     };
                     if st.in_pipe > 0 {
-                        (vec![out(st.in_pipe)], Op::SpliceOut.bit())
+                        let more = st.off < len || follows;
+                        (vec![out(st.in_pipe, more)], Op::SpliceOut.bit())
                     } else {
                         let n = left.min(u64::from(pipe.cap)) as u32;
+                        let more = u64::from(n) < left || follows;
                         let pos = offset.saturating_add(st.off) as i64;
                         let fill =
                             opcode::Splice::new(ffd, pos, types::Fd(pipe.w.as_raw_fd()), -1, n)
                                 .build()
                                 .flags(squeue::Flags::IO_LINK)
                                 .user_data(Op::SpliceIn.ud(k));
-                        (vec![fill, out(n)], Op::SpliceIn.bit() | Op::SpliceOut.bit())
+                        (
+                            vec![fill, out(n, more)],
+                            Op::SpliceIn.bit() | Op::SpliceOut.bit(),
+                        )
                     }
                 } else {
                     let buf = st.copy.as_mut().expect("pipe or copy buffer");

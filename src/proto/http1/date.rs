@@ -43,6 +43,33 @@ impl DateCache {
     }
 }
 
+/// An IMF-fixdate, copied out of the per-thread cache (always 29 bytes).
+#[derive(Clone, Copy)]
+pub struct Imf([u8; 29]);
+
+impl Imf {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("Thu, 01 Jan 1970 00:00:00 GMT")
+    }
+}
+
+/// The `Date` header value for `now`, formatted at most once per second per thread:
+/// one cache for every connection a thread serves, not a string per connection (an
+/// idle connection holds none).
+pub fn http_date(now: SystemTime) -> Imf {
+    thread_local! {
+        static CACHE: std::cell::RefCell<DateCache> = std::cell::RefCell::new(DateCache::default());
+    }
+    CACHE.with(|c| {
+        let mut out = [b' '; 29];
+        let mut c = c.borrow_mut();
+        let text = c.get(now).as_bytes();
+        let n = text.len().min(29);
+        out[..n].copy_from_slice(&text[..n]);
+        Imf(out)
+    })
+}
+
 /// An IMF-fixdate rewritten as the access log's `06/Nov/1994:08:49:37 +0000`.
 pub fn log_stamp(imf: &str) -> String {
     // IMF-fixdate is fixed-width: "Sun, 06 Nov 1994 08:49:37 GMT".

@@ -124,7 +124,6 @@ pub struct Http1 {
     /// The server is shutting down: the next response is the last.
     draining: bool,
     responses: u64,
-    date: date::DateCache,
     log_line: Option<String>,
 }
 
@@ -138,7 +137,6 @@ impl Http1 {
             hang_up: false,
             draining: false,
             responses: 0,
-            date: date::DateCache::default(),
             log_line: None,
         }
     }
@@ -250,7 +248,8 @@ impl Http1 {
         log: Option<&log::LogFields>,
     ) -> Step {
         let close = persist == Persist::Close || self.draining || self.hang_up;
-        let date = self.date.get(now);
+        let date = date::http_date(now);
+        let date = date.as_str();
         let len = reply
             .body
             .iter()
