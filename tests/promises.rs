@@ -205,13 +205,11 @@ fn two_thousand_idle_connections_hold_no_worker_threads() {
             "[{b}] threads: baseline {baseline}, now {}",
             srv.thread_count()
         );
-        // Nor does the kernel run a worker per connection for us (io-wq: STATX on a
-        // cache miss, splices).
-        assert!(
-            srv.iowq_count() <= 4,
-            "[{b}] {} io-wq workers",
-            srv.iowq_count()
-        );
+        // Nor does the kernel keep a worker per connection for us. io-wq workers (STATX
+        // on cache misses, splices) grow with concurrent misses - a slow guest saw 5 -
+        // and the extra ones leave after their idle time (5 s).
+        let few = eventually(Duration::from_secs(15), || srv.iowq_count() <= 4);
+        assert!(few, "[{b}] {} io-wq workers", srv.iowq_count());
         for c in conns.iter_mut().step_by(97) {
             c.get_mut()
                 .write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
