@@ -281,7 +281,7 @@ def markdown(cells, total, meta):
         "# Kernel-compatibility matrix",
         "",
         f"Run {meta['date']} on commit `{meta['commit']}`; host kernel {meta['host_kernel']}; "
-        + (f"qemu {meta['qemu']} (TCG, 2 vCPUs, 2 GiB). " if meta["qemu"] else "no VM cells. ") + f"Total wall time {total} s. "
+        + (f"qemu {meta['qemu']} (TCG, 2 vCPUs; 4 GiB guests, 8 GiB for 5.10). " if meta["qemu"] else "no VM cells. ") + f"Total wall time {total} s. "
         "Made by `kernel-compat/matrix.sh`.",
         "",
         "Tests are passed/failed counts over the lib unit tests and every integration test "
