@@ -1,8 +1,9 @@
-//! Every knob, with its default and the reason for it. The CLI (`src/main.rs`) maps
-//! flags onto this one-to-one; the library takes it as is.
+//! The server's knobs, each with its default and the reason for it. The CLI
+//! (`src/main.rs`) maps flags onto this one-to-one; the library takes it as is. Each
+//! protocol owns its own configuration (`proto::http1::HttpConfig`), given to its
+//! factory: nothing here knows a protocol.
 
 use crate::probe::BackendRequest;
-use crate::proto::http1::HttpConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +54,9 @@ pub struct Config {
     pub header_timeout: Duration,
     /// An idle kept-alive connection is closed after this long (nginx's keepalive_timeout).
     pub keepalive_timeout: Duration,
+    /// A request body the protocol streams (an upload) ends when no byte arrives for
+    /// this long; every byte restarts it (nginx's client_body_timeout).
+    pub body_timeout: Duration,
     /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
     pub shutdown_timeout: Duration,
     /// Connections beyond this are accepted and closed at once (with a 503 for HTTP).
@@ -79,9 +83,12 @@ pub struct Config {
     /// listen(2) backlog.
     pub backlog: u32,
     pub tcp_keepalive: TcpKeepalive,
-    /// The HTTP protocol's knobs (listing, access log, limits).
-    pub http: HttpConfig,
 }
+
+/// Most io_uring ring threads: a connection key names its ring in one byte.
+pub const MAX_URING_THREADS: usize = 256;
+/// Most provided buffers per ring: the kernel's limit on a buffer ring's entries.
+pub const MAX_URING_BUFFERS: u16 = 1 << 15;
 
 impl Config {
     /// The defaults for serving `root`.
@@ -97,9 +104,10 @@ impl Config {
             send_timeout: Duration::from_secs(20),
             header_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 16384,
-            uring_threads: cpus,
+            uring_threads: cpus.min(MAX_URING_THREADS),
             uring_shared_listener: false,
             uring_buffers: 256,
             uring_multishot_recv: false,
@@ -108,8 +116,35 @@ impl Config {
             open_file_cache_valid: Duration::from_secs(1),
             backlog: 4096,
             tcp_keepalive: TcpKeepalive::default(),
-            http: HttpConfig::default(),
         }
+    }
+
+    /// Whether these values can run, and if not, one line saying which is wrong.
+    /// `Server::start` asks (a bad value is a configuration error, exit 2 in the CLI),
+    /// so no backend thread ever meets one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers_min == 0 || self.workers_max < self.workers_min {
+            return Err(format!(
+                "--workers-min must be at least 1 and at most --workers-max (got {} and {})",
+                self.workers_min, self.workers_max
+            ));
+        }
+        if !(1..=MAX_URING_THREADS).contains(&self.uring_threads) {
+            return Err(format!(
+                "--uring-threads must be 1 to {MAX_URING_THREADS} (got {}): a connection key names its ring in one byte",
+                self.uring_threads
+            ));
+        }
+        if !(1..=MAX_URING_BUFFERS).contains(&self.uring_buffers) {
+            return Err(format!(
+                "--uring-buffers must be 1 to {MAX_URING_BUFFERS} (got {}): the kernel's limit on a buffer ring",
+                self.uring_buffers
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -147,5 +182,30 @@ mod tests {
         for bad in ["", "s", "1h", "-1", "1.5", "99999999999999999999"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn validate_names_the_bad_value() {
+        assert_eq!(Config::new(".").validate(), Ok(()));
+        let bad = |f: fn(&mut Config), needle: &str| {
+            let mut c = Config::new(".");
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        };
+        bad(
+            |c| c.uring_threads = 257,
+            "--uring-threads must be 1 to 256",
+        );
+        bad(|c| c.uring_threads = 0, "--uring-threads");
+        bad(
+            |c| c.uring_buffers = 40000,
+            "--uring-buffers must be 1 to 32768",
+        );
+        bad(|c| c.uring_buffers = 0, "--uring-buffers");
+        bad(|c| c.workers_min = 0, "--workers-min");
+        let mut c = Config::new(".");
+        (c.uring_threads, c.uring_buffers) = (256, 32768);
+        assert_eq!(c.validate(), Ok(()));
     }
 }

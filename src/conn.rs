@@ -121,6 +121,15 @@ impl<T> ConnTable<T> {
         }
     }
 
+    /// The key the next [`ConnTable::insert`] will return, for work that must name a
+    /// connection before it exists (its lifecycle hook).
+    pub fn vacant_key(&self) -> Key {
+        Key {
+            index: self.shard | self.slab.vacant_key() as u32,
+            gen: self.next_gen,
+        }
+    }
+
     /// The live connection `key` names, or `None` if the key is stale.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
         match self.slot(key).and_then(|i| self.slab.get_mut(i)) {
@@ -183,7 +192,9 @@ mod tests {
     #[test]
     fn stale_key_misses_after_slot_reuse() {
         let mut t = ConnTable::with_capacity(2);
+        let next = t.vacant_key();
         let a = t.insert("a");
+        assert_eq!(next, a, "vacant_key names what insert gives");
         assert_eq!(t.remove(a), Some("a"));
         let b = t.insert("b");
         assert_eq!(a.index(), b.index(), "slab reuses the slot");

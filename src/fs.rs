@@ -12,18 +12,26 @@
 //! Errors stay raw OS errors so the HTTP layer can map errno: `EXDEV`/`ELOOP` for escapes
 //! and loops (403), `ENOENT`/`ENOTDIR` (404), `EINVAL` for a path that should never have
 //! got here (absolute, NUL, `..`).
+//!
+//! **Writing** (the write path of INVARIANTS §3) resolves the same way: the directory a
+//! new file goes in is opened beneath the root like any lookup, and the file is then
+//! created, linked, renamed or removed by one `*at` call on a single name in it, which
+//! never follows a symlink in that last component. So no create, link, replace or
+//! remove can reach outside the root. A new file is invisible until it is linked: an
+//! `O_TMPFILE` inode where the file system has them, otherwise a [`HIDDEN_PREFIX`] name
+//! that no open or listing here ever shows.
 #![forbid(unsafe_code)]
 
-use crate::proto::{DirEntry, FileKind, FileMeta, Opened};
+use crate::proto::{DirEntry, FileKind, FileMeta, FileRef, Opened};
 use crate::sys::fs as sys;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Flags every served open uses. `O_NONBLOCK` keeps a FIFO in the tree from blocking the
 /// opener (regular files ignore it); `O_NOCTTY` keeps a tty from becoming ours.
@@ -40,6 +48,13 @@ const MAX_LINKS: u32 = 40;
 /// allocate and stat without bound. Beyond it the listing is partial (which entries make
 /// it is up to the file system's order), not an error.
 pub const MAX_DIR_ENTRIES: usize = 10_000;
+
+/// Names beginning with this are upload files not yet linked (the fallback where
+/// `O_TMPFILE` is missing): every lookup refuses them (`ENOENT`) and listings skip them.
+pub const HIDDEN_PREFIX: &str = ".ringserve-part-";
+
+/// Mode of created files, before the umask: what `creat(2)` by a shell gives.
+const CREATE_MODE: libc::mode_t = 0o644;
 
 /// How [`Root`] keeps lookups beneath the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +115,101 @@ impl Root {
         let fd = self.resolve(rel, 0)?;
         let meta = meta(&sys::fstat(fd.as_fd())?);
         Ok(Opened {
-            file: Arc::new(File::from(fd)),
+            file: FileRef::new(File::from(fd)),
             meta,
         })
+    }
+
+    /// Creates an empty file, invisible until [`Root::link`], that will become `rel`.
+    /// Its directory is resolved beneath the root as any lookup is; it must exist.
+    pub fn create(&self, rel: &str) -> io::Result<Temp> {
+        let (dir, name) = self.parent_of(rel)?;
+        let tmpfile = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
+        let (file, hidden) = match sys::openat_mode(dir.as_fd(), c".", tmpfile, CREATE_MODE) {
+            Ok(fd) => (fd, None),
+            // No O_TMPFILE on this file system (EOPNOTSUPP), or a kernel that does not
+            // know the flag (EISDIR, EINVAL): a hidden name, created exclusively.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                let flags = libc::O_WRONLY
+                    | libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_NOFOLLOW
+                    | libc::O_CLOEXEC;
+                let (fd, hidden) =
+                    with_hidden_name(|h| sys::openat_mode(dir.as_fd(), h, flags, CREATE_MODE))?;
+                (fd, Some(hidden))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Temp {
+            file: FileRef::new(File::from(file)),
+            dir,
+            name,
+            hidden,
+            linked: false,
+        })
+    }
+
+    /// Gives a [`Root::create`]d file its name, atomically: without `replace` an
+    /// existing name is never replaced (`EEXIST`). The directory is fsynced before this
+    /// returns, so the entry is durable once the file's data is. Linking twice is
+    /// `EINVAL`.
+    pub fn link(&self, temp: &mut Temp, replace: bool) -> io::Result<()> {
+        if temp.linked {
+            return Err(einval());
+        }
+        let dir = temp.dir.as_fd();
+        match (&temp.hidden, replace) {
+            (None, false) => link_tmpfile(temp.file.file(), dir, &temp.name)?,
+            (None, true) => {
+                // Link under a hidden name first, then rename over the target: a
+                // rename is the only atomic replace.
+                let ((), hidden) = with_hidden_name(|h| link_tmpfile(temp.file.file(), dir, h))?;
+                if let Err(e) = sys::renameat2(dir, &hidden, &temp.name, 0) {
+                    let _ = sys::unlinkat(dir, &hidden);
+                    return Err(e);
+                }
+            }
+            (Some(hidden), false) => {
+                match sys::renameat2(dir, hidden, &temp.name, libc::RENAME_NOREPLACE) {
+                    Ok(()) => {}
+                    // A file system without RENAME_NOREPLACE: link (which never
+                    // replaces) and drop the hidden name.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                        sys::linkat(Some(dir), hidden, dir, &temp.name, 0)?;
+                        let _ = sys::unlinkat(dir, hidden);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            (Some(hidden), true) => sys::renameat2(dir, hidden, &temp.name, 0)?,
+        }
+        temp.hidden = None;
+        temp.linked = true;
+        sys::fsync(dir)
+    }
+
+    /// Removes the file (not a directory) at `rel` beneath the root.
+    pub fn remove(&self, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent_of(rel)?;
+        sys::unlinkat(dir.as_fd(), &name)
+    }
+
+    /// The directory `rel` would be in, opened beneath the root, and its last name. The
+    /// name must be a plain one: not empty, `.` or `..`, and not hidden.
+    fn parent_of(&self, rel: &str) -> io::Result<(OwnedFd, CString)> {
+        let rel = validate(rel)?;
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if matches!(name, "" | "." | "..") {
+            return Err(einval());
+        }
+        let dir = self.resolve(dir, libc::O_DIRECTORY)?;
+        Ok((dir, CString::new(name).map_err(|_| einval())?))
     }
 
     /// Lists the directory at `rel` beneath the root, without `.` and `..`, sorted by
@@ -114,6 +221,9 @@ impl Root {
         let names = sys::dir_names(dir.as_fd(), MAX_DIR_ENTRIES)?;
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
+            if name.to_bytes().starts_with(HIDDEN_PREFIX.as_bytes()) {
+                continue;
+            }
             let st = match sys::lstatat(dir.as_fd(), &name) {
                 Ok(st) => st,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -242,7 +352,73 @@ fn validate(rel: &str) -> io::Result<&str> {
     if rel.starts_with('/') || rel.contains('\0') || rel.split('/').any(|c| c == "..") {
         return Err(einval());
     }
+    if rel.split('/').any(|c| c.starts_with(HIDDEN_PREFIX)) {
+        // An upload not yet linked is not there, whatever the name says.
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
     Ok(if rel.is_empty() { "." } else { rel })
+}
+
+/// A file [`Root::create`] made, waiting to be linked. Dropping it unlinked abandons
+/// it: the hidden name (if any) is removed, an `O_TMPFILE` inode simply goes.
+#[derive(Debug)]
+pub struct Temp {
+    file: FileRef,
+    /// The directory it goes in, opened beneath the root.
+    dir: OwnedFd,
+    /// Its name there once linked.
+    name: CString,
+    /// Its hidden name, where it has one (no `O_TMPFILE`).
+    hidden: Option<CString>,
+    linked: bool,
+}
+
+impl Temp {
+    /// The file, for writing.
+    pub fn file(&self) -> &FileRef {
+        &self.file
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if let Some(hidden) = &self.hidden {
+            let _ = sys::unlinkat(self.dir.as_fd(), hidden);
+        }
+    }
+}
+
+/// Runs `make` with fresh hidden names until one is not taken (`EEXIST`).
+fn with_hidden_name<T>(mut make: impl FnMut(&CStr) -> io::Result<T>) -> io::Result<(T, CString)> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..16 {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{HIDDEN_PREFIX}{}-{n}", std::process::id());
+        let name = CString::new(name).expect("no NUL");
+        match make(&name) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            r => return r.map(|t| (t, name)),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+/// Links an `O_TMPFILE` file as `name` in `dir`. `AT_EMPTY_PATH` needs
+/// CAP_DAC_READ_SEARCH; without it (ENOENT) the `/proc/self/fd` link does the same.
+fn link_tmpfile(file: &File, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    match sys::linkat(Some(file.as_fd()), c"", dir, name, libc::AT_EMPTY_PATH) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
+            let proc = CString::new(proc).expect("no NUL");
+            sys::linkat(None, &proc, dir, name, libc::AT_SYMLINK_FOLLOW)
+        }
+        r => r,
+    }
+}
+
+/// fsyncs a file the protocol wrote.
+pub fn sync(file: &FileRef) -> io::Result<()> {
+    sys::fsync(file.file().as_fd())
 }
 
 /// See [`Root::openat2_args`].
@@ -427,10 +603,10 @@ mod tests {
 
     fn outcome(root: &Root, rel: &str) -> Outcome {
         match root.open_beneath(rel) {
-            Ok(mut o) => {
+            Ok(o) => {
                 let body = (o.meta.kind == FileKind::File && o.meta.len < 1024).then(|| {
                     let mut v = Vec::new();
-                    o.file.read_to_end(&mut v).unwrap();
+                    o.file.file().read_to_end(&mut v).unwrap();
                     v
                 });
                 Outcome::Ok(o.meta.kind, o.meta.len, body)

@@ -99,6 +99,10 @@ struct ServeArgs {
     /// An idle kept-alive connection is closed after this long.
     #[arg(long, value_name = "DUR", default_value = "75s", value_parser = duration)]
     keepalive_timeout: Duration,
+    /// An upload (a request body streamed into a file) ends when no byte arrives for
+    /// this long; every byte restarts it.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = duration)]
+    body_timeout: Duration,
     /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
     shutdown_timeout: Duration,
@@ -173,7 +177,8 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> Config {
+    /// The server's configuration and the HTTP protocol's.
+    fn into_config(self) -> (Config, HttpConfig) {
         let mut cfg = Config::new(self.root);
         cfg.listen = self.listen;
         cfg.backend = match self.backend {
@@ -189,6 +194,7 @@ impl ServeArgs {
         cfg.send_timeout = self.send_timeout;
         cfg.header_timeout = self.header_timeout;
         cfg.keepalive_timeout = self.keepalive_timeout;
+        cfg.body_timeout = self.body_timeout;
         cfg.shutdown_timeout = self.shutdown_timeout;
         if let Some(n) = self.uring_threads {
             cfg.uring_threads = n;
@@ -206,14 +212,14 @@ impl ServeArgs {
             interval: self.tcp_keepalive_interval,
             count: self.tcp_keepalive_count,
         };
-        cfg.http = HttpConfig {
+        let http = HttpConfig {
             listing: self.listing,
             access_log: self.access_log,
             max_header_bytes: self.max_header_bytes,
             max_uri_bytes: self.max_uri_bytes,
             ..HttpConfig::default()
         };
-        cfg
+        (cfg, http)
     }
 }
 
@@ -266,13 +272,9 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let protocol = args.protocol;
     let stats_interval = args.stats_interval;
-    let mut cfg = args.into_config();
-    if cfg.workers_min == 0 || cfg.workers_max < cfg.workers_min {
-        say!(
-            "ringserve: --workers-min must be at least 1 and at most --workers-max (got {} and {})",
-            cfg.workers_min,
-            cfg.workers_max
-        );
+    let (mut cfg, http) = args.into_config();
+    if let Err(e) = cfg.validate() {
+        say!("ringserve: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     // Noted after the startup line: tools read that line first.
@@ -300,10 +302,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         ProtocolArg::Echo => "tcp",
     };
     let started = match protocol {
-        ProtocolArg::Http => {
-            let http = cfg.http.clone();
-            Server::start(cfg, HttpFactory::new(http), Arc::new(NoHooks))
-        }
+        ProtocolArg::Http => Server::start(cfg, HttpFactory::new(http), Arc::new(NoHooks)),
         ProtocolArg::Echo => Server::start(cfg, EchoFactory, Arc::new(NoHooks)),
     };
     let server = match started {

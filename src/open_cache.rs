@@ -97,11 +97,10 @@ impl OpenCache {
 mod tests {
     use super::*;
     use crate::proto::{FileKind, FileMeta};
-    use std::sync::Arc;
 
     fn opened(len: u64) -> Opened {
         Opened {
-            file: Arc::new(std::fs::File::open("/dev/null").unwrap()),
+            file: crate::proto::FileRef::new(std::fs::File::open("/dev/null").unwrap()),
             meta: FileMeta {
                 kind: FileKind::File,
                 len,
@@ -121,7 +120,7 @@ mod tests {
         let o = opened(1);
         c.put("a", &o, t0);
         let hit = c.get("a", t0 + Duration::from_millis(999)).unwrap();
-        assert!(Arc::ptr_eq(&hit.file, &o.file));
+        assert!(hit.file.same(&o.file));
         assert!(c.get("a", t0 + Duration::from_secs(1)).is_none());
         assert!(c.is_empty(), "an expired entry is dropped when found");
     }
@@ -160,8 +159,8 @@ mod tests {
         let mut c = OpenCache::new(8, Duration::from_secs(1));
         let o = opened(1);
         c.put("a", &o, t0);
-        assert_eq!(Arc::strong_count(&o.file), 2);
+        assert_eq!(o.file.holders(), 2);
         c.sweep(t0 + Duration::from_secs(2));
-        assert_eq!(Arc::strong_count(&o.file), 1);
+        assert_eq!(o.file.holders(), 1);
     }
 }

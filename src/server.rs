@@ -72,6 +72,7 @@ impl Server {
         factory: F,
         hooks: Arc<dyn Hooks>,
     ) -> Result<Server, StartError> {
+        cfg.validate().map_err(StartError::Config)?;
         let (backend, mut reason) = select_backend(&cfg).map_err(StartError::Config)?;
         let root = Root::open(&cfg.root)
             .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?;

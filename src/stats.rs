@@ -118,6 +118,11 @@ stats! {
         bytes_sendfile,
         /// Bytes spliced from a pipe to a socket (io_uring).
         bytes_splice,
+        /// Bytes of the connection spliced into a file (socket→pipe→file, both backends).
+        bytes_recv_splice,
+        /// Bytes of the connection copied into a file (receive, then write), where no
+        /// pipe could be had.
+        bytes_recv_copy,
         /// io_uring_enter calls (each submits a batch and reaps completions).
         uring_enters,
         /// Submission queue entries queued.
@@ -126,6 +131,9 @@ stats! {
         cqes,
         /// Receives that found every provided buffer in use and waited.
         recv_enobufs,
+        /// Per-connection receive buffers allocated (io_uring without a provided-buffer
+        /// ring; each lives while its receive is in flight).
+        recv_buf_allocs,
         /// Multishot receive completions held because the protocol was still sending.
         recv_parked,
         /// Multishot receives cancelled because a connection held enough parked input.

@@ -12,28 +12,33 @@
 //! 4. keep **promise 2**: poll the protocol again only after a whole
 //!    [`Step::Send`](crate::proto::Step::Send) is in the kernel, continue short writes,
 //!    and end a connection whose send makes no progress for `send_timeout`;
-//! 5. enforce the header and keep-alive timeouts the protocol's
-//!    [`Wait`](crate::proto::Wait) asks for;
+//! 5. enforce the deadlines [`driver::Core`] gives each receive (header, keep-alive,
+//!    body) and the body timeout of a receive into a file;
 //! 6. on [`Control::shutdown`]: stop accepting, let in-flight responses finish within
 //!    `shutdown_timeout`, close idle connections, join every thread, then return from
 //!    [`Running::wait`].
 //!
+//! Everything protocol-facing (the `Step` interpreter, drain, the open-file cache,
+//! close requests, accounting, the shutdown decisions) is in [`driver`], once; a
+//! backend lowers the driver's [`driver::Action`]s to the kernel.
 //! `docs/ARCHITECTURE.md` says where each promise is enforced in each backend.
 
 pub(crate) mod chunks;
+pub(crate) mod driver;
 pub mod epoll;
+pub(crate) mod sink;
 pub(crate) mod uring;
 
 use crate::config::Config;
 use crate::conn::Key;
 use crate::fs::Root;
-use crate::proto::{ProtocolFactory, Wait};
+use crate::proto::ProtocolFactory;
 use crate::stats::StatsHub;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a connection was closed, as the `on_close` hook hears it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +110,10 @@ pub(crate) fn bind_listener(
     reuseport: bool,
 ) -> io::Result<OwnedFd> {
     let fd = crate::sys::net::listen(addr, cfg.backlog, reuseport)?;
+    let ka = &cfg.tcp_keepalive;
     crate::sys::net::tune(
         std::os::fd::AsFd::as_fd(&fd),
-        &cfg.tcp_keepalive,
+        (ka.idle, ka.interval, ka.count),
         cfg.sndbuf,
     )?;
     Ok(fd)
@@ -149,26 +155,10 @@ pub(crate) fn access_log(line: &str) {
     let _ = out.write_all(b"\n");
 }
 
-/// The deadline of a receive the protocol asked for with `wait`. The clock runs from
-/// the start of the wait, not from the last byte: the same kind of wait keeps its start
-/// (so a client trickling a header one byte at a time still runs out of time), a new
-/// kind starts it now. `state` is the connection's current wait.
-pub(crate) fn recv_deadline(
-    state: &mut Option<(Wait, Instant)>,
-    wait: Wait,
-    cfg: &Config,
-    now: Instant,
-) -> Instant {
-    let start = match *state {
-        Some((w, t)) if w == wait => t,
-        _ => now,
-    };
-    *state = Some((wait, start));
-    start
-        + match wait {
-            Wait::Idle => cfg.keepalive_timeout,
-            Wait::Request => cfg.header_timeout,
-        }
+/// Locks a mutex whose data stays usable after a panic elsewhere: every handler that
+/// can panic runs under `catch_unwind`, and none leaves shared state half-updated.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Most unread input discarded before a protocol-initiated close.
@@ -213,7 +203,7 @@ impl Default for Control {
 
 impl Control {
     fn lock(&self) -> MutexGuard<'_, ControlState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Asks for a graceful shutdown; a second call makes it immediate.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::names::{errno_display, errno_name};
-use crate::sys::probe::AnonPages;
+use crate::sys::mem::AnonPages;
 
 const ENTRIES: u32 = 8;
 /// These tries complete in microseconds, and a kernel without the feature answers at

@@ -1,15 +1,19 @@
 //! Sans-IO protocols.
 //!
-//! A protocol never touches a file descriptor, a clock or a thread. A backend drives it:
+//! A protocol never touches a file descriptor, a clock or a thread. A backend drives it
+//! (through the one driver, `src/backend/driver.rs`):
 //!
 //! ```text
 //!   loop {
 //!       match proto.poll(now) {
-//!           Step::Send(chunks)  => hand every byte to the kernel, in order, then poll again
-//!           Step::Open(path)    => resolve `path` beneath the root, answer with handle_open
-//!           Step::ReadDir(path) => list the directory, answer with handle_read_dir
-//!           Step::Recv(wait)    => receive; answer with handle_recv, handle_eof or handle_timeout
-//!           Step::Close         => close the connection
+//!           Step::Send(chunks)   => hand every byte to the kernel, in order, then poll again
+//!           Step::Fs(op)         => do the file-system operation beneath the root,
+//!                                   answer with handle_fs
+//!           Step::Recv(wait)     => receive; answer with handle_recv, handle_eof or
+//!                                   handle_timeout
+//!           Step::RecvFile(sink) => move the next bytes of the socket into a file (zero
+//!                                   copy where the kernel can); answer with handle_recv_file
+//!           Step::Close          => close the connection
 //!       }
 //!   }
 //! ```
@@ -20,6 +24,10 @@
 //! backend by value in [`Step::Send`]: from then on the backend owns it until the kernel
 //! is done with it.
 //!
+//! Files reach a protocol only as [`FileRef`]s: an opaque handle with a length and an
+//! identity, which it can name in a [`Chunk::File`] or a [`RecvFile`] but cannot read,
+//! write or seek. The backend is the only one that does I/O with it.
+//!
 //! Promise 2 (blocking-send semantics) is the backend's half of this contract: it polls
 //! again only once the whole of a `Send` has been handed to the kernel. That is what
 //! keeps pipelined responses in order without any queue in the protocol.
@@ -28,7 +36,10 @@
 pub mod echo;
 pub mod http1;
 
-use std::fs::File;
+mod file;
+
+pub use file::{FileRef, TempFile};
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +56,7 @@ pub enum Chunk {
     /// file turns out shorter than `offset + len` the backend ends the connection: it
     /// never pads and never waits.
     File {
-        file: Arc<File>,
+        file: FileRef,
         offset: u64,
         len: u64,
     },
@@ -76,25 +87,82 @@ pub enum Wait {
     /// measures it from the start of the wait, not per received byte, so a client that
     /// trickles one byte at a time (slowloris) still runs out of time.
     Request,
+    /// Inside a request body the protocol streams (an upload): the body timeout, which
+    /// restarts whenever bytes arrive, so a long transfer lives as long as bytes flow
+    /// and a stalled one ends (nginx's `client_body_timeout`).
+    Body,
 }
 
 /// The next thing a protocol wants done.
 #[derive(Debug)]
+#[must_use]
 pub enum Step {
     /// Hand all these bytes to the kernel, in order, then poll again.
     Send(Vec<Chunk>),
-    /// Resolve this path beneath the served root and answer with
-    /// [`Protocol::handle_open`]. The path is relative, `/`-separated, already
-    /// normalised ("" is the root itself); the resolver still refuses any escape.
-    Open(String),
-    /// List this directory beneath the root and answer with [`Protocol::handle_read_dir`].
-    ReadDir(String),
+    /// Do this file-system operation beneath the served root and answer with
+    /// [`Protocol::handle_fs`].
+    Fs(FsOp),
     /// Receive more bytes, then call [`Protocol::handle_recv`], or
     /// [`Protocol::handle_eof`] when the peer has closed, or
     /// [`Protocol::handle_timeout`] when the wait outlasts its timeout.
     Recv(Wait),
+    /// Write bytes the protocol holds, then move the next bytes of the connection
+    /// straight into a file, and answer with [`Protocol::handle_recv_file`]. The
+    /// mirror of [`Chunk::File`]: socket→pipe→file by splice where the kernel can, a
+    /// copy otherwise. It is the connection's one receive while it runs, and it waits
+    /// as [`Wait::Body`] does.
+    RecvFile(RecvFile),
     /// Close the connection. Everything asked for before has been sent.
     Close,
+}
+
+/// What [`Step::RecvFile`] writes: `head` (bytes the protocol already received, such as
+/// the start of a body that arrived with its header) at `offset`, then exactly `len`
+/// bytes from the connection right after it.
+#[derive(Debug)]
+pub struct RecvFile {
+    pub file: FileRef,
+    pub offset: u64,
+    pub head: Vec<u8>,
+    pub len: u64,
+}
+
+/// A file-system operation. Every path is relative, `/`-separated and already
+/// normalised ("" is the root itself); the backend resolves it beneath the root exactly
+/// as it opens files (`openat2(RESOLVE_BENEATH)` or the safe walk) and still refuses any
+/// escape. One enum rather than a trait method per operation, so the contract grows in
+/// one place.
+#[derive(Debug)]
+pub enum FsOp {
+    /// Open a file or directory for reading: [`FsDone::Opened`].
+    Open(String),
+    /// List a directory: [`FsDone::Listed`].
+    ReadDir(String),
+    /// Create a new, empty file that will become `path` once linked: [`FsDone::Created`].
+    /// Until then it is invisible: an `O_TMPFILE` inode in `path`'s directory where the
+    /// file system has them, otherwise a hidden name that no open or listing shows. The
+    /// directory must exist. A temporary file never linked is removed when its
+    /// [`TempFile`] is dropped or the connection ends.
+    Create(String),
+    /// Give a created file its name, atomically. Without `replace` an existing name is
+    /// never replaced (`EEXIST`). The directory entry is fsynced before the answer
+    /// ([`FsDone::Linked`]), so a success is durable once the file's data is too.
+    Link { temp: TempFile, replace: bool },
+    /// Remove a file (not a directory): [`FsDone::Removed`].
+    Remove(String),
+    /// fsync a file: [`FsDone::Synced`].
+    Sync(FileRef),
+}
+
+/// The answer to an [`FsOp`], in the same order as its variants.
+#[derive(Debug)]
+pub enum FsDone {
+    Opened(io::Result<Opened>),
+    Listed(io::Result<Vec<DirEntry>>),
+    Created(io::Result<TempFile>),
+    Linked(io::Result<()>),
+    Removed(io::Result<()>),
+    Synced(io::Result<()>),
 }
 
 /// The kind of a resolved path.
@@ -122,7 +190,7 @@ pub struct FileMeta {
 /// open-file cache may hold it too.
 #[derive(Debug, Clone)]
 pub struct Opened {
-    pub file: Arc<File>,
+    pub file: FileRef,
     pub meta: FileMeta,
 }
 
@@ -144,10 +212,13 @@ pub trait Protocol: Send + 'static {
     fn handle_eof(&mut self);
     /// The wait announced by [`Step::Recv`] outlasted its timeout.
     fn handle_timeout(&mut self);
-    /// The answer to [`Step::Open`].
-    fn handle_open(&mut self, _result: io::Result<Opened>) {}
-    /// The answer to [`Step::ReadDir`].
-    fn handle_read_dir(&mut self, _result: io::Result<Vec<DirEntry>>) {}
+    /// The answer to [`Step::Fs`].
+    fn handle_fs(&mut self, _done: FsDone) {}
+    /// The answer to [`Step::RecvFile`]: how many bytes of the connection went into the
+    /// file (`head` not counted). Fewer than `len` means the peer closed first. An error
+    /// is the file's (`ENOSPC`, `EIO`: raw OS errors), the connection's, or
+    /// [`io::ErrorKind::TimedOut`] when no byte arrived for the body timeout.
+    fn handle_recv_file(&mut self, _result: io::Result<u64>) {}
     /// The server is shutting down: finish what is in flight, then ask to close.
     fn handle_drain(&mut self) {}
     /// The next step. `now` is the wall clock, for protocols that stamp dates.

@@ -1,5 +1,6 @@
 //! File-system system calls: openat2, the O_NOFOLLOW walk's openat/readlinkat, fstat,
-//! directory reading. Thin, safe wrappers; the policy lives in `crate::fs`.
+//! directory reading, and the write path's create/link/rename/unlink/fsync. Thin, safe
+//! wrappers; the policy (what may be resolved, created or replaced) lives in `crate::fs`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -48,11 +49,82 @@ pub fn openat2(
 
 /// `openat(2)`. The caller chooses the flags, including `O_CLOEXEC`.
 pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: `dir` is a live descriptor for the borrow and `path` is NUL-terminated.
-    // No `O_CREAT`/`O_TMPFILE` reaches here, so the variadic mode is not read.
-    let fd = unsafe { syscall!(openat(dir.as_raw_fd(), path.as_ptr(), flags)) }?;
+    openat_mode(dir, path, flags, 0)
+}
+
+/// `openat(2)` with a creation mode, for `O_CREAT` and `O_TMPFILE`.
+pub fn openat_mode(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is a live descriptor for the borrow and `path` is NUL-terminated;
+    // the variadic mode is passed as the `c_uint` the kernel reads.
+    let fd = unsafe {
+        syscall!(openat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            flags,
+            mode as libc::c_uint
+        ))
+    }?;
     // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `linkat(2)`. `old_dir` may be `None` for `AT_FDCWD` (a `/proc/self/fd` path).
+pub fn linkat(
+    old_dir: Option<BorrowedFd<'_>>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let old_dir = old_dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: both descriptors are live for the borrows (or AT_FDCWD) and both paths
+    // are NUL-terminated; the kernel only reads them.
+    unsafe {
+        syscall!(linkat(
+            old_dir,
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            flags
+        ))
+    }?;
+    Ok(())
+}
+
+/// `renameat2(2)` within one directory; `flags` 0 replaces, `RENAME_NOREPLACE` does not.
+pub fn renameat2(dir: BorrowedFd<'_>, old: &CStr, new: &CStr, flags: u32) -> io::Result<()> {
+    // SAFETY: `dir` is live for the borrow and both paths are NUL-terminated; the
+    // kernel only reads them.
+    unsafe {
+        syscall!(syscall(
+            libc::SYS_renameat2,
+            dir.as_raw_fd(),
+            old.as_ptr(),
+            dir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        ))
+    }?;
+    Ok(())
+}
+
+/// `unlinkat(2)` of a non-directory.
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: `dir` is live for the borrow and `name` is NUL-terminated.
+    unsafe { syscall!(unlinkat(dir.as_raw_fd(), name.as_ptr(), 0)) }?;
+    Ok(())
+}
+
+/// `fsync(2)`.
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is live for the borrow.
+    unsafe { syscall!(fsync(fd.as_raw_fd())) }?;
+    Ok(())
 }
 
 /// `fstat(2)`.

@@ -1,6 +1,7 @@
-//! Raw system calls. Every `unsafe` that talks to the kernel lives under `src/sys/`
-//! (and, later, the io_uring submit edge); the rest of the crate calls these safe
-//! wrappers.
+//! Raw system calls. Every `unsafe` that calls the kernel directly lives under
+//! `src/sys/`; the rest of the crate calls these safe wrappers. (The io_uring submit
+//! edge, `src/backend/uring/ring/` and `src/probe/trial.rs`, pushes SQEs through the
+//! io-uring crate: its `unsafe` is about the memory an SQE names, not a syscall.)
 
 /// Calls a libc function and turns its `-1` into the thread's `errno` as an `io::Error`
 /// (the shape of mio's `syscall!`). The caller writes the `unsafe` block and its SAFETY.
@@ -19,5 +20,7 @@ macro_rules! syscall {
 
 pub mod epoll;
 pub mod fs;
+pub mod mem;
 pub mod net;
+pub mod pipe;
 pub mod probe;

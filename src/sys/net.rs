@@ -1,7 +1,6 @@
 //! Socket system calls: listening, accepting, socket options, non-blocking send/recv,
 //! sendfile, and waiting for writability.
 
-use crate::config::TcpKeepalive;
 use std::io::{self, IoSlice};
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -169,25 +168,26 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     Ok((fd, peer))
 }
 
-/// SO_KEEPALIVE with the given probe timing, TCP_NODELAY (responses are written in
-/// whole pieces, headers with MSG_MORE then the body, so Nagle only adds latency), and
-/// SO_SNDBUF when set. Applied to the listener: Linux copies these options into every
-/// socket it accepts, so no connection pays a setsockopt.
-pub fn tune(fd: BorrowedFd<'_>, ka: &TcpKeepalive, sndbuf: usize) -> io::Result<()> {
+/// SO_KEEPALIVE with the given probe timing (idle time before the first probe, time
+/// between probes, unanswered probes before the connection is dropped), TCP_NODELAY
+/// (responses are written in whole pieces, headers with MSG_MORE then the body, so
+/// Nagle only adds latency), and SO_SNDBUF when set. Applied to the listener: Linux
+/// copies these options into every socket it accepts, so no connection pays a
+/// setsockopt.
+pub fn tune(
+    fd: BorrowedFd<'_>,
+    (idle, interval, count): (Duration, Duration, u32),
+    sndbuf: usize,
+) -> io::Result<()> {
     let secs = |d: Duration| i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX);
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(ka.idle))?;
-    setsockopt_int(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_KEEPINTVL,
-        secs(ka.interval),
-    )?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval))?;
     setsockopt_int(
         fd,
         libc::IPPROTO_TCP,
         libc::TCP_KEEPCNT,
-        i32::try_from(ka.count).unwrap_or(i32::MAX),
+        i32::try_from(count).unwrap_or(i32::MAX),
     )?;
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     if sndbuf > 0 {

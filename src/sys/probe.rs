@@ -1,6 +1,6 @@
 //! The raw system calls the kernel probe needs beyond the io-uring crate: the kernel
-//! release, the memlock limit, page-aligned memory for a provided-buffer ring, and (for
-//! tests and the kernel-compat matrix) a seccomp filter that refuses io_uring.
+//! release, the memlock limit, and (for tests and the kernel-compat matrix) a seccomp
+//! filter that refuses io_uring.
 
 use std::ffi::CStr;
 use std::io;
@@ -28,48 +28,6 @@ pub fn memlock_limit() -> io::Result<(Option<u64>, Option<u64>)> {
     unsafe { crate::syscall!(getrlimit(libc::RLIMIT_MEMLOCK, &mut lim)) }?;
     let finite = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
     Ok((finite(lim.rlim_cur), finite(lim.rlim_max)))
-}
-
-/// Anonymous, zeroed, page-aligned memory, unmapped on drop. A provided-buffer ring must
-/// be page-aligned (IORING_REGISTER_PBUF_RING rejects other addresses with EINVAL).
-pub struct AnonPages {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl AnonPages {
-    /// Maps `len` bytes (rounded up to whole pages by the kernel).
-    pub fn new(len: usize) -> io::Result<AnonPages> {
-        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-        // aliases no existing Rust object.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(AnonPages { ptr, len })
-    }
-
-    /// The start address, as io_uring's registration structs want it.
-    pub fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-}
-
-impl Drop for AnonPages {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned and nothing else unmaps it.
-        // Callers unregister any kernel use (a buffer ring) before dropping.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

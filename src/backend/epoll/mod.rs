@@ -8,6 +8,10 @@
 //!   until the owner parks it again and re-arms it with EPOLL_CTL_MOD, which happens
 //!   under the table lock so no one can close it in between. An event whose key is
 //!   stale, or whose connection is not parked, is dropped and counted.
+//! - **The driver** (`backend/driver.rs`) interprets the protocol's steps; this file
+//!   lowers its actions: a receive is one non-blocking `recv` (park on EAGAIN), a send
+//!   is the blocking send ([`send`]), an open or fsync is the syscall on the worker, a
+//!   receive into a file is a [`Sink`](super::sink::Sink) that parks between bursts.
 //! - **Blocking send** ([`send`]): the owner sends a whole response before it asks the
 //!   protocol for anything else.
 //! - **The pool** starts at `workers_min`. When a worker is about to block on a peer
@@ -33,22 +37,20 @@
 
 mod send;
 
-use super::{
-    access_log, close_socket, recv_deadline, refuse, Backend, CloseReason, Ctx, Running,
-    ShutdownLevel,
-};
+use super::driver::{self, Action, Cache, Core, Env, Timeouts};
+use super::sink::{Poll, Sink};
+use super::{close_socket, lock, Backend, CloseReason, Ctx, Running, ShutdownLevel};
 use crate::conn::{ConnTable, Key};
 use crate::open_cache::OpenCache;
-use crate::proto::{Protocol, ProtocolFactory, Step, Wait};
-use crate::stats::{Gauges, Seq};
+use crate::proto::ProtocolFactory;
+use crate::stats::{Gauges, Seq, Stats};
 use crate::sys::epoll::{self, Epoll, EventFd};
 use crate::sys::net;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -98,6 +100,7 @@ impl Backend for EpollBackend {
             stopping: AtomicBool::new(false),
             workers: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            closes_marked: AtomicUsize::new(0),
             handles: Mutex::new(Vec::new()),
             spare_fd: Mutex::new(epoll::open_spare_fd().ok()),
             paused: Mutex::new(None),
@@ -106,6 +109,7 @@ impl Backend for EpollBackend {
                 ctx.cfg.open_file_cache,
                 ctx.cfg.open_file_cache_valid,
             )),
+            timeouts: Timeouts::of(&ctx.cfg),
             ctx,
         });
         for _ in 0..shared.ctx.cfg.workers_min.max(1) {
@@ -136,22 +140,30 @@ impl Running for Handle {
 /// One connection, owned by whoever holds the box.
 struct Conn<P> {
     fd: OwnedFd,
-    peer: SocketAddr,
-    proto: P,
-    /// The wait in progress and when it began: the timeout runs from there.
-    wait: Option<(Wait, Instant)>,
-    /// `handle_drain` was delivered.
-    drained: bool,
+    core: Core<P>,
+    /// What the connection was waiting for when it was parked; the next owner goes on
+    /// with it before asking the driver for anything new.
+    resume: Resume,
     /// A send was cut short: close with RST.
     cut: bool,
+}
+
+/// An action in progress across a park.
+enum Resume {
+    /// Nothing: ask the driver.
+    Next,
+    /// A receive, until this deadline.
+    Recv(Instant),
+    /// A receive into a file.
+    Sink(Box<Sink>),
 }
 
 enum Entry<P> {
     /// Armed in epoll, owned by nobody; the deadline of its wait.
     Parked(Box<Conn<P>>, Instant),
     /// A worker (or the acceptor, or the coordinator) holds it. `close_asked`: a
-    /// [`Control::close`](crate::Control::close) came meanwhile; the owner closes it
-    /// instead of parking it.
+    /// [`Control::close`](crate::Control::close) came meanwhile; the owner hands it to
+    /// the driver at its next check.
     Owned { close_asked: bool },
 }
 
@@ -161,7 +173,7 @@ fn owned<P>() -> Entry<P> {
 
 struct Table<P> {
     conns: ConnTable<Entry<P>>,
-    /// Set once shutdown begins: nothing may park any more.
+    /// Set once shutdown begins: nothing idle may park any more.
     draining: bool,
 }
 
@@ -181,6 +193,9 @@ struct Shared<F: ProtocolFactory> {
     stopping: AtomicBool,
     workers: AtomicUsize,
     busy: AtomicUsize,
+    /// Owned entries marked `close_asked` and not yet handed to their driver: owners
+    /// look at the table between actions only while this is non-zero.
+    closes_marked: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// The descriptor given up at EMFILE to accept-and-close one connection.
     spare_fd: Mutex<Option<OwnedFd>>,
@@ -188,13 +203,9 @@ struct Shared<F: ProtocolFactory> {
     paused: Mutex<Option<(Instant, Vec<usize>)>>,
     /// Recently opened files, shared by the workers (`--open-file-cache`).
     open_cache: Mutex<OpenCache>,
+    timeouts: Timeouts,
     /// Names worker threads' counter blocks.
     names: Seq,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock is caught per connection; the data stays usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<F: ProtocolFactory> Shared<F> {
@@ -251,7 +262,8 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     fn worker(self: Arc<Self>) {
-        let _counting = self.ctx.stats.bind(self.names.next("worker"));
+        let counting = self.ctx.stats.bind(self.names.next("worker"));
+        let st = counting.stats().clone();
         let mut buf = vec![0u8; RECV_BUF];
         let idle = self
             .ctx
@@ -273,22 +285,22 @@ impl<F: ProtocolFactory> Shared<F> {
                 }
                 continue;
             };
-            self.ctx.stats.add(|s| &s.epoll_wakeups, 1);
+            Stats::add(&st.epoll_wakeups, 1);
             match Key::from_u64(data) {
-                Some(key) => self.run_conn(key, &mut buf),
+                Some(key) => self.run_conn(&st, key, &mut buf),
                 None if data == TOKEN_STOP => {
                     // Level-triggered and never read back: every waiter sees it.
                     self.workers.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
-                None => self.accept_batch((data - TOKEN_LISTENER) as usize),
+                None => self.accept_batch(&st, (data - TOKEN_LISTENER) as usize),
             }
         }
         Gauges::down(&self.ctx.stats.gauges.workers);
     }
 
     /// Takes ownership of the connection `key` names, drives it, and parks or closes it.
-    fn run_conn(self: &Arc<Self>, key: Key, buf: &mut [u8]) {
+    fn run_conn(self: &Arc<Self>, st: &Stats, key: Key, buf: &mut [u8]) {
         let conn = {
             let mut t = lock(&self.table);
             match t.conns.get_mut(key) {
@@ -298,119 +310,200 @@ impl<F: ProtocolFactory> Shared<F> {
                 },
                 _ => {
                     // Retired key, or taken by the coordinator for a timeout.
-                    self.ctx.stats.add(|s| &s.stale_dropped, 1);
+                    Stats::add(&st.stale_dropped, 1);
                     return;
                 }
             }
         };
         self.busy.fetch_add(1, Ordering::SeqCst);
         Gauges::up(&self.ctx.stats.gauges.busy_workers);
-        let peer = conn.peer;
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.drive(conn, buf)));
+        let peer = conn.core.peer;
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.drive(st, key, conn, buf)));
         self.busy.fetch_sub(1, Ordering::SeqCst);
         Gauges::down(&self.ctx.stats.gauges.busy_workers);
         match outcome {
-            Ok(Outcome::Park(conn, deadline)) => self.park(key, conn, deadline),
-            Ok(Outcome::Close(conn, why)) => self.close(key, *conn, why),
+            Ok(Outcome::Park(conn, deadline)) => self.park(st, key, conn, deadline, false),
+            Ok(Outcome::Close(conn, why)) => self.close(st, key, *conn, why),
             Err(_) => {
                 // The connection (and its descriptor) was dropped while unwinding.
-                self.ctx.stats.add(|s| &s.panics, 1);
-                self.retire(key, peer, CloseReason::Panic);
+                Stats::add(&st.panics, 1);
+                self.retire(st, key, peer, CloseReason::Panic);
             }
         }
     }
 
-    /// Runs the protocol until it must wait for input or is done.
-    fn drive(self: &Arc<Self>, mut conn: Box<Conn<F::Proto>>, buf: &mut [u8]) -> Outcome<F::Proto> {
-        let cfg = &self.ctx.cfg;
+    fn env<'a>(&'a self, st: &'a Stats) -> Env<'a> {
+        Env {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            draining: self.draining.load(Ordering::Relaxed),
+            timeouts: &self.timeouts,
+            root: &self.ctx.root,
+            cache: Cache::Shared(&self.open_cache),
+            st,
+        }
+    }
+
+    /// Lowers the driver's actions until the connection must wait for input or is done.
+    fn drive(
+        self: &Arc<Self>,
+        st: &Stats,
+        key: Key,
+        mut conn: Box<Conn<F::Proto>>,
+        buf: &mut [u8],
+    ) -> Outcome<F::Proto> {
         loop {
             if self.stopping.load(Ordering::Relaxed) {
                 return Outcome::Close(conn, CloseReason::Shutdown);
             }
-            if !conn.drained && self.draining.load(Ordering::Relaxed) {
-                conn.drained = true;
-                conn.proto.handle_drain();
-            }
-            match conn.proto.poll(SystemTime::now()) {
-                Step::Send(chunks) => {
-                    self.ctx.stats.add(|s| &s.responses, 1);
-                    // Logged as the response is handed over, so log order is response
-                    // order even when another worker finishes its send sooner.
-                    if let Some(line) = conn.proto.take_log_line() {
-                        access_log(&line);
-                    }
+            let resume = std::mem::replace(&mut conn.resume, Resume::Next);
+            let action = match resume {
+                Resume::Recv(deadline) => Action::Recv { deadline },
+                Resume::Sink(sink) => {
+                    conn = match self.sink(st, conn, sink, buf) {
+                        Ok(c) => c,
+                        Err(parked) => return parked,
+                    };
+                    continue;
+                }
+                Resume::Next => conn.core.next(&mut self.env(st)),
+            };
+            match action {
+                Action::Send(chunks) => {
                     let r = send::send_all(
                         conn.fd.as_fd(),
                         &chunks,
-                        cfg.send_timeout,
+                        self.ctx.cfg.send_timeout,
                         &self.stop,
-                        &self.ctx.stats,
+                        st,
                         &|| self.maybe_grow(),
                     );
                     if let Err(why) = r {
                         conn.cut = true;
                         return Outcome::Close(conn, why);
                     }
-                    conn.wait = None;
+                    conn.core.sent();
+                    self.check_close(key, &mut conn.core);
                 }
-                Step::Open(path) => {
-                    let now = Instant::now();
-                    let hit = lock(&self.open_cache).get(&path, now);
-                    let r = hit.map(Ok).unwrap_or_else(|| {
-                        let r = self.ctx.root.open_beneath(&path);
-                        if let Ok(o) = &r {
-                            lock(&self.open_cache).put(&path, o, now);
-                        }
-                        r
-                    });
-                    conn.proto.handle_open(r);
-                }
-                Step::ReadDir(path) => {
-                    let r = self.ctx.root.read_dir(&path);
-                    conn.proto.handle_read_dir(r);
-                }
-                Step::Recv(wait) => {
-                    let now = Instant::now();
-                    let deadline = recv_deadline(&mut conn.wait, wait, cfg, now);
-                    if now >= deadline {
-                        self.ctx.stats.add(|s| &s.recv_timeouts, 1);
-                        conn.proto.handle_timeout();
+                Action::Recv { deadline } => {
+                    // Owners check the deadline too, so a trickling client cannot
+                    // outrun the coordinator's scan.
+                    if Instant::now() >= deadline {
+                        conn.core.timed_out(st);
                         continue;
                     }
                     match net::recv(conn.fd.as_fd(), buf) {
-                        Ok(0) => conn.proto.handle_eof(),
-                        Ok(n) => conn.proto.handle_recv(&buf[..n]),
+                        Ok(0) => conn.core.eof(),
+                        Ok(n) => conn.core.recv(&buf[..n], Instant::now()),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            return Outcome::Park(conn, deadline)
+                            conn.resume = Resume::Recv(deadline);
+                            return Outcome::Park(conn, deadline);
                         }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                            conn.resume = Resume::Recv(deadline);
+                        }
                         Err(e) => return Outcome::Close(conn, CloseReason::Error(e.kind())),
                     }
+                    self.check_close(key, &mut conn.core);
                 }
-                Step::Close => return Outcome::Close(conn, CloseReason::Done),
+                Action::RecvFile { sink, timeout } => {
+                    let sink = Box::new(Sink::new(sink, timeout, Instant::now()));
+                    conn = match self.sink(st, conn, sink, buf) {
+                        Ok(c) => c,
+                        Err(parked) => return parked,
+                    };
+                }
+                Action::Open(path) => {
+                    let r = self.ctx.root.open_beneath(&path);
+                    conn.core.opened(&mut self.env(st), &path, r);
+                }
+                Action::Sync(file) => conn.core.synced(crate::fs::sync(&file)),
+                Action::Close(why) => return Outcome::Close(conn, why),
             }
         }
     }
 
-    /// Gives the connection back to epoll. The re-arm happens under the table lock:
-    /// once the entry says `Parked` anyone may take and close it, so the descriptor
-    /// must not be touched after the lock is released.
-    fn park(&self, key: Key, conn: Box<Conn<F::Proto>>, deadline: Instant) {
+    /// Moves a receive into a file on. When the socket runs dry the connection parks
+    /// (`Err`, the outcome); otherwise it comes back to be driven on.
+    fn sink(
+        &self,
+        st: &Stats,
+        mut conn: Box<Conn<F::Proto>>,
+        mut sink: Box<Sink>,
+        buf: &mut [u8],
+    ) -> Result<Box<Conn<F::Proto>>, Outcome<F::Proto>> {
+        if Instant::now() >= sink.deadline() {
+            conn.core
+                .recv_file_done(Err(io::ErrorKind::TimedOut.into()));
+            return Ok(conn);
+        }
+        match sink.advance(conn.fd.as_fd(), buf, st) {
+            Poll::Done(r) => {
+                conn.core.recv_file_done(r);
+                Ok(conn)
+            }
+            Poll::Pending => {
+                let deadline = sink.deadline();
+                conn.resume = Resume::Sink(sink);
+                Err(Outcome::Park(conn, deadline))
+            }
+        }
+    }
+
+    /// Hands a [`Control::close`](crate::Control::close) that came while this worker
+    /// owned the connection to its driver, which closes after the response in flight
+    /// (not when pipelined input runs dry).
+    fn check_close(&self, key: Key, core: &mut Core<F::Proto>) {
+        if self.closes_marked.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if self.take_mark(&mut lock(&self.table), key) {
+            core.ask_close();
+        }
+    }
+
+    /// Clears `key`'s close mark under the table lock; true if it was set.
+    fn take_mark(&self, t: &mut Table<F::Proto>, key: Key) -> bool {
+        match t.conns.get_mut(key) {
+            Some(Entry::Owned { close_asked }) if *close_asked => {
+                *close_asked = false;
+                self.closes_marked.fetch_sub(1, Ordering::AcqRel);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives the connection back to epoll (`new`: its first arming). The arming happens
+    /// under the table lock: once the entry says `Parked` anyone may take and close it,
+    /// so the descriptor must not be touched after the lock is released. A close mark
+    /// that came while it was owned, or a drain, is decided here by the driver.
+    fn park(
+        &self,
+        st: &Stats,
+        key: Key,
+        mut conn: Box<Conn<F::Proto>>,
+        deadline: Instant,
+        new: bool,
+    ) {
         let mut t = lock(&self.table);
-        if t.draining {
+        if self.take_mark(&mut t, key) && conn.core.ask_close() {
             drop(t);
-            return self.close(key, *conn, CloseReason::Shutdown);
+            return self.close(st, key, *conn, CloseReason::Requested);
         }
-        if matches!(t.conns.get(key), Some(Entry::Owned { close_asked: true })) {
+        if t.draining && conn.core.closes_at_drain() {
             drop(t);
-            return self.close(key, *conn, CloseReason::Requested);
+            return self.close(st, key, *conn, CloseReason::Shutdown);
         }
-        if let Err(e) = self
-            .epoll
-            .modify(conn.fd.as_fd(), CONN_EVENTS, key.to_u64())
-        {
+        let fd = conn.fd.as_fd();
+        let armed = if new {
+            self.epoll.add(fd, CONN_EVENTS, key.to_u64())
+        } else {
+            self.epoll.modify(fd, CONN_EVENTS, key.to_u64())
+        };
+        if let Err(e) = armed {
             drop(t);
-            return self.close(key, *conn, CloseReason::Error(e.kind()));
+            return self.close(st, key, *conn, CloseReason::Error(e.kind()));
         }
         if let Some(e) = t.conns.get_mut(key) {
             *e = Entry::Parked(conn, deadline);
@@ -419,20 +512,23 @@ impl<F: ProtocolFactory> Shared<F> {
 
     /// Closes a connection its owner holds: the descriptor is closed exactly once, here,
     /// then the key is retired.
-    fn close(&self, key: Key, conn: Conn<F::Proto>, why: CloseReason) {
-        let Conn { fd, peer, cut, .. } = conn;
+    fn close(&self, st: &Stats, key: Key, conn: Conn<F::Proto>, why: CloseReason) {
+        let Conn { fd, core, cut, .. } = conn;
         close_socket(fd, why, cut);
-        self.retire(key, peer, why);
+        self.retire(st, key, core.peer, why);
+        // The core goes last: temporary files it still holds are removed.
+        drop(core);
     }
 
-    fn retire(&self, key: Key, peer: SocketAddr, why: CloseReason) {
-        lock(&self.table).conns.remove(key);
-        self.ctx.stats.add(|s| &s.closes, 1);
-        Gauges::down(&self.ctx.stats.gauges.open_conns);
-        self.ctx.hooks.on_close(key, peer, why);
+    fn retire(&self, st: &Stats, key: Key, peer: std::net::SocketAddr, why: CloseReason) {
+        let mut t = lock(&self.table);
+        self.take_mark(&mut t, key);
+        t.conns.remove(key);
+        drop(t);
+        driver::retire(&self.ctx, st, key, peer, why);
     }
 
-    fn accept_batch(self: &Arc<Self>, li: usize) {
+    fn accept_batch(self: &Arc<Self>, st: &Stats, li: usize) {
         let Some((lfd, _)) = self.ctx.listeners.get(li) else {
             return;
         };
@@ -441,11 +537,11 @@ impl<F: ProtocolFactory> Shared<F> {
                 return;
             }
             match net::accept(lfd.as_fd()) {
-                Ok((fd, peer)) => self.register(fd, peer),
+                Ok((fd, peer)) => self.register(st, fd, peer),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => break,
                     Some(libc::EMFILE | libc::ENFILE) => {
-                        self.ctx.stats.add(|s| &s.accept_emfile, 1);
+                        Stats::add(&st.accept_emfile, 1);
                         if !self.shed_one(lfd.as_fd()) {
                             // Leave the listener disarmed; the coordinator re-arms it.
                             let mut p = lock(&self.paused);
@@ -494,46 +590,29 @@ impl<F: ProtocolFactory> Shared<F> {
         shed && spare.is_some()
     }
 
-    /// Tunes a new socket, gives it a key and arms it.
-    fn register(&self, fd: OwnedFd, peer: SocketAddr) {
-        let cfg = &self.ctx.cfg;
+    /// Admits a new socket, gives it a key and arms it (through `park`, like any other
+    /// connection, so a close or drain that came meanwhile is never lost).
+    fn register(&self, st: &Stats, fd: OwnedFd, peer: std::net::SocketAddr) {
+        let Some(fd) = driver::admit(&self.ctx, st, fd) else {
+            return;
+        };
         let key = {
             let mut t = lock(&self.table);
             if t.draining {
-                return;
-            }
-            if t.conns.len() >= cfg.max_connections {
                 drop(t);
-                self.ctx.stats.add(|s| &s.refused_full, 1);
-                refuse(fd, self.ctx.factory.overload_response());
+                driver::unadmit(&self.ctx);
                 return;
             }
             t.conns.insert(owned())
         };
-        self.ctx.stats.add(|s| &s.accepts, 1);
-        Gauges::up(&self.ctx.stats.gauges.open_conns);
-        self.ctx.hooks.on_accept(key, peer);
+        let now = Instant::now();
         let conn = Box::new(Conn {
-            proto: self.ctx.factory.new_conn(peer),
+            core: driver::open(&self.ctx, st, key, peer, now),
             fd,
-            peer,
-            wait: Some((Wait::Request, Instant::now())),
-            drained: false,
+            resume: Resume::Next,
             cut: false,
         });
-        let deadline = Instant::now() + cfg.header_timeout;
-        let mut t = lock(&self.table);
-        if t.draining {
-            drop(t);
-            return self.close(key, *conn, CloseReason::Shutdown);
-        }
-        if let Err(e) = self.epoll.add(conn.fd.as_fd(), CONN_EVENTS, key.to_u64()) {
-            drop(t);
-            return self.close(key, *conn, CloseReason::Error(e.kind()));
-        }
-        if let Some(e) = t.conns.get_mut(key) {
-            *e = Entry::Parked(conn, deadline);
-        }
+        self.park(st, key, conn, now + self.ctx.cfg.header_timeout, true);
     }
 
     /// Takes every parked connection for which `pick` says yes out of the table.
@@ -555,29 +634,38 @@ impl<F: ProtocolFactory> Shared<F> {
 
     /// Tells an expired connection of its timeout, lets its answer (a 408) go out if it
     /// fits the socket buffer right now, and closes it. Never blocks.
-    fn expire(&self, key: Key, mut conn: Conn<F::Proto>) {
-        self.ctx.stats.add(|s| &s.recv_timeouts, 1);
-        conn.proto.handle_timeout();
+    fn expire(&self, st: &Stats, key: Key, mut conn: Conn<F::Proto>) {
+        match std::mem::replace(&mut conn.resume, Resume::Next) {
+            Resume::Sink(_) => {
+                conn.core
+                    .recv_file_done(Err(io::ErrorKind::TimedOut.into()));
+            }
+            _ => conn.core.timed_out(st),
+        }
         for _ in 0..4 {
-            match conn.proto.poll(SystemTime::now()) {
-                Step::Send(chunks) => send::send_once(conn.fd.as_fd(), &chunks),
+            match conn.core.next(&mut self.env(st)) {
+                Action::Send(chunks) => {
+                    send::send_once(conn.fd.as_fd(), &chunks);
+                    conn.core.sent();
+                }
                 _ => break,
             }
         }
-        self.close(key, conn, CloseReason::Timeout);
+        self.close(st, key, conn, CloseReason::Timeout);
     }
 
     /// The coordinator: timeouts, EMFILE back-off, and the shutdown sequence.
     fn coordinate(self: Arc<Self>) {
-        let _counting = self.ctx.stats.bind("coordinator");
+        let counting = self.ctx.stats.bind("coordinator");
+        let st = counting.stats().clone();
         let control = self.ctx.control.clone();
         loop {
             let (level, closes) = control.wait(ShutdownLevel::Running, TICK);
-            self.close_asked(closes);
+            self.close_asked(&st, closes);
             if level != ShutdownLevel::Running {
                 break;
             }
-            self.housekeeping();
+            self.housekeeping(&st);
         }
 
         // 1. Stop accepting. The listeners stay open (no descriptor reuse races with a
@@ -587,20 +675,26 @@ impl<F: ProtocolFactory> Shared<F> {
             let _ = self.epoll.delete(fd.as_fd());
             let _ = net::shutdown(fd.as_fd(), libc::SHUT_RD);
         }
-        // 2. Close idle and half-received connections; owners close theirs after the
-        //    response in flight (`park` refuses once `draining` is set under the lock).
+        // 2. Close idle and half-received connections (the driver decides which);
+        //    owners close theirs after the response in flight (`park` asks the driver
+        //    once `draining` is set under the lock).
         lock(&self.table).draining = true;
         for (key, conn) in self.take_parked(|_| true) {
-            self.close(key, *conn, CloseReason::Shutdown);
+            if conn.core.closes_at_drain() {
+                self.close(&st, key, *conn, CloseReason::Shutdown);
+            } else {
+                self.repark(&st, key, conn);
+            }
         }
         // 3. Let in-flight responses finish, up to the shutdown timeout.
         let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
         while !lock(&self.table).conns.is_empty() && Instant::now() < deadline {
             let (level, closes) = control.wait(ShutdownLevel::Graceful, TICK);
-            self.close_asked(closes);
+            self.close_asked(&st, closes);
             if level == ShutdownLevel::Immediate {
                 break;
             }
+            self.housekeeping(&st);
         }
         // 4. Stop: wake every worker, abort blocking sends, join everyone.
         self.stopping.store(true, Ordering::SeqCst);
@@ -615,14 +709,26 @@ impl<F: ProtocolFactory> Shared<F> {
             }
         }
         for (key, conn) in self.take_parked(|_| true) {
-            self.close(key, *conn, CloseReason::Shutdown);
+            self.close(&st, key, *conn, CloseReason::Shutdown);
         }
     }
 
-    /// [`Control::close`](crate::Control::close): a parked connection is closed now; an
-    /// owned one is marked, and its owner closes it instead of parking it (after the
-    /// response in flight). A retired key is dropped and counted.
-    fn close_asked(&self, keys: Vec<Key>) {
+    /// Parks a connection the coordinator took and did not close, re-armed: a worker
+    /// that got its event while the coordinator held it dropped that event.
+    fn repark(&self, st: &Stats, key: Key, conn: Box<Conn<F::Proto>>) {
+        let deadline = match &conn.resume {
+            Resume::Recv(d) => *d,
+            Resume::Sink(s) => s.deadline(),
+            Resume::Next => Instant::now() + self.ctx.cfg.header_timeout,
+        };
+        self.park(st, key, conn, deadline, false);
+    }
+
+    /// [`Control::close`](crate::Control::close): a parked connection is handed to the
+    /// driver now (closed at once if it waits for a request); an owned one is marked,
+    /// and its owner hands the mark over at its next check. A retired key is dropped
+    /// and counted.
+    fn close_asked(&self, st: &Stats, keys: Vec<Key>) {
         for key in keys {
             let taken = {
                 let mut t = lock(&self.table);
@@ -632,26 +738,33 @@ impl<F: ProtocolFactory> Shared<F> {
                         Entry::Owned { .. } => unreachable!(),
                     },
                     Some(Entry::Owned { close_asked }) => {
-                        *close_asked = true;
+                        if !*close_asked {
+                            *close_asked = true;
+                            self.closes_marked.fetch_add(1, Ordering::AcqRel);
+                        }
                         None
                     }
                     None => {
-                        self.ctx.stats.add(|s| &s.stale_dropped, 1);
+                        Stats::add(&st.stale_dropped, 1);
                         None
                     }
                 }
             };
-            if let Some(conn) = taken {
-                self.close(key, *conn, CloseReason::Requested);
+            if let Some(mut conn) = taken {
+                if conn.core.ask_close() {
+                    self.close(st, key, *conn, CloseReason::Requested);
+                } else {
+                    self.repark(st, key, conn);
+                }
             }
         }
     }
 
-    fn housekeeping(&self) {
+    fn housekeeping(&self, st: &Stats) {
         let now = Instant::now();
         lock(&self.open_cache).sweep(now);
         for (key, conn) in self.take_parked(|deadline| deadline <= now) {
-            self.expire(key, *conn);
+            self.expire(st, key, *conn);
         }
         let due = {
             let mut p = lock(&self.paused);

@@ -10,7 +10,7 @@
 use crate::backend::chunks::{advance, gather, more_after};
 use crate::backend::CloseReason;
 use crate::proto::Chunk;
-use crate::stats::StatsHub;
+use crate::stats::Stats;
 use crate::sys::epoll::EventFd;
 use crate::sys::net::{self, Writable};
 use std::io;
@@ -25,7 +25,7 @@ pub(super) fn send_all(
     chunks: &[Chunk],
     timeout: Duration,
     abort: &EventFd,
-    stats: &StatsHub,
+    stats: &Stats,
     before_wait: &dyn Fn(),
 ) -> Result<(), CloseReason> {
     let mut i = 0; // current chunk
@@ -40,10 +40,10 @@ pub(super) fn send_all(
                     continue;
                 }
                 let mut pos = offset.saturating_add(off);
-                match net::sendfile(fd, file.as_fd(), &mut pos, len - off) {
+                match net::sendfile(fd, file.file().as_fd(), &mut pos, len - off) {
                     Ok(0) => return Err(CloseReason::FileShrunk),
                     Ok(n) => {
-                        stats.add(|s| &s.bytes_sendfile, n as u64);
+                        Stats::add(&stats.bytes_sendfile, n as u64);
                         off += n as u64;
                         Ok(())
                     }
@@ -60,7 +60,7 @@ pub(super) fn send_all(
                 }
                 match net::send_vectored(fd, &slices, more) {
                     Ok(n) => {
-                        stats.add(|s| &s.bytes_copy, n as u64);
+                        Stats::add(&stats.bytes_copy, n as u64);
                         (i, off) = advance(chunks, i, off, n as u64);
                         Ok(())
                     }
@@ -77,7 +77,7 @@ pub(super) fn send_all(
                     Ok(Writable::Ready) => {}
                     Ok(Writable::Aborted) => return Err(CloseReason::Shutdown),
                     Ok(Writable::TimedOut) => {
-                        stats.add(|s| &s.send_timeouts, 1);
+                        Stats::add(&stats.send_timeouts, 1);
                         return Err(CloseReason::SendTimeout);
                     }
                     Err(e) => return Err(CloseReason::Error(e.kind())),

@@ -5,23 +5,42 @@
 //!   buffer comes back to the ring as soon as the protocol has looked at the bytes.
 //! - [`PipePool`]: the pipes file bodies are spliced through, per ring and bounded, so
 //!   thousands of connections cannot exhaust the user's pipe pages.
+//!
+//! Both are owned by the ring's `Io`, which declares the ring before them: the ring's
+//! descriptor is closed first, and teardown has unregistered the buffer ring and reaped
+//! every receive by then (the rule of `ring/lifecycle.rs`).
 
-use crate::sys::probe::AnonPages;
-use io_uring::types::BufRingEntry;
+use crate::sys::mem::AnonPages;
+pub(super) use crate::sys::pipe::Pipe;
 use io_uring::IoUring;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// The buffer group id of a ring's provided buffers.
 pub(super) const BGID: u16 = 0x7273;
 
+/// `struct io_uring_buf`, as the kernel lays it out. Ours, so that an entry's fields
+/// are written through raw pointers one by one: the first entry's `resv` *is* the
+/// ring's tail, which the kernel reads concurrently, and a `&mut` over it would alias.
+#[repr(C)]
+struct RawEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawEntry>() == 16);
+
 /// A provided-buffer ring registered with one io_uring.
 pub(super) struct BufRing {
-    /// The ring of `io_uring_buf` entries the kernel reads. Registered until drop.
+    /// The ring of `io_uring_buf` entries the kernel reads. Registered until
+    /// `unregister`, which teardown calls once no receive is in flight.
     entries: AnonPages,
-    /// The buffers themselves, `count * size` bytes.
-    data: Box<[u8]>,
+    /// The buffers themselves, `count * size` bytes the kernel writes received bytes
+    /// into. Raw mapped memory, not a Rust allocation: a slice of one buffer is made
+    /// only while the kernel has handed that buffer to us and will not touch it.
+    data: AnonPages,
     count: u16,
     size: u32,
     tail: u16,
@@ -30,17 +49,21 @@ pub(super) struct BufRing {
 impl BufRing {
     /// Registers `count` (a power of two) buffers of `size` bytes with `ring`.
     pub(super) fn register(ring: &IoUring, count: u16, size: u32) -> io::Result<BufRing> {
-        assert!(count.is_power_of_two());
-        let entries = AnonPages::new(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
+        if !count.is_power_of_two() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let entries = AnonPages::new(usize::from(count) * std::mem::size_of::<RawEntry>())?;
+        let data = AnonPages::new(usize::from(count) * size as usize)?;
         let mut br = BufRing {
             entries,
-            data: vec![0u8; usize::from(count) * size as usize].into_boxed_slice(),
+            data,
             count,
             size,
             tail: 0,
         };
-        // SAFETY: `entries` is page-aligned, zeroed, `count` entries long, and stays
-        // mapped until `unregister` (called before drop, see `Drop` below).
+        // SAFETY: `entries` is page-aligned, zeroed and `count` entries long; it stays
+        // mapped for as long as `self` lives, and `self` lives until after teardown
+        // unregisters it (field order in `Io`, and lifecycle.rs).
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(br.entries.addr(), count, BGID, 0)
@@ -52,7 +75,7 @@ impl BufRing {
         Ok(br)
     }
 
-    /// Unregisters from `ring`. Must be called (with no RECV armed) before drop.
+    /// Unregisters from `ring`. Called by teardown, with no receive in flight.
     pub(super) fn unregister(&self, ring: &IoUring) {
         let _ = ring.submitter().unregister_buf_ring(BGID);
     }
@@ -65,7 +88,12 @@ impl BufRing {
     /// The first `len` bytes of buffer `bid`, as a completion reported them.
     pub(super) fn get(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid % self.count) * self.size as usize;
-        &self.data[start..start + len.min(self.size as usize)]
+        let len = len.min(self.size as usize);
+        // SAFETY: the range lies inside `data` (bid < count, len <= size). The kernel
+        // filled buffer `bid` and handed it to us with this completion; it writes it
+        // again only after `recycle(bid)`, which takes `&mut self` and so cannot happen
+        // while this borrow lives.
+        unsafe { std::slice::from_raw_parts((self.data.addr() as *const u8).add(start), len) }
     }
 
     /// Gives buffer `bid` back to the kernel.
@@ -75,36 +103,31 @@ impl BufRing {
     }
 
     fn push(&mut self, bid: u16) {
-        let base = self.entries.addr() as *mut BufRingEntry;
+        let base = self.entries.addr() as *mut RawEntry;
         let slot = usize::from(self.tail & (self.count - 1));
+        let addr = self.data.addr() + u64::from(bid) * u64::from(self.size);
         // SAFETY: `slot < count`, so the entry is inside the mapping. The kernel reads
         // entries only below the published tail, and this one is past it until
-        // `publish`, so we are its only user.
-        let e = unsafe { &mut *base.add(slot) };
-        let addr = self.data.as_ptr() as u64 + u64::from(bid) * u64::from(self.size);
-        e.set_addr(addr);
-        e.set_len(self.size);
-        e.set_bid(bid);
+        // `publish`, so no one else reads or writes these three fields now. `resv` (the
+        // tail, in entry 0) is not touched.
+        unsafe {
+            let e = base.add(slot);
+            std::ptr::addr_of_mut!((*e).addr).write(addr);
+            std::ptr::addr_of_mut!((*e).len).write(self.size);
+            std::ptr::addr_of_mut!((*e).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Makes pushed entries visible to the kernel.
     fn publish(&self) {
-        let base = self.entries.addr() as *const BufRingEntry;
-        // SAFETY: the tail lives in the first entry's reserved field, inside the
-        // mapping; the kernel reads it atomically, so we write it atomically, with
-        // Release so the entries written before are visible first.
-        let tail = unsafe { &*(BufRingEntry::tail(base) as *const AtomicU16) };
+        let base = self.entries.addr() as *const RawEntry;
+        // SAFETY: the tail lives in the first entry's `resv`, inside the mapping and
+        // 2-byte aligned; the kernel reads it atomically, so we store it atomically,
+        // with Release so the entries written before are visible first.
+        let tail = unsafe { &*(std::ptr::addr_of!((*base).resv) as *const AtomicU16) };
         tail.store(self.tail, Ordering::Release);
     }
-}
-
-/// A pipe, both ends, and what it holds.
-pub(super) struct Pipe {
-    pub(super) r: OwnedFd,
-    pub(super) w: OwnedFd,
-    /// Its capacity: the most one splice into it moves.
-    pub(super) cap: u32,
 }
 
 /// A bounded per-ring pool of pipes sized with F_SETPIPE_SZ.
@@ -134,7 +157,7 @@ impl PipePool {
     }
 
     /// A clean pipe, or `None` when the pool is at its bound (the caller then copies
-    /// with read+send instead of waiting).
+    /// instead of waiting).
     pub(super) fn take(&mut self) -> Option<Pipe> {
         self.used = true;
         if let Some(p) = self.free.pop() {
@@ -143,24 +166,7 @@ impl PipePool {
         if self.live >= self.max {
             return None;
         }
-        let mut fds = [0; 2];
-        // SAFETY: `fds` is a live array of two ints for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return None;
-        }
-        // SAFETY: both descriptors are fresh and ours.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ on a pipe we own; on failure (over pipe-max-size or the
-        // user's pipe pages) the pipe keeps the size it has, which F_GETPIPE_SZ reads.
-        let cap = unsafe {
-            libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
-            libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)
-        };
-        let pipe = Pipe {
-            r,
-            w,
-            cap: u32::try_from(cap).unwrap_or(4096).max(4096),
-        };
+        let pipe = crate::sys::pipe::pipe(PIPE_SIZE).ok()?;
         self.live += 1;
         Some(pipe)
     }

@@ -8,10 +8,10 @@
 //! - **Keys.** Every SQE's `user_data` is an operation kind in the top byte and the
 //!   connection's [`Key`](crate::conn::Key) below it. A completion whose key is retired is
 //!   dropped and counted (with its buffer recycled or its fd closed, should it carry one).
-//! - **Lifetimes.** A connection leaves its ring's table only when no operation naming
-//!   it is in the kernel; closing first cancels what is in flight (ASYNC_CANCEL) and
-//!   waits. Everything an operation points at (buffers, msghdrs, open_how, paths,
-//!   pipes, files) is owned by the connection's boxed state until that completion.
+//! - **Lifetimes.** Everything an operation points at (buffers, msghdrs, open_how,
+//!   paths, pipes, files) is owned by its connection's boxed state, or by the ring,
+//!   until its last completion, on every exit path: the rule is stated once, in
+//!   `ring/lifecycle.rs`.
 //! - **Notifications** (shutdown) go through a queue per ring plus a wakeup: MSG_RING
 //!   from the coordinator's own ring where the kernel has it, otherwise a write to an
 //!   eventfd the ring keeps a READ armed on. Queued, never a bounded pipe; drained before
@@ -70,11 +70,11 @@ impl Caps {
     }
 }
 
-/// Submission queue entries per ring. Chains are at most three SQEs and a full queue is
-/// flushed before a chain is pushed, so this only bounds how much one loop turn batches.
+/// Submission queue entries per ring. Chains are at most two SQEs and go in whole
+/// (`push_multiple`), so this only bounds how much one loop turn batches.
 const SQ_ENTRIES: u32 = 256;
-/// Completions one connection can have outstanding at once: a receive, a three-SQE
-/// send step (splice in, splice out, link timeout), and cancels.
+/// Completions one connection can have outstanding at once: a receive, a two-SQE send
+/// or file-receive step (splice in, splice out), and cancels, with room to spare.
 const CQES_PER_CONN: usize = 6;
 
 /// Builds a ring with the features `caps` allows, its CQ sized so that `max_conns`
@@ -232,6 +232,15 @@ impl ListenFd {
             ListenFd::Shared(fd) => *fd,
         }
     }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            ListenFd::Own(fd) => std::os::fd::AsFd::as_fd(fd),
+            // SAFETY: a shared listener is the server's own, in `Ctx::listeners`, which
+            // outlives every ring and so every `ListenFd` of it.
+            ListenFd::Shared(fd) => unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
+        }
+    }
 }
 
 /// What every ring thread shares.
@@ -249,7 +258,11 @@ impl Backend for UringBackend {
         // Present is not enough: it is slower for request/response HTTP (measured, see
         // docs/ARCHITECTURE.md), so it is opt-in.
         caps.multishot_recv &= ctx.cfg.uring_multishot_recv;
-        let n = ctx.cfg.uring_threads.max(1);
+        // Config::validate keeps this within the key's one shard byte.
+        let n = ctx
+            .cfg
+            .uring_threads
+            .clamp(1, crate::config::MAX_URING_THREADS);
         // Ring 0 uses the listeners the server bound; in reuseport mode every other ring
         // binds its own socket to each (resolved) address.
         let mut listeners: Vec<Vec<ListenFd>> = Vec::with_capacity(n);

@@ -24,7 +24,9 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use super::{Chunk, DirEntry, FileKind, Opened, Protocol, ProtocolFactory, Step, Wait};
+use super::{
+    Chunk, DirEntry, FileKind, FsDone, FsOp, Opened, Protocol, ProtocolFactory, Step, Wait,
+};
 use head::{Method, Persist, Request};
 use reader::Reader;
 use response::Reply;
@@ -89,12 +91,12 @@ struct Job {
 impl Job {
     /// What to ask of the backend.
     fn step(&self) -> Step {
-        match self.look {
-            Look::Target => Step::Open(self.rel.clone()),
-            Look::Index if self.rel.is_empty() => Step::Open("index.html".into()),
-            Look::Index => Step::Open(format!("{}/index.html", self.rel)),
-            Look::Listing => Step::ReadDir(self.rel.clone()),
-        }
+        Step::Fs(match self.look {
+            Look::Target => FsOp::Open(self.rel.clone()),
+            Look::Index if self.rel.is_empty() => FsOp::Open("index.html".into()),
+            Look::Index => FsOp::Open(format!("{}/index.html", self.rel)),
+            Look::Listing => FsOp::ReadDir(self.rel.clone()),
+        })
     }
 }
 
@@ -315,19 +317,16 @@ impl Protocol for Http1 {
         }
     }
 
-    /// Ignored unless an open was asked for.
-    fn handle_open(&mut self, result: io::Result<Opened>) {
-        self.stage = match std::mem::replace(&mut self.stage, Stage::Read) {
-            Stage::Pending(job) if job.look != Look::Listing => Stage::Opened(job, result),
-            other => other,
-        };
-    }
-
-    /// Ignored unless a listing was asked for.
-    fn handle_read_dir(&mut self, result: io::Result<Vec<DirEntry>>) {
-        self.stage = match std::mem::replace(&mut self.stage, Stage::Read) {
-            Stage::Pending(job) if job.look == Look::Listing => Stage::Listed(job, result),
-            other => other,
+    /// Ignored unless it answers what was asked: an open, or a listing.
+    fn handle_fs(&mut self, done: FsDone) {
+        self.stage = match (std::mem::replace(&mut self.stage, Stage::Read), done) {
+            (Stage::Pending(job), FsDone::Opened(r)) if job.look != Look::Listing => {
+                Stage::Opened(job, r)
+            }
+            (Stage::Pending(job), FsDone::Listed(r)) if job.look == Look::Listing => {
+                Stage::Listed(job, r)
+            }
+            (other, _) => other,
         };
     }
 

@@ -1,7 +1,7 @@
 //! Whole exchanges, driven against an in-memory backend that opens real temp files.
 
 use super::*;
-use crate::proto::FileMeta;
+use crate::proto::{FileMeta, FileRef};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
@@ -109,15 +109,15 @@ impl Fs {
             None => Err(io::ErrorKind::NotFound.into()),
             Some(Node::Fail(errno)) => Err(io::Error::from_raw_os_error(*errno)),
             Some(Node::File(path, meta)) => Ok(Opened {
-                file: Arc::new(File::open(path)?),
+                file: FileRef::new(File::open(path)?),
                 meta: *meta,
             }),
             Some(Node::Dir(_)) => Ok(Opened {
-                file: Arc::new(File::open(&self.dir)?),
+                file: FileRef::new(File::open(&self.dir)?),
                 meta: kind_meta(self, FileKind::Dir),
             }),
             Some(Node::Other) => Ok(Opened {
-                file: Arc::new(File::open(&self.dir)?),
+                file: FileRef::new(File::open(&self.dir)?),
                 meta: kind_meta(self, FileKind::Other),
             }),
         }
@@ -199,15 +199,17 @@ impl Driver {
                     self.t.sends.push(flatten(chunks));
                     self.t.logs.extend(self.p.take_log_line());
                 }
-                Step::Open(path) => {
+                Step::Fs(FsOp::Open(path)) => {
                     let r = self.fs.open(&path);
                     self.t.opens.push(path);
-                    self.p.handle_open(r);
+                    self.p.handle_fs(FsDone::Opened(r));
                 }
-                Step::ReadDir(path) => {
+                Step::Fs(FsOp::ReadDir(path)) => {
                     let r = self.fs.read_dir(&path);
-                    self.p.handle_read_dir(r);
+                    self.p.handle_fs(FsDone::Listed(r));
                 }
+                Step::Fs(op) => panic!("HTTP asked for {op:?}"),
+                Step::RecvFile(r) => panic!("HTTP asked to receive into a file: {r:?}"),
                 Step::Recv(w) => {
                     self.t.wait = Some(w);
                     return;
@@ -239,7 +241,7 @@ fn flatten(chunks: Vec<Chunk>) -> Vec<u8> {
             Chunk::Static(s) => out.extend_from_slice(s),
             Chunk::File { file, offset, len } => {
                 let mut buf = vec![0; len as usize];
-                file.read_exact_at(&mut buf, offset).unwrap();
+                file.file().read_exact_at(&mut buf, offset).unwrap();
                 out.extend_from_slice(&buf);
             }
         }
@@ -375,10 +377,10 @@ fn get_serves_file_with_validators() {
 fn get_body_is_a_shared_file_slice() {
     let mut d = Driver::new(HttpConfig::default(), fs());
     d.p.handle_recv(get("/a.txt", "").as_bytes());
-    let Step::Open(path) = d.p.poll(now()) else {
+    let Step::Fs(FsOp::Open(path)) = d.p.poll(now()) else {
         panic!()
     };
-    d.p.handle_open(d.fs.open(&path));
+    d.p.handle_fs(FsDone::Opened(d.fs.open(&path)));
     match d.p.poll(now()) {
         Step::Send(chunks) => assert!(matches!(
             &chunks[..],
@@ -1133,12 +1135,12 @@ fn unsolicited_backend_answers_are_ignored() {
     let mut d = Driver::new(HttpConfig::default(), fs());
     d.recv(get("/a.txt", "Connection: close\r\n").as_bytes());
     assert!(d.t.closed());
-    d.p.handle_open(Err(io::ErrorKind::NotFound.into()));
-    d.p.handle_read_dir(Ok(Vec::new()));
+    d.p.handle_fs(FsDone::Opened(Err(io::ErrorKind::NotFound.into())));
+    d.p.handle_fs(FsDone::Listed(Ok(Vec::new())));
     assert!(matches!(d.p.poll(now()), Step::Close));
     let mut d = Driver::new(HttpConfig::default(), fs());
     d.p.handle_recv(get("/a.txt", "").as_bytes());
-    assert!(matches!(d.p.poll(now()), Step::Open(p) if p == "a.txt"));
-    d.p.handle_read_dir(Ok(Vec::new()));
-    assert!(matches!(d.p.poll(now()), Step::Open(p) if p == "a.txt"));
+    assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
+    d.p.handle_fs(FsDone::Listed(Ok(Vec::new())));
+    assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
 }

@@ -1,0 +1,732 @@
+//! The connection driver: everything protocol-facing, written once for every backend.
+//!
+//! A backend owns sockets, threads and the kernel; this file owns what a connection
+//! *means*. [`Core::next`] is the one [`Step`] interpreter: it polls the protocol and
+//! turns each step into an [`Action`] the backend lowers to the kernel (a blocking
+//! syscall on an epoll worker, SQEs on a ring), after doing here whatever needs no
+//! lowering:
+//!
+//! - `handle_drain` delivery, once, when the server starts draining;
+//! - response counting and the access-log hand-off, as each response is handed over
+//!   (so the log is in response order);
+//! - the open-file cache: a hit answers `FsOp::Open` without the backend;
+//! - the receive deadline of each wait, and a wait that expired before it began;
+//! - the file-system operations that have no asynchronous lowering (listing, create,
+//!   link, remove) and the temporary files a connection leaves unlinked;
+//! - [`Control::close`](crate::Control::close): at once when the connection waits for
+//!   a request, after the response in flight otherwise ([`Core::ask_close`]);
+//! - the shutdown decision table ([`Core::closes_at_drain`], and `Recv` while draining);
+//! - register/retire accounting ([`admit`], [`open`], [`retire`]): the connection
+//!   limit, refusal, counters, the open-connections gauge and the lifecycle hooks.
+//!
+//! The backend reports back what the kernel did ([`Core::recv`], [`Core::sent`],
+//! [`Core::opened`], ...) and calls `next` again once nothing is in flight. The tests
+//! below drive it in memory, with a scripted protocol and no sockets, in the style of
+//! quinn-proto's tests; the blocking client of the transfer protocol drives it the same
+//! way.
+
+use super::{access_log, refuse, CloseReason, Ctx};
+use crate::config::Config;
+use crate::conn::Key;
+use crate::fs::{Root, Temp};
+use crate::open_cache::OpenCache;
+use crate::proto::{
+    Chunk, FileRef, FsDone, FsOp, Protocol, ProtocolFactory, RecvFile, Step, TempFile, Wait,
+};
+use crate::stats::{Gauges, Stats};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The waits a backend enforces for the protocol: header and keep-alive from the
+/// start of the wait, body from the last byte received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub header: Duration,
+    pub keepalive: Duration,
+    pub body: Duration,
+}
+
+impl Timeouts {
+    pub(crate) fn of(cfg: &Config) -> Timeouts {
+        Timeouts {
+            header: cfg.header_timeout,
+            keepalive: cfg.keepalive_timeout,
+            body: cfg.body_timeout,
+        }
+    }
+}
+
+/// The open-file cache as a backend holds it: a ring's own, or the pool's shared one.
+pub(crate) enum Cache<'a> {
+    Own(&'a mut OpenCache),
+    Shared(&'a Mutex<OpenCache>),
+}
+
+impl Cache<'_> {
+    fn get(&mut self, path: &str, now: Instant) -> Option<crate::proto::Opened> {
+        match self {
+            Cache::Own(c) => c.get(path, now),
+            Cache::Shared(m) => super::lock(m).get(path, now),
+        }
+    }
+
+    fn put(&mut self, path: &str, o: &crate::proto::Opened, now: Instant) {
+        match self {
+            Cache::Own(c) => c.put(path, o, now),
+            Cache::Shared(m) => super::lock(m).put(path, o, now),
+        }
+    }
+}
+
+/// What the driver needs from the backend's thread at one step.
+pub(crate) struct Env<'a> {
+    pub now: Instant,
+    /// The wall clock, for protocols that stamp dates.
+    pub wall: SystemTime,
+    /// The server is shutting down.
+    pub draining: bool,
+    pub timeouts: &'a Timeouts,
+    pub root: &'a Root,
+    pub cache: Cache<'a>,
+    /// The calling thread's counters.
+    pub st: &'a Stats,
+}
+
+/// What the backend must do next for a connection. It reports the outcome with the
+/// matching `Core` method, then asks again.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Hand every byte to the kernel in order, ending the connection if no byte moves
+    /// for `send_timeout`; then [`Core::sent`].
+    Send(Vec<Chunk>),
+    /// Receive; then [`Core::recv`], [`Core::eof`], or at `deadline` [`Core::timed_out`].
+    Recv { deadline: Instant },
+    /// Write `sink.head`, then move `sink.len` bytes of the socket into the file; end it
+    /// when no byte arrives for `timeout`; then [`Core::recv_file_done`].
+    RecvFile { sink: RecvFile, timeout: Duration },
+    /// Open this path beneath the root (the cache missed); then [`Core::opened`].
+    Open(String),
+    /// fsync the file; then [`Core::synced`].
+    Sync(FileRef),
+    /// Close the connection: once nothing is in flight, close the socket and [`retire`].
+    Close(CloseReason),
+}
+
+/// What the backend is doing for the connection, as far as the driver knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doing {
+    Nothing,
+    Recv,
+    Send,
+    Fs,
+    RecvFile,
+}
+
+/// One connection's protocol and everything the driver keeps about it.
+pub(crate) struct Core<P> {
+    pub proto: P,
+    pub peer: SocketAddr,
+    /// The wait in progress and when its clock started.
+    wait: Option<(Wait, Instant)>,
+    /// `handle_drain` was delivered.
+    drained: bool,
+    /// [`Control::close`](crate::Control::close) was asked.
+    close_asked: bool,
+    /// A request is being answered: from the protocol's first file-system step or
+    /// file receive until it hands over a response.
+    mid_request: bool,
+    doing: Doing,
+    /// Files created and not linked, each with a watch on the protocol's handle.
+    temps: Vec<(Weak<u64>, Temp)>,
+    next_temp: u64,
+}
+
+impl<P: Protocol> Core<P> {
+    /// A connection that has just been accepted: the header clock starts now.
+    pub(crate) fn new(proto: P, peer: SocketAddr, now: Instant) -> Core<P> {
+        Core {
+            proto,
+            peer,
+            wait: Some((Wait::Request, now)),
+            drained: false,
+            close_asked: false,
+            mid_request: false,
+            doing: Doing::Nothing,
+            temps: Vec::new(),
+            next_temp: 0,
+        }
+    }
+
+    /// Polls the protocol until it needs the backend, and says for what.
+    pub(crate) fn next(&mut self, env: &mut Env<'_>) -> Action {
+        debug_assert_eq!(
+            self.doing,
+            Doing::Nothing,
+            "next() with an action in flight"
+        );
+        loop {
+            if !self.temps.is_empty() {
+                // A temporary file whose handle the protocol dropped is abandoned.
+                self.temps.retain(|(w, _)| w.strong_count() > 0);
+            }
+            if self.close_asked && !self.mid_request {
+                return Action::Close(CloseReason::Requested);
+            }
+            if env.draining && !self.drained {
+                self.drained = true;
+                self.proto.handle_drain();
+            }
+            match self.proto.poll(env.wall) {
+                Step::Send(chunks) => {
+                    Stats::add(&env.st.responses, 1);
+                    // Logged as the response is handed over: log order is response
+                    // order even when another thread finishes its send sooner.
+                    if let Some(line) = self.proto.take_log_line() {
+                        access_log(&line);
+                    }
+                    self.mid_request = false;
+                    self.doing = Doing::Send;
+                    return Action::Send(chunks);
+                }
+                Step::Fs(op) => {
+                    self.mid_request = true;
+                    if let Some(action) = self.fs(env, op) {
+                        self.doing = Doing::Fs;
+                        return action;
+                    }
+                }
+                Step::Recv(_) if env.draining && !self.mid_request => {
+                    // Finished its response and would wait for another: close now,
+                    // even if the protocol ignored `handle_drain`.
+                    return Action::Close(CloseReason::Shutdown);
+                }
+                Step::Recv(wait) => {
+                    let deadline = self.deadline(wait, env);
+                    if env.now >= deadline {
+                        Stats::add(&env.st.recv_timeouts, 1);
+                        self.proto.handle_timeout();
+                        continue;
+                    }
+                    self.doing = Doing::Recv;
+                    return Action::Recv { deadline };
+                }
+                Step::RecvFile(sink) => {
+                    self.mid_request = true;
+                    self.doing = Doing::RecvFile;
+                    let timeout = env.timeouts.body;
+                    return Action::RecvFile { sink, timeout };
+                }
+                Step::Close => return Action::Close(CloseReason::Done),
+            }
+        }
+    }
+
+    /// Does `op` here, or hands it to the backend (`Some`).
+    fn fs(&mut self, env: &mut Env<'_>, op: FsOp) -> Option<Action> {
+        let root = env.root;
+        let done = match op {
+            FsOp::Open(path) => match env.cache.get(&path, env.now) {
+                Some(hit) => FsDone::Opened(Ok(hit)),
+                None => return Some(Action::Open(path)),
+            },
+            FsOp::Sync(file) => return Some(Action::Sync(file)),
+            // Listings and metadata changes are rare and have no ring lowering here:
+            // done on the calling thread (a ring's, or a pool worker's).
+            FsOp::ReadDir(path) => FsDone::Listed(root.read_dir(&path)),
+            FsOp::Create(path) => FsDone::Created(root.create(&path).map(|t| self.keep(t))),
+            FsOp::Link { temp, replace } => {
+                let at = self
+                    .temps
+                    .iter()
+                    .position(|(w, _)| w.upgrade().is_some_and(|id| *id == temp.id()));
+                FsDone::Linked(match at {
+                    Some(i) => {
+                        let (_, mut t) = self.temps.swap_remove(i);
+                        root.link(&mut t, replace)
+                    }
+                    None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+                })
+            }
+            FsOp::Remove(path) => FsDone::Removed(root.remove(&path)),
+        };
+        self.proto.handle_fs(done);
+        None
+    }
+
+    /// Registers a created file with this connection and gives the protocol its handle.
+    fn keep(&mut self, t: Temp) -> TempFile {
+        self.next_temp += 1;
+        let handle = TempFile::new(t.file().clone(), self.next_temp);
+        self.temps.push((handle.watch(), t));
+        handle
+    }
+
+    /// The deadline of a receive the protocol asked for with `wait`. Header and
+    /// keep-alive waits run from the start of the wait, not from the last byte: the
+    /// same kind of wait keeps its start (a client trickling a header one byte at a
+    /// time still runs out of time), a new kind starts it now. A body wait restarts
+    /// with every byte received ([`Core::recv`]).
+    fn deadline(&mut self, wait: Wait, env: &Env<'_>) -> Instant {
+        let start = match self.wait {
+            Some((w, t)) if w == wait => t,
+            _ => env.now,
+        };
+        self.wait = Some((wait, start));
+        let t = env.timeouts;
+        start
+            + match wait {
+                Wait::Idle => t.keepalive,
+                Wait::Request => t.header,
+                Wait::Body => t.body,
+            }
+    }
+
+    /// Bytes arrived for the armed receive.
+    pub(crate) fn recv(&mut self, data: &[u8], now: Instant) {
+        self.doing = Doing::Nothing;
+        if let Some((Wait::Body, start)) = &mut self.wait {
+            *start = now;
+        }
+        self.proto.handle_recv(data);
+    }
+
+    /// The peer closed its side.
+    pub(crate) fn eof(&mut self) {
+        self.doing = Doing::Nothing;
+        self.proto.handle_eof();
+    }
+
+    /// The armed receive outlived its deadline.
+    pub(crate) fn timed_out(&mut self, st: &Stats) {
+        self.doing = Doing::Nothing;
+        Stats::add(&st.recv_timeouts, 1);
+        self.proto.handle_timeout();
+    }
+
+    /// The whole response is in the kernel (promise 2).
+    pub(crate) fn sent(&mut self) {
+        self.doing = Doing::Nothing;
+        self.wait = None;
+    }
+
+    /// The backend's open of `path` finished; a success is cached.
+    pub(crate) fn opened(
+        &mut self,
+        env: &mut Env<'_>,
+        path: &str,
+        result: io::Result<crate::proto::Opened>,
+    ) {
+        self.doing = Doing::Nothing;
+        if let Ok(o) = &result {
+            env.cache.put(path, o, env.now);
+        }
+        self.proto.handle_fs(FsDone::Opened(result));
+    }
+
+    /// The backend's fsync finished.
+    pub(crate) fn synced(&mut self, result: io::Result<()>) {
+        self.doing = Doing::Nothing;
+        self.proto.handle_fs(FsDone::Synced(result));
+    }
+
+    /// The backend's receive into a file finished: bytes of the connection written.
+    pub(crate) fn recv_file_done(&mut self, result: io::Result<u64>) {
+        self.doing = Doing::Nothing;
+        self.wait = None;
+        self.proto.handle_recv_file(result);
+    }
+
+    /// [`Control::close`](crate::Control::close) reached the connection. True when it
+    /// closes at once (it waits for a request); otherwise it closes after the response
+    /// in flight, at the next [`Core::next`] that finds no request being answered.
+    pub(crate) fn ask_close(&mut self) -> bool {
+        self.close_asked = true;
+        self.waits_for_request()
+    }
+
+    /// Whether a graceful shutdown closes this connection now, rather than letting the
+    /// request it is answering finish (within `shutdown_timeout`).
+    pub(crate) fn closes_at_drain(&self) -> bool {
+        self.waits_for_request()
+    }
+
+    /// Waiting for a request (idle, or part-received): nothing in hand to answer.
+    fn waits_for_request(&self) -> bool {
+        !self.mid_request && matches!(self.doing, Doing::Recv | Doing::Nothing)
+    }
+}
+
+/// Whether a new connection fits under `max_connections`, counted server-wide. A
+/// connection that fits is counted in the open-connections gauge from here on; one
+/// that does not is refused (the protocol's overload response, a lingering close) and
+/// `None` comes back.
+pub(crate) fn admit<F: ProtocolFactory>(ctx: &Ctx<F>, st: &Stats, fd: OwnedFd) -> Option<OwnedFd> {
+    let max = ctx.cfg.max_connections as u64;
+    let fits = ctx
+        .stats
+        .gauges
+        .open_conns
+        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok();
+    if fits {
+        return Some(fd);
+    }
+    Stats::add(&st.refused_full, 1);
+    refuse(fd, ctx.factory.overload_response());
+    None
+}
+
+/// Undoes [`admit`] for a connection that never got a key (the server began draining).
+pub(crate) fn unadmit<F>(ctx: &Ctx<F>) {
+    Gauges::down(&ctx.stats.gauges.open_conns);
+}
+
+/// An admitted connection got `key`: count it, tell the hooks, start its protocol.
+pub(crate) fn open<F: ProtocolFactory>(
+    ctx: &Ctx<F>,
+    st: &Stats,
+    key: Key,
+    peer: SocketAddr,
+    now: Instant,
+) -> Core<F::Proto> {
+    Stats::add(&st.accepts, 1);
+    ctx.hooks.on_accept(key, peer);
+    Core::new(ctx.factory.new_conn(peer), peer, now)
+}
+
+/// A connection's socket is closed and its key removed: count it, lower the gauge,
+/// tell the hooks. (Its `Core`, if it survived, is dropped by the caller: any
+/// temporary file it still holds is removed then.)
+pub(crate) fn retire<F>(ctx: &Ctx<F>, st: &Stats, key: Key, peer: SocketAddr, why: CloseReason) {
+    Stats::add(&st.closes, 1);
+    Gauges::down(&ctx.stats.gauges.open_conns);
+    ctx.hooks.on_close(key, peer, why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A scripted protocol: `poll` returns the queued steps in order, then `Recv(Idle)`;
+    /// every input is recorded.
+    #[derive(Default)]
+    struct Script {
+        steps: VecDeque<Step>,
+        heard: Vec<String>,
+        temp: Option<TempFile>,
+    }
+
+    impl Protocol for Script {
+        fn handle_recv(&mut self, data: &[u8]) {
+            self.heard
+                .push(format!("recv {}", String::from_utf8_lossy(data)));
+        }
+        fn handle_eof(&mut self) {
+            self.heard.push("eof".into());
+        }
+        fn handle_timeout(&mut self) {
+            self.heard.push("timeout".into());
+        }
+        fn handle_fs(&mut self, done: FsDone) {
+            self.heard.push(match done {
+                FsDone::Opened(r) => format!("opened {}", r.is_ok()),
+                FsDone::Listed(r) => format!("listed {:?}", r.map(|v| v.len()).ok()),
+                FsDone::Created(r) => {
+                    let ok = r.is_ok();
+                    self.temp = r.ok();
+                    format!("created {ok}")
+                }
+                FsDone::Linked(r) => format!("linked {:?}", r.map_err(|e| e.raw_os_error())),
+                FsDone::Removed(r) => format!("removed {}", r.is_ok()),
+                FsDone::Synced(r) => format!("synced {}", r.is_ok()),
+            });
+        }
+        fn handle_recv_file(&mut self, r: io::Result<u64>) {
+            self.heard.push(format!("recv_file {:?}", r.ok()));
+        }
+        fn handle_drain(&mut self) {
+            self.heard.push("drain".into());
+        }
+        fn poll(&mut self, _now: SystemTime) -> Step {
+            self.steps.pop_front().unwrap_or(Step::Recv(Wait::Idle))
+        }
+    }
+
+    /// A root, a cache and counters: everything an [`Env`] borrows.
+    struct World {
+        dir: std::path::PathBuf,
+        root: Root,
+        cache: OpenCache,
+        st: Stats,
+        t: Timeouts,
+        now: Instant,
+        draining: bool,
+    }
+
+    impl World {
+        fn new(tag: &str) -> World {
+            let dir =
+                std::env::temp_dir().join(format!("ringserve-driver-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("d")).unwrap();
+            std::fs::write(dir.join("a.txt"), "aaa").unwrap();
+            World {
+                root: Root::open(&dir).unwrap(),
+                dir,
+                cache: OpenCache::new(8, Duration::from_secs(60)),
+                st: Stats::default(),
+                t: Timeouts {
+                    header: Duration::from_secs(30),
+                    keepalive: Duration::from_secs(75),
+                    body: Duration::from_secs(60),
+                },
+                now: Instant::now(),
+                draining: false,
+            }
+        }
+
+        fn env(&mut self) -> Env<'_> {
+            Env {
+                now: self.now,
+                wall: SystemTime::UNIX_EPOCH,
+                draining: self.draining,
+                timeouts: &self.t,
+                root: &self.root,
+                cache: Cache::Own(&mut self.cache),
+                st: &self.st,
+            }
+        }
+    }
+
+    impl Drop for World {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn core(steps: Vec<Step>, w: &World) -> Core<Script> {
+        let p = Script {
+            steps: steps.into(),
+            ..Default::default()
+        };
+        Core::new(p, "192.0.2.1:9".parse().unwrap(), w.now)
+    }
+
+    fn send(s: &str) -> Step {
+        Step::Send(vec![Chunk::Mem(s.as_bytes().to_vec())])
+    }
+
+    fn open(s: &str) -> Step {
+        Step::Fs(FsOp::Open(s.into()))
+    }
+
+    #[test]
+    fn a_send_is_counted_and_polling_waits_for_it() {
+        let mut w = World::new("send");
+        let mut c = core(vec![send("a"), send("b")], &w);
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        assert_eq!(c.doing, Doing::Send);
+        c.sent();
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        c.sent();
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert_eq!(w.st.responses.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn an_open_goes_to_the_backend_once_then_comes_from_the_cache() {
+        let mut w = World::new("cache");
+        let mut c = core(vec![open("a.txt"), open("a.txt")], &w);
+        let Action::Open(path) = c.next(&mut w.env()) else {
+            panic!("a miss goes to the backend")
+        };
+        let r = w.root.open_beneath(&path);
+        c.opened(&mut w.env(), &path, r);
+        // The second open is answered from the cache without leaving the driver.
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert_eq!(c.proto.heard, ["opened true", "opened true"]);
+    }
+
+    #[test]
+    fn listing_create_link_and_remove_run_here_and_answer_in_order() {
+        let mut w = World::new("fs");
+        let mut c = core(
+            vec![
+                Step::Fs(FsOp::ReadDir("".into())),
+                Step::Fs(FsOp::Create("d/new.txt".into())),
+            ],
+            &w,
+        );
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert_eq!(c.proto.heard, ["listed Some(2)", "created true"]);
+        let temp = c.proto.temp.take().unwrap();
+        let file = temp.file().clone();
+        c.recv(b"", w.now);
+        c.proto.steps.extend([
+            Step::Fs(FsOp::Sync(file)),
+            Step::Fs(FsOp::Link {
+                temp,
+                replace: false,
+            }),
+            Step::Fs(FsOp::Remove("a.txt".into())),
+        ]);
+        let Action::Sync(f) = c.next(&mut w.env()) else {
+            panic!("fsync goes to the backend")
+        };
+        c.synced(crate::fs::sync(&f));
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert!(w.dir.join("d/new.txt").exists());
+        assert!(!w.dir.join("a.txt").exists());
+        let tail = &c.proto.heard[3..];
+        assert_eq!(tail, ["synced true", "linked Ok(())", "removed true"]);
+    }
+
+    #[test]
+    fn a_dropped_temporary_file_is_removed_and_cannot_be_linked() {
+        let mut w = World::new("temp");
+        let mut c = core(vec![Step::Fs(FsOp::Create("gone.txt".into()))], &w);
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert_eq!(c.temps.len(), 1);
+        drop(c.proto.temp.take());
+        c.recv(b"", w.now);
+        let _ = c.next(&mut w.env());
+        assert!(c.temps.is_empty(), "the abandoned file was not dropped");
+        let visible: Vec<_> = std::fs::read_dir(&w.dir).unwrap().collect();
+        assert_eq!(visible.len(), 2, "only a.txt and d/ remain: {visible:?}");
+    }
+
+    #[test]
+    fn a_wait_that_expired_before_it_began_times_out_here() {
+        let mut w = World::new("expired");
+        let mut c = core(vec![Step::Recv(Wait::Request)], &w);
+        w.now += Duration::from_secs(31);
+        // Header clock started at accept: 31 s later the wait is already over.
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert_eq!(c.proto.heard, ["timeout"]);
+        assert_eq!(w.st.recv_timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn header_waits_keep_their_start_and_body_waits_restart_on_each_byte() {
+        let mut w = World::new("clocks");
+        let t0 = w.now;
+        let mut c = core(vec![Step::Recv(Wait::Request)], &w);
+        w.now += Duration::from_secs(10);
+        let Action::Recv { deadline } = c.next(&mut w.env()) else {
+            panic!()
+        };
+        assert_eq!(deadline, t0 + Duration::from_secs(30), "from the accept");
+        c.recv(b"x", w.now);
+        c.proto.steps.push_back(Step::Recv(Wait::Body));
+        let Action::Recv { deadline } = c.next(&mut w.env()) else {
+            panic!()
+        };
+        let t1 = w.now;
+        assert_eq!(deadline, t1 + Duration::from_secs(60));
+        w.now += Duration::from_secs(50);
+        c.recv(b"y", w.now);
+        c.proto.steps.push_back(Step::Recv(Wait::Body));
+        let Action::Recv { deadline } = c.next(&mut w.env()) else {
+            panic!()
+        };
+        assert_eq!(
+            deadline,
+            w.now + Duration::from_secs(60),
+            "progress restarts it"
+        );
+    }
+
+    /// B5/B9/B10: one behaviour for `Control::close`. Waiting for a request: at once.
+    #[test]
+    fn close_asked_while_waiting_for_a_request_closes_at_once() {
+        let mut w = World::new("close-idle");
+        let mut c = core(vec![], &w);
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert!(c.ask_close(), "waiting for a request: close now");
+    }
+
+    /// With pipelined requests behind it (B9), the close comes after the response in
+    /// flight, not after the pipeline runs dry.
+    #[test]
+    fn close_asked_during_a_send_closes_after_it_even_with_pipelined_input() {
+        let mut w = World::new("close-send");
+        let mut c = core(vec![send("1"), send("2"), send("3")], &w);
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        assert!(!c.ask_close(), "a response is in flight");
+        c.sent();
+        let a = c.next(&mut w.env());
+        assert!(matches!(a, Action::Close(CloseReason::Requested)), "{a:?}");
+    }
+
+    /// With an open in flight (B10), the response is still produced and sent first.
+    #[test]
+    fn close_asked_during_an_open_still_answers_the_request() {
+        let mut w = World::new("close-open");
+        let mut c = core(vec![open("a.txt"), send("the answer")], &w);
+        let Action::Open(path) = c.next(&mut w.env()) else {
+            panic!()
+        };
+        assert!(!c.ask_close(), "a request is being answered");
+        let r = w.root.open_beneath(&path);
+        c.opened(&mut w.env(), &path, r);
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)), "answered");
+        c.sent();
+        assert!(matches!(
+            c.next(&mut w.env()),
+            Action::Close(CloseReason::Requested)
+        ));
+    }
+
+    #[test]
+    fn drain_is_delivered_once_and_an_idle_connection_closes() {
+        let mut w = World::new("drain");
+        let mut c = core(vec![send("last")], &w);
+        w.draining = true;
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        c.sent();
+        assert!(matches!(
+            c.next(&mut w.env()),
+            Action::Close(CloseReason::Shutdown)
+        ));
+        assert_eq!(c.proto.heard, ["drain"]);
+        assert!(c.closes_at_drain());
+    }
+
+    #[test]
+    fn a_request_being_answered_is_not_closed_by_a_drain() {
+        let mut w = World::new("drain-busy");
+        let mut c = core(vec![open("a.txt")], &w);
+        assert!(matches!(c.next(&mut w.env()), Action::Open(_)));
+        assert!(!c.closes_at_drain());
+    }
+
+    #[test]
+    fn a_file_receive_is_a_request_in_progress_with_the_body_timeout() {
+        let mut w = World::new("recvfile");
+        let f = w.root.open_beneath("a.txt").unwrap().file;
+        let sink = RecvFile {
+            file: f,
+            offset: 0,
+            head: b"h".to_vec(),
+            len: 10,
+        };
+        let mut c = core(vec![Step::RecvFile(sink), send("done")], &w);
+        let Action::RecvFile { sink, timeout } = c.next(&mut w.env()) else {
+            panic!()
+        };
+        assert_eq!((sink.len, timeout), (10, Duration::from_secs(60)));
+        assert!(!c.ask_close(), "an upload in progress is not cut");
+        c.recv_file_done(Ok(10));
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        c.sent();
+        assert!(matches!(c.next(&mut w.env()), Action::Close(_)));
+        assert_eq!(c.proto.heard, ["recv_file Some(10)"]);
+    }
+}

@@ -1,0 +1,112 @@
+//! Accepting: multishot where the probe saw it work, single-shot re-armed otherwise;
+//! EMFILE rests instead of spinning; a new socket is admitted by the driver and given
+//! its key.
+
+use super::user_data;
+use super::{Conn, Conns, Io};
+use crate::backend::driver;
+use crate::proto::ProtocolFactory;
+use crate::stats::Stats;
+use io_uring::{cqueue, opcode, types};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long accept rests after EMFILE/ENFILE.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+impl<F: ProtocolFactory> Io<'_, F> {
+    pub(super) fn arm_accept(&mut self, li: usize) {
+        if self.draining || self.accepting[li] || self.paused_until.is_some() {
+            return;
+        }
+        let fd = types::Fd(self.listeners[li].raw());
+        let e = if self.caps.multishot_accept {
+            opcode::AcceptMulti::new(fd)
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
+        // SAFETY: no address buffer; the listener outlives the ring's accepts (teardown
+        // cancels them and waits for their completions, lifecycle.rs).
+        unsafe { self.push(&[e.user_data(user_data::accept(li))]) };
+        self.accepting[li] = true;
+    }
+
+    pub(super) fn accepted(
+        &mut self,
+        conns: &mut Conns<F::Proto>,
+        li: usize,
+        res: i32,
+        flags: u32,
+    ) {
+        if !cqueue::more(flags) && self.accepting.get(li) == Some(&true) {
+            self.accepting[li] = false;
+        }
+        if res >= 0 {
+            // SAFETY: the kernel just handed us this descriptor.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            self.register(conns, fd);
+        } else {
+            match -res {
+                libc::EMFILE | libc::ENFILE => {
+                    // Rest instead of spinning; the tick re-arms.
+                    Stats::add(&self.st.accept_emfile, 1);
+                    self.paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    if self.accepting[li] {
+                        self.cancel(user_data::accept(li));
+                    }
+                }
+                libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
+                // A listener shut for reading at shutdown answers EINVAL.
+                _ if self.draining => {}
+                e => crate::say!("ringserve: accept: {}", io::Error::from_raw_os_error(e)),
+            }
+        }
+        if !self.accepting[li] {
+            self.arm_accept(li);
+        }
+    }
+
+    /// Gives a new socket a key and starts its protocol (the driver admits it first).
+    fn register(&mut self, conns: &mut Conns<F::Proto>, fd: OwnedFd) {
+        let ctx = &self.sh.ctx;
+        let Ok(peer) = crate::sys::net::peer_addr(fd.as_fd()) else {
+            return; // already reset by the peer
+        };
+        if self.draining {
+            return;
+        }
+        let Some(fd) = driver::admit(ctx, &self.st, fd) else {
+            return;
+        };
+        let now = self.now;
+        let key = conns.vacant_key();
+        let core = driver::open(ctx, &self.st, key, peer, now);
+        let inserted = conns.insert(Box::new(Conn {
+            fd,
+            core,
+            ops: 0,
+            deadline: None,
+            recv_timed_out: false,
+            recv_buf: None,
+            send: None,
+            open: None,
+            sink: None,
+            syncing: None,
+            closing: None,
+            cancelled: false,
+            cut: false,
+            starved: false,
+            want_recv: false,
+            multishot: false,
+            parked: VecDeque::new(),
+        }));
+        debug_assert_eq!(inserted, key);
+        self.ready.push(key);
+    }
+}

@@ -1,0 +1,478 @@
+//! One ring's event loop: accept, receive, send, splice, open, time out, shut down.
+//!
+//! Each turn: one `io_uring_enter` submits everything queued and waits for at least one
+//! completion; queued notifications are handled first (a bounded number), then every
+//! completion. A connection is driven (the driver asked for its next action) only when
+//! none of its operations is in the kernel, which is promise 1's "one operation per
+//! direction" and promise 2's "poll again only after the whole send".
+//!
+//! The files here split the ring by verb: `user_data` (what a CQE names), `sq` (the
+//! submit edge), `accept`, `recv`, `open` (OPENAT2, STATX, FSYNC), `send`, `sink` (a
+//! receive into a file), and `lifecycle` (tick, close requests, shutdown, retire and
+//! teardown). **The memory-safety rule every `unsafe` push relies on is stated once, in
+//! `lifecycle.rs`**, with how each exit path keeps it.
+
+mod accept;
+mod lifecycle;
+mod open;
+mod recv;
+mod send;
+mod sink;
+mod sq;
+mod step;
+mod user_data;
+
+use super::bufs::{BufRing, PipePool};
+use super::{Caps, ListenFd, Note, Notifier, Shared};
+use crate::backend::driver::{Action, Cache, Core, Env, Timeouts};
+use crate::conn::{ConnTable, Key};
+use crate::open_cache::OpenCache;
+use crate::proto::{FileRef, ProtocolFactory};
+use crate::stats::Stats;
+use io_uring::{cqueue, squeue, types, IoUring};
+use recv::Input;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use user_data::Op;
+
+use crate::backend::CloseReason;
+
+pub(super) use user_data::wake_user_data;
+
+/// How often the ring checks receive deadlines, accept back-off and shutdown deadlines.
+const TICK: Duration = Duration::from_millis(100);
+/// Notifications handled per loop turn, so a flood cannot starve I/O.
+const NOTES_PER_TURN: usize = 16;
+/// Pipes per ring: what splicing may hold of the user's pipe pages.
+const MAX_PIPES: usize = 32;
+
+/// One connection, owned by its ring for life.
+struct Conn<P> {
+    fd: OwnedFd,
+    core: Core<P>,
+    /// Operations in the kernel that name this connection, one bit per kind.
+    ops: u32,
+    /// The deadline of the armed receive.
+    deadline: Option<Instant>,
+    recv_timed_out: bool,
+    /// Per-connection receive buffer, without a buffer ring: held only while a receive
+    /// is in flight.
+    recv_buf: Option<Box<[u8]>>,
+    send: Option<Box<send::Sending>>,
+    open: Option<Box<open::Opening>>,
+    sink: Option<Box<sink::Receiving>>,
+    /// The file an FSYNC in flight names.
+    syncing: Option<FileRef>,
+    /// Set once the connection is to close; it does when `ops` is empty.
+    closing: Option<CloseReason>,
+    cancelled: bool,
+    /// A send was cut short: close with RST.
+    cut: bool,
+    /// A receive came back ENOBUFS (or a paused multishot receive ended while input is
+    /// wanted): armed again once a buffer is recycled, or at the tick; never in a loop.
+    starved: bool,
+    /// The protocol asked for input and has not had it yet. Input that a multishot
+    /// receive delivers at other times is parked.
+    want_recv: bool,
+    /// The armed receive is multishot: it stays in the kernel across requests.
+    multishot: bool,
+    /// Multishot input that arrived while the protocol was not asking (it was sending):
+    /// held, in order, buffers and all, until it asks.
+    parked: VecDeque<Input>,
+}
+
+/// A ring's connections. Boxed: the table doubles as it grows, and a slot of a box
+/// costs 16 bytes where a whole connection (protocol state included) costs hundreds, so
+/// idle connections cost what they hold, not the table's spare capacity. The box is
+/// also what keeps every pointer an SQE holds into a connection stable.
+type Conns<P> = ConnTable<Box<Conn<P>>>;
+
+/// Everything a ring thread owns but the connection table, so the two can be borrowed
+/// apart. **Field order is drop order**: `ring` is first, so its descriptor is closed
+/// before any memory below (buffers, timespecs) is freed; teardown has drained every
+/// operation by then (`lifecycle.rs`).
+struct Io<'a, F: ProtocolFactory> {
+    ring: IoUring,
+    sh: &'a Shared<F>,
+    inbox: &'a Notifier,
+    me: usize,
+    caps: Caps,
+    /// The provided-buffer ring: unregistered by teardown, after the last receive.
+    bufs: Option<BufRing>,
+    pipes: PipePool,
+    /// The timespecs TIMEOUTs point at; boxed so they never move.
+    tick_ts: Box<types::Timespec>,
+    teardown_ts: Box<types::Timespec>,
+    /// The eventfd READ's buffer.
+    wake_buf: Box<u64>,
+    listeners: Vec<ListenFd>,
+    /// Per listener: an ACCEPT is armed.
+    accepting: Vec<bool>,
+    /// Accept rests until then (EMFILE).
+    paused_until: Option<Instant>,
+    /// SQEs in the kernel whose last CQE has not arrived: teardown waits for zero.
+    inflight: usize,
+    draining: bool,
+    stop_deadline: Option<Instant>,
+    /// Connections to drive or retry after this batch of completions.
+    ready: Vec<Key>,
+    /// Connections whose receive found no buffer, waiting for one to be recycled.
+    starved: Vec<Key>,
+    /// A provided buffer went back to the kernel this turn.
+    recycled: bool,
+    /// SQE groups that did not fit the submission queue yet, in order.
+    backlog: VecDeque<Vec<squeue::Entry>>,
+    /// This ring's recently opened files (`--open-file-cache`): a hit skips OPENAT2,
+    /// STATX and CLOSE.
+    open_cache: OpenCache,
+    timeouts: Timeouts,
+    /// The clocks, read once per loop turn rather than per connection step: every
+    /// completion of a turn arrived by then, and a clock read is a measurable share of
+    /// a small request's cost.
+    now: Instant,
+    wall: SystemTime,
+    /// This ring thread's counters (src/stats.rs).
+    st: Arc<Stats>,
+}
+
+pub(super) fn run<F: ProtocolFactory>(
+    sh: Arc<Shared<F>>,
+    me: usize,
+    ring: IoUring,
+    listeners: Vec<ListenFd>,
+    inbox: Arc<Notifier>,
+    ready: std::sync::mpsc::Sender<io::Result<Vec<String>>>,
+) {
+    inbox.set_ring_fd(ring.as_raw_fd());
+    let counting = sh.ctx.stats.bind(format!("ring-{me}"));
+    let mut notes = Vec::new();
+    let bufs = if sh.caps.buf_ring {
+        // Config::validate bounds the count, so the power of two fits a u16.
+        let count = sh.ctx.cfg.uring_buffers.max(1).next_power_of_two();
+        match BufRing::register(&ring, count, recv::RECV_BUF) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                notes.push(format!(
+                    "buffer ring refused ({e}): per-connection receive buffers"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let _ = ready.send(Ok(notes));
+    let mut io = Io::new(
+        &sh,
+        &inbox,
+        me,
+        ring,
+        listeners,
+        bufs,
+        counting.stats().clone(),
+    );
+    // Config::validate caps the rings at 256, so the shard number is the ring's own.
+    let mut conns: Conns<F::Proto> = ConnTable::shard(
+        sh.ctx.cfg.max_connections.min(1024),
+        u8::try_from(me).expect("at most 256 rings"),
+    );
+    // Whatever way the loop ends (done, io_uring_enter failing, or a panic outside the
+    // per-connection catch_unwind), teardown runs before `conns` or `io` is dropped.
+    let served = catch_unwind(AssertUnwindSafe(|| io.serve(&mut conns)));
+    if served.is_err() {
+        Stats::add(&io.st.panics, 1);
+        crate::say!("ringserve: ring {me}: the event loop panicked; closing its connections");
+    }
+    io.teardown(&mut conns);
+    drop(counting);
+}
+
+impl<'a, F: ProtocolFactory> Io<'a, F> {
+    fn new(
+        sh: &'a Shared<F>,
+        inbox: &'a Notifier,
+        me: usize,
+        ring: IoUring,
+        listeners: Vec<ListenFd>,
+        bufs: Option<BufRing>,
+        st: Arc<Stats>,
+    ) -> Io<'a, F> {
+        let n = listeners.len();
+        let cfg = &sh.ctx.cfg;
+        Io {
+            ring,
+            sh,
+            inbox,
+            me,
+            caps: sh.caps,
+            bufs,
+            pipes: PipePool::new(MAX_PIPES),
+            tick_ts: Box::new(types::Timespec::from(TICK)),
+            teardown_ts: Box::new(types::Timespec::from(lifecycle::TEARDOWN_STEP)),
+            wake_buf: Box::new(0),
+            listeners,
+            accepting: vec![false; n],
+            paused_until: None,
+            inflight: 0,
+            draining: false,
+            stop_deadline: None,
+            ready: Vec::new(),
+            starved: Vec::new(),
+            recycled: false,
+            backlog: VecDeque::new(),
+            open_cache: OpenCache::new(cfg.open_file_cache, cfg.open_file_cache_valid),
+            timeouts: Timeouts::of(cfg),
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            st,
+        }
+    }
+}
+
+impl<F: ProtocolFactory> Io<'_, F> {
+    /// The loop, until the ring has drained at shutdown or cannot go on.
+    fn serve(&mut self, conns: &mut Conns<F::Proto>) {
+        self.arm_tick();
+        self.arm_wake();
+        for li in 0..self.listeners.len() {
+            self.arm_accept(li);
+        }
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        loop {
+            self.flush_backlog();
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                // EBUSY: completions must be reaped before more can be submitted.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {}
+                // EAGAIN: the kernel could not allocate request memory this time.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => {
+                    crate::say!(
+                        "ringserve: ring {}: io_uring_enter: {e}; ring stops",
+                        self.me
+                    );
+                    return;
+                }
+            }
+            Stats::add(&self.st.uring_enters, 1);
+            self.now = Instant::now();
+            self.wall = SystemTime::now();
+            for note in self.inbox.take(NOTES_PER_TURN) {
+                match note {
+                    Note::Shutdown(level) => self.shutdown(conns, level),
+                    Note::Close(key) => self.close_asked(conns, key),
+                }
+            }
+            cqes.clear();
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            Stats::add(&self.st.cqes, cqes.len() as u64);
+            for &(ud, res, flags) in &cqes {
+                self.complete(conns, ud, res, flags);
+            }
+            self.run_ready(conns);
+            if std::mem::take(&mut self.recycled) && !self.starved.is_empty() {
+                // Buffers came back: receives that found none try again, once.
+                self.ready.append(&mut self.starved);
+                self.run_ready(conns);
+            }
+            if self.draining && conns.is_empty() && self.accepting.iter().all(|a| !a) {
+                return;
+            }
+        }
+    }
+
+    /// Submits what is queued and waits for a completion. Errors that only mean "try
+    /// again" are absorbed; what comes back means the ring cannot go on.
+    fn enter(&mut self) -> io::Result<()> {
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => Ok(()),
+            // EBUSY: completions must be reaped before more can be submitted.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => Ok(()),
+            // EAGAIN: the kernel could not allocate request memory this time.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                std::thread::sleep(Duration::from_millis(1));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The driver's view of this thread, for one step.
+    fn env(&mut self) -> Env<'_> {
+        Env {
+            now: self.now,
+            wall: self.wall,
+            draining: self.draining,
+            timeouts: &self.timeouts,
+            root: &self.sh.ctx.root,
+            cache: Cache::Own(&mut self.open_cache),
+            st: &self.st,
+        }
+    }
+
+    /// One completion.
+    fn complete(&mut self, conns: &mut Conns<F::Proto>, ud: u64, res: i32, flags: u32) {
+        if ud != user_data::WAKE_MSG && !cqueue::more(flags) {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        let (op, low) = Op::of(ud);
+        let Some(op) = op else {
+            return;
+        };
+        match op {
+            Op::Accept => return self.accepted(conns, low as usize, res, flags),
+            Op::Tick => return self.tick(conns),
+            Op::Wake if ud == user_data::WAKE_READ => {
+                // The eventfd READ; a MSG_RING wakeup needs nothing: notes are read
+                // every turn.
+                if !(self.draining && res == -libc::ECANCELED) {
+                    self.arm_wake();
+                }
+                return;
+            }
+            Op::Wake | Op::Cancel | Op::Close | Op::Teardown => return,
+            _ => {}
+        }
+        let Some((key, conn)) = user_data::lookup(conns, low) else {
+            return self.stale(op, res, flags);
+        };
+        if !(op == Op::Recv && cqueue::more(flags)) {
+            conn.ops &= !op.bit();
+        }
+        // These may call into the protocol; a panic there closes only this connection.
+        let r = catch_unwind(AssertUnwindSafe(|| match op {
+            Op::Recv => self.received(key, conn, res, flags),
+            Op::Open => self.opened(key, conn, res),
+            Op::Stat => self.stated(conn, res),
+            Op::Fsync => self.synced(conn, res),
+            Op::SinkIn | Op::SinkOut | Op::SinkRecv | Op::SinkWrite => {
+                self.sink_part(conn, op, res)
+            }
+            _ => self.send_part(conn, op, res),
+        }));
+        if r.is_err() {
+            Stats::add(&self.st.panics, 1);
+            conn.closing = Some(CloseReason::Panic);
+            conn.cut = true;
+        }
+        // A receive with no buffer waits for a recycle or the tick (never a spin).
+        if !conn.starved || conn.closing.is_some() {
+            self.ready.push(key);
+        }
+    }
+
+    /// A completion whose key is retired. Never expected (a connection leaves the table
+    /// only with no operation in flight), but what it carries is not leaked: a provided
+    /// buffer goes back, a descriptor is closed.
+    fn stale(&mut self, op: Op, res: i32, flags: u32) {
+        Stats::add(&self.st.stale_dropped, 1);
+        if let (Some(bid), Some(b)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
+            b.recycle(bid);
+            self.recycled = true;
+        }
+        if op == Op::Open && res >= 0 {
+            // SAFETY: the kernel just handed us this descriptor, and nothing else has it.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(res) });
+        }
+    }
+
+    /// Drives, retries or closes the connections completions touched.
+    fn run_ready(&mut self, conns: &mut Conns<F::Proto>) {
+        let mut i = 0;
+        while i < self.ready.len() {
+            let key = self.ready[i];
+            i += 1;
+            self.step(conns, key);
+        }
+        self.ready.clear();
+    }
+
+    /// Moves one connection on as far as it can go without waiting.
+    fn step(&mut self, conns: &mut Conns<F::Proto>, key: Key) {
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        // An armed multishot receive is passive: it does not hold the protocol back.
+        let passive = if conn.multishot { Op::Recv.bit() } else { 0 };
+        if conn.closing.is_none() && conn.ops & !passive == 0 {
+            let r = catch_unwind(AssertUnwindSafe(|| self.drive(key, conn)));
+            if r.is_err() {
+                Stats::add(&self.st.panics, 1);
+                conn.closing = Some(CloseReason::Panic);
+                conn.cut = true;
+            }
+        }
+        if conn.closing.is_some() {
+            if conn.ops == 0 {
+                self.retire(conns, key);
+            } else if !conn.cancelled {
+                conn.cancelled = true;
+                self.cancel_all(key, conn.ops);
+            }
+        }
+    }
+
+    /// Lowers the driver's actions until the connection waits on the kernel or closes.
+    fn drive(&mut self, key: Key, conn: &mut Conn<F::Proto>) {
+        loop {
+            if conn.send.is_some() {
+                self.advance_send(key, conn);
+                if conn.send.is_some() || conn.closing.is_some() {
+                    return;
+                }
+            }
+            if conn.sink.is_some() {
+                self.advance_sink(key, conn);
+                if conn.sink.is_some() || conn.closing.is_some() {
+                    return;
+                }
+            }
+            if conn.starved {
+                // Woken by a recycled buffer or the tick: try again.
+                if self.arm_recv(key, conn) {
+                    continue;
+                }
+                return;
+            }
+            let action = conn.core.next(&mut self.env());
+            match action {
+                Action::Send(chunks) => {
+                    conn.send = Some(Box::new(send::Sending::new(chunks, self.now)));
+                }
+                Action::Recv { deadline } => {
+                    conn.deadline = Some(deadline);
+                    if self.arm_recv(key, conn) {
+                        continue;
+                    }
+                    return;
+                }
+                Action::RecvFile { sink, timeout } => {
+                    conn.sink = Some(Box::new(sink::Receiving::new(sink, timeout, self.now)));
+                }
+                Action::Open(path) => {
+                    if self.open(key, conn, path) {
+                        return;
+                    }
+                }
+                Action::Sync(file) => return self.submit_fsync(key, conn, file),
+                Action::Close(why) => {
+                    conn.closing = Some(why);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+//! Promise 2 on io_uring: a response's chunks go out in order, one step in the kernel at
+//! a time. Memory chunks go as one SENDMSG (MSG_MORE while more follows); a file body up
+//! to 64 KiB right after them is READ into memory by a READ linked to that SENDMSG; any
+//! other body up to 64 KiB is READ and SENT; a larger one is spliced file→pipe→socket as
+//! a linked pair through a pipe from the ring's pool, copied when the pool is at its
+//! bound. A step that moves nothing for `send_timeout` is cancelled by the tick.
+
+use super::super::bufs::Pipe;
+use super::step::{Done, StepState};
+use super::user_data::{self, Op};
+use super::{Conn, Io};
+use crate::backend::chunks::{advance, gather, more_after};
+use crate::backend::CloseReason;
+use crate::conn::Key;
+use crate::proto::{Chunk, FileRef, ProtocolFactory};
+use crate::stats::Stats;
+use io_uring::{opcode, squeue, types};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+/// Read+send fallback: bytes read per step when no pipe can be had.
+const COPY_BUF: usize = 64 * 1024;
+
+/// A response on its way out: the chunks, where we are in them, and the kernel-visible
+/// state of the step in flight. Boxed, and dropped only when no step is in the kernel.
+pub(super) struct Sending {
+    chunks: Vec<Chunk>,
+    i: usize,
+    /// Memory chunks: bytes of chunk `i` sent. File chunks: bytes read out of the file
+    /// (into the pipe or the copy buffer); some may still wait there.
+    off: u64,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+    pipe: Option<Pipe>,
+    /// Bytes in the pipe not yet spliced to the socket.
+    in_pipe: u32,
+    copy: Option<Box<[u8]>>,
+    copy_len: usize,
+    copy_sent: usize,
+    /// The step in flight and when bytes last moved: the tick ends a send that makes
+    /// no progress for `send_timeout`.
+    pub(super) step: StepState,
+    /// A small file body being READ into its (replaced) chunk: the length asked for.
+    reading: Option<u32>,
+    /// Files whose bodies were read into memory chunks, kept open until release.
+    inlined: Vec<FileRef>,
+}
+
+impl<F: ProtocolFactory> Io<'_, F> {
+    /// Queues the next step of the response in flight, or finishes it.
+    pub(super) fn advance_send(&mut self, key: Key, conn: &mut Conn<F::Proto>) {
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let k = key.to_u64();
+        let Some(st) = conn.send.as_mut() else {
+            return;
+        };
+        while let Some(chunk) = st.chunks.get(st.i) {
+            if let Chunk::File { file, offset, len } = chunk {
+                let (ffd, offset, len) = (types::Fd(file.file().as_raw_fd()), *offset, *len);
+                if st.off >= len && st.in_pipe == 0 && st.copy_sent >= st.copy_len {
+                    st.i += 1;
+                    st.off = 0;
+                    (st.copy_len, st.copy_sent) = (0, 0);
+                    continue;
+                }
+                if st.pipe.is_none() && st.copy.is_none() {
+                    // Splice goes through an io-wq worker (a thread hop per step), so
+                    // it pays only for large bodies; a small one is read (inline from
+                    // the page cache) and sent. When the pool is at its bound, copy
+                    // rather than wait for a pipe.
+                    if len > COPY_BUF as u64 {
+                        st.pipe = self.pipes.take();
+                    }
+                    if st.pipe.is_none() {
+                        st.copy =
+                            Some(vec![0u8; (len as usize).clamp(1, COPY_BUF)].into_boxed_slice());
+                    }
+                }
+                let left = len - st.off;
+                let (entries, ops): (Vec<squeue::Entry>, u32) = if let Some(pipe) = &st.pipe {
+                    // SPLICE_F_MORE (MSG_MORE) while more of the response follows, so
+                    // TCP builds full segments across pipe loads instead of pushing a
+                    // partial one at the end of each.
+                    let follows = more_after(&st.chunks, st.i + 1);
+                    let out = |n: u32, more: bool| {
+                        opcode::Splice::new(types::Fd(pipe.r.as_raw_fd()), -1, fd, -1, n)
+                            .flags(if more { libc::SPLICE_F_MORE } else { 0 })
+                            .build()
+                            .user_data(Op::SpliceOut.ud(k))
+                    };
+                    if st.in_pipe > 0 {
+                        let more = st.off < len || follows;
+                        (vec![out(st.in_pipe, more)], Op::SpliceOut.bit())
+                    } else {
+                        let n = left.min(u64::from(pipe.cap)) as u32;
+                        let more = u64::from(n) < left || follows;
+                        let pos = offset.saturating_add(st.off) as i64;
+                        let fill =
+                            opcode::Splice::new(ffd, pos, types::Fd(pipe.w.as_raw_fd()), -1, n)
+                                .build()
+                                .flags(squeue::Flags::IO_LINK)
+                                .user_data(Op::SpliceIn.ud(k));
+                        (
+                            vec![fill, out(n, more)],
+                            Op::SpliceIn.bit() | Op::SpliceOut.bit(),
+                        )
+                    }
+                } else {
+                    let buf = st.copy.as_mut().expect("pipe or copy buffer");
+                    if st.copy_sent < st.copy_len {
+                        let rest = &buf[st.copy_sent..st.copy_len];
+                        let send = opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
+                            .flags(libc::MSG_NOSIGNAL)
+                            .build()
+                            .user_data(Op::Send.ud(k));
+                        (vec![send], Op::Send.bit())
+                    } else {
+                        let n = left.min(buf.len() as u64) as u32;
+                        let read = opcode::Read::new(ffd, buf.as_mut_ptr(), n)
+                            .offset(offset.saturating_add(st.off))
+                            .build()
+                            .user_data(Op::Read.ud(k));
+                        (vec![read], Op::Read.bit())
+                    }
+                };
+                st.step.start(entries.len());
+                // SAFETY: the pipe, the copy buffer, the file (in `chunks`) and the
+                // socket all belong to the boxed `Sending` and the connection, which
+                // stay until every CQE of this step has arrived (`ops`).
+                unsafe { self.push(&entries) };
+                conn.ops |= ops;
+                return;
+            }
+            // A small file body right after this run of memory rides in the same
+            // send: READ it into a memory chunk, linked to one SENDMSG of the run, the
+            // body and the memory after it. A short or failed READ breaks the link (the
+            // SENDMSG completes -ECANCELED, never sending stale bytes). One step and one
+            // send per response instead of three.
+            let mut read = None;
+            let (_, end) = gather(&st.chunks, st.i, st.off);
+            if let Some(Chunk::File { file, offset, len }) = st.chunks.get(end) {
+                if (1..=COPY_BUF as u64).contains(len) {
+                    let (file, offset, len) = (file.clone(), *offset, *len as u32);
+                    let mut body = vec![0u8; len as usize];
+                    let e = opcode::Read::new(
+                        types::Fd(file.file().as_raw_fd()),
+                        body.as_mut_ptr(),
+                        len,
+                    )
+                    .offset(offset)
+                    .build()
+                    .flags(squeue::Flags::IO_LINK)
+                    .user_data(Op::Read.ud(k));
+                    // The Vec's heap buffer does not move with it.
+                    st.chunks[end] = Chunk::Mem(body);
+                    st.inlined.push(file);
+                    st.reading = Some(len);
+                    read = Some(e);
+                }
+            }
+            let (slices, end) = gather(&st.chunks, st.i, st.off);
+            if slices.is_empty() {
+                st.i = end;
+                st.off = 0;
+                continue;
+            }
+            st.iov = slices
+                .iter()
+                .map(|s| libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                })
+                .collect();
+            st.msg.msg_iov = st.iov.as_mut_ptr();
+            st.msg.msg_iovlen = st.iov.len();
+            let flags = libc::MSG_NOSIGNAL
+                | if more_after(&st.chunks, end) {
+                    libc::MSG_MORE
+                } else {
+                    0
+                };
+            let send = opcode::SendMsg::new(fd, &st.msg)
+                .flags(flags as u32)
+                .build()
+                .user_data(Op::SendMsg.ud(k));
+            let entries: &[squeue::Entry] = match &read {
+                Some(r) => &[r.clone(), send],
+                None => &[send],
+            };
+            st.step.start(entries.len());
+            // SAFETY: `msg` and `iov` live in the boxed `Sending`; the iovecs point into
+            // memory chunks it owns, the READ into one of them (its heap buffer, which
+            // stays put), from a file `inlined` keeps open. All stay until this step's
+            // CQEs have arrived (`ops`).
+            unsafe { self.push(entries) };
+            conn.ops |= Op::SendMsg.bit() | if read.is_some() { Op::Read.bit() } else { 0 };
+            return;
+        }
+        // Every byte is in the kernel: promise 2 lets the protocol go on.
+        if let Some(st) = conn.send.take() {
+            self.release(st);
+        }
+        conn.core.sent();
+    }
+
+    /// Returns a finished (or abandoned) response's pipe to the pool, and closes its
+    /// files on the ring (IORING_OP_CLOSE) rather than with a close(2) per response.
+    /// Only called with no step of it in the kernel.
+    pub(super) fn release(&mut self, st: Box<Sending>) {
+        let Sending {
+            chunks,
+            pipe,
+            in_pipe,
+            inlined,
+            ..
+        } = *st;
+        if let Some(pipe) = pipe {
+            self.pipes.give(pipe, in_pipe == 0);
+        }
+        let files = chunks.into_iter().filter_map(|c| match c {
+            Chunk::File { file, .. } => Some(file),
+            _ => None,
+        });
+        for file in files.chain(inlined) {
+            // The last holder closes it; others (the open-file cache, another response)
+            // just drop their share. A CLOSE that would have to wait in the backlog is
+            // a close(2) instead, so no descriptor ever waits outside the kernel.
+            if let Ok(file) = file.into_only() {
+                if !self.has_room(1) {
+                    drop(file);
+                    continue;
+                }
+                let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+                let e = opcode::Close::new(types::Fd(fd))
+                    .build()
+                    .user_data(user_data::CLOSE);
+                // SAFETY: CLOSE points at no memory; the descriptor was ours alone and
+                // is handed to the kernel to close.
+                unsafe { self.push(&[e]) };
+            }
+        }
+    }
+
+    /// One CQE of a send step; the step is judged when its last CQE is in.
+    pub(super) fn send_part(&mut self, conn: &mut Conn<F::Proto>, op: Op, res: i32) {
+        let Some(st) = conn.send.as_mut() else {
+            return;
+        };
+        let is_in = matches!(op, Op::SpliceIn | Op::Read);
+        let Some(Done {
+            r_in,
+            r_out,
+            timed_out,
+        }) = st.step.record(is_in, res, self.now)
+        else {
+            return;
+        };
+        let stats = &*self.st;
+        let mut fail = None;
+        let err = |r: i32| CloseReason::Error(io::Error::from_raw_os_error(-r).kind());
+        let is_file = matches!(st.chunks.get(st.i), Some(Chunk::File { .. }));
+        if let Some(want) = st.reading.take() {
+            // A small body READ into memory ahead of its SENDMSG.
+            match r_in {
+                Some(n) if n >= 0 && n as u32 == want => {}
+                Some(n) if n >= 0 => fail = Some(CloseReason::FileShrunk),
+                Some(n) if n == -libc::ECANCELED => {}
+                Some(n) => fail = Some(err(n)),
+                None => {}
+            }
+        } else if let Some(n) = r_in {
+            match n {
+                n if n > 0 => {
+                    st.off += n as u64;
+                    if st.pipe.is_some() {
+                        st.in_pipe += n as u32;
+                    } else {
+                        (st.copy_len, st.copy_sent) = (n as usize, 0);
+                    }
+                }
+                // The file ended before the bytes promised: never pad, never wait.
+                0 => fail = Some(CloseReason::FileShrunk),
+                n if n == -libc::ECANCELED => {}
+                n => fail = Some(err(n)),
+            }
+        }
+        if let Some(m) = r_out {
+            match m {
+                m if m > 0 && !is_file => {
+                    Stats::add(&stats.bytes_copy, m as u64);
+                    (st.i, st.off) = advance(&st.chunks, st.i, st.off, m as u64);
+                }
+                m if m > 0 && st.pipe.is_some() => {
+                    Stats::add(&stats.bytes_splice, m as u64);
+                    st.in_pipe = st.in_pipe.saturating_sub(m as u32);
+                }
+                m if m > 0 => {
+                    Stats::add(&stats.bytes_copy, m as u64);
+                    st.copy_sent += m as usize;
+                }
+                // A short splice-in broke the link; the pipe's bytes go next step.
+                m if m == -libc::ECANCELED => {}
+                0 => fail = Some(CloseReason::Error(io::ErrorKind::WriteZero)),
+                m => fail = Some(err(m)),
+            }
+        }
+        if timed_out {
+            Stats::add(&stats.send_timeouts, 1);
+            fail = Some(CloseReason::SendTimeout);
+        }
+        if let Some(why) = fail {
+            conn.closing.get_or_insert(why);
+            conn.cut = true;
+        }
+    }
+}
+
+impl Sending {
+    pub(super) fn new(chunks: Vec<Chunk>, now: Instant) -> Sending {
+        Sending {
+            chunks,
+            i: 0,
+            off: 0,
+            iov: Vec::new(),
+            // SAFETY: msghdr is plain data; all-zero is valid (no name, no control).
+            msg: unsafe { std::mem::zeroed() },
+            pipe: None,
+            in_pipe: 0,
+            copy: None,
+            copy_len: 0,
+            copy_sent: 0,
+            step: StepState::new(now),
+            reading: None,
+            inlined: Vec::new(),
+        }
+    }
+}

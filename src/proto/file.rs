@@ -1,0 +1,130 @@
+//! The only file handles a protocol ever holds. Both are opaque: the descriptor inside
+//! is reachable through `pub(crate)` accessors that only the backends and `fs.rs` call
+//! (a test in this module checks that nothing else under `src/proto/` does), so a
+//! protocol, in this crate or outside it, cannot do I/O with them.
+
+use std::fs::File;
+use std::sync::{Arc, Weak};
+
+/// A file the backend opened or created for the protocol. It can be put in a
+/// [`Chunk::File`](super::Chunk::File), a [`RecvFile`](super::RecvFile) or an
+/// [`FsOp`](super::FsOp), compared and dropped, but not read, written or seeked.
+/// Cloning shares the descriptor, as the open-file cache does.
+#[derive(Clone)]
+pub struct FileRef(Arc<File>);
+
+impl FileRef {
+    pub(crate) fn new(file: File) -> FileRef {
+        FileRef(Arc::new(file))
+    }
+
+    /// The descriptor, for the backends' system calls.
+    pub(crate) fn file(&self) -> &File {
+        &self.0
+    }
+
+    /// The file itself when this is its last holder (so a backend can close it its own
+    /// way, as IORING_OP_CLOSE); otherwise the handle back.
+    pub(crate) fn into_only(self) -> Result<File, FileRef> {
+        Arc::try_unwrap(self.0).map_err(FileRef)
+    }
+
+    /// How many handles share the descriptor (the cache's among them), for tests.
+    #[cfg(test)]
+    pub(crate) fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// Whether both name the same open file description (not merely the same inode).
+    pub fn same(&self, other: &FileRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for FileRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileRef")
+    }
+}
+
+/// A file made by [`FsOp::Create`](super::FsOp::Create) and not linked yet: write it
+/// with [`Step::RecvFile`](super::Step::RecvFile), sync it, then give it its name with
+/// [`FsOp::Link`](super::FsOp::Link). Dropping it abandons the file: the driver removes
+/// it (a hidden name is unlinked, an `O_TMPFILE` inode simply goes).
+#[derive(Debug)]
+pub struct TempFile {
+    file: FileRef,
+    /// Alive while this handle is; the driver watches it through a [`Weak`].
+    live: Arc<u64>,
+}
+
+impl TempFile {
+    pub(crate) fn new(file: FileRef, id: u64) -> TempFile {
+        TempFile {
+            file,
+            live: Arc::new(id),
+        }
+    }
+
+    /// The file, to write and sync.
+    pub fn file(&self) -> &FileRef {
+        &self.file
+    }
+
+    /// Its number among the connection's temporary files.
+    pub(crate) fn id(&self) -> u64 {
+        *self.live
+    }
+
+    /// A watch that says when this handle has been dropped.
+    pub(crate) fn watch(&self) -> Weak<u64> {
+        Arc::downgrade(&self.live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// "No I/O in proto/" as a checked fact: outside this file (and unit tests, which
+    /// play the backend), nothing under src/proto/ reaches a descriptor or the file
+    /// system, the clock or the crate's system-call layer.
+    #[test]
+    fn protocols_cannot_reach_a_descriptor() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proto");
+        let mut checked = 0;
+        let mut stack = vec![std::path::PathBuf::from(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if name == "file.rs" || name == "tests.rs" {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // A file's own `#[cfg(test)] mod tests` plays the backend.
+                let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+                for banned in [
+                    ".file()",
+                    "into_only",
+                    "std::fs",
+                    "crate::sys",
+                    "crate::fs",
+                    "crate::backend",
+                    "std::net::TcpStream",
+                    "Instant::now",
+                    "SystemTime::now",
+                    "std::thread",
+                    "libc::read",
+                    "libc::write",
+                ] {
+                    assert!(!code.contains(banned), "{} uses {banned}", path.display());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} files checked");
+    }
+}

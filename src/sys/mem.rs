@@ -1,0 +1,47 @@
+//! Memory mapped for the kernel to share: the page-aligned rings of provided buffers
+//! (the probe's trial ring and the uring backend's receive buffers).
+
+use std::io;
+
+/// Anonymous, zeroed, page-aligned memory, unmapped on drop. A provided-buffer ring must
+/// be page-aligned (IORING_REGISTER_PBUF_RING rejects other addresses with EINVAL).
+pub struct AnonPages {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl AnonPages {
+    /// Maps `len` bytes (rounded up to whole pages by the kernel).
+    pub fn new(len: usize) -> io::Result<AnonPages> {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+        // aliases no existing Rust object.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(AnonPages { ptr, len })
+    }
+
+    /// The start address, as io_uring's registration structs want it (and as raw
+    /// memory for the caller to address).
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+}
+
+impl Drop for AnonPages {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned and nothing else unmaps it.
+        // Callers unregister any kernel use (a buffer ring) before dropping.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
