@@ -91,9 +91,8 @@ fn shout(addr: SocketAddr, line: &str) -> String {
     out
 }
 
-#[test]
-fn a_panic_in_one_connection_closes_only_that_connection() {
-    for b in backends() {
+backend_test! {
+    fn a_panic_in_one_connection_closes_only_that_connection(b) {
         let hooks = Arc::new(Log::default());
         let srv = start(b, hooks.clone());
         let addr = srv.local_addrs()[0];
@@ -119,9 +118,8 @@ fn a_panic_in_one_connection_closes_only_that_connection() {
     }
 }
 
-#[test]
-fn hooks_see_every_accept_and_exactly_one_close_per_connection() {
-    for b in backends() {
+backend_test! {
+    fn hooks_see_every_accept_and_exactly_one_close_per_connection(b) {
         let hooks = Arc::new(Log::default());
         let srv = start(b, hooks.clone());
         let addr = srv.local_addrs()[0];
@@ -162,9 +160,8 @@ fn accepted_key(hooks: &Log, from: usize) -> Key {
     keys[0]
 }
 
-#[test]
-fn control_close_ends_an_idle_connection_and_ignores_a_retired_key() {
-    for b in backends() {
+backend_test! {
+    fn control_close_ends_an_idle_connection_and_ignores_a_retired_key(b) {
         let hooks = Arc::new(Log::default());
         let srv = start(b, hooks.clone());
         let addr = srv.local_addrs()[0];
@@ -207,10 +204,9 @@ fn control_close_ends_an_idle_connection_and_ignores_a_retired_key() {
     }
 }
 
-#[test]
-fn control_close_waits_for_the_response_in_flight() {
-    use ringserve::proto::http1::{HttpConfig, HttpFactory};
-    for b in backends() {
+backend_test! {
+    fn control_close_waits_for_the_response_in_flight(b) {
+        use ringserve::proto::http1::{HttpConfig, HttpFactory};
         let root = temp_dir("lib-close");
         let body = pattern(5, 4 << 20);
         std::fs::write(root.join("big"), &body).unwrap();
