@@ -242,6 +242,7 @@ backend_test! {
         // Shutting down writes to the closed stderr; that must not stop the shutdown.
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        // SAFETY: as above.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let t = std::time::Instant::now();
         let code = loop {

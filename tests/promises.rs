@@ -347,10 +347,8 @@ backend_test! {
         let pid = srv.pid() as i32;
         let tight = lim(srv.fd_count() as u64 + 4);
         // SAFETY: prlimit on our own child with a live rlimit struct.
-        assert_eq!(
-            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) },
-            0
-        );
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
         let conns: Vec<_> = (0..40)
             .filter_map(|_| TcpStream::connect(srv.addr).ok())
             .collect();
@@ -366,10 +364,8 @@ backend_test! {
         drop(conns);
         let roomy = lim(20000);
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) },
-            0
-        );
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
         let ok = eventually(Duration::from_secs(5), || {
             try_get(srv.addr, "/small").is_ok_and(|r| r.status == 200)
         });
