@@ -479,7 +479,8 @@ fn server_end_of(srv: &Srv, client: &TcpStream) -> Option<std::os::fd::OwnedFd> 
     // SAFETY: pidfd_open(2) on our own child; the result is checked.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, srv.pid() as libc::pid_t, 0) };
     if pidfd < 0 {
-        eprintln!("SKIP: pidfd_open: {}", std::io::Error::last_os_error());
+        let why = format!("pidfd_open: {}", std::io::Error::last_os_error());
+        skip(&test_name(), &why);
         return None;
     }
     // SAFETY: a fresh descriptor we own.
