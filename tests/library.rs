@@ -219,10 +219,31 @@ backend_test! {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        // The 4 MiB response stalls in the socket buffers while the close is asked.
-        std::thread::sleep(Duration::from_millis(200));
+        // The 4 MiB response stalls in the socket buffers while the close is asked: it
+        // has started going out and cannot finish, as the client does not read and the
+        // server's sndbuf is 4 KiB. (Counters grow as sends complete: epoll's sendfile
+        // shows the body's first ~100 KiB; io_uring's first 64 KiB splice cannot
+        // complete unread, so there only the header shows.)
+        let out = || {
+            let st = srv.stats();
+            st.bytes_copy + st.bytes_sendfile + st.bytes_splice
+        };
+        let mut sent = 0;
+        let started = eventually(Duration::from_secs(10), || {
+            sent = out();
+            sent > 0
+        });
+        eprintln!("[{b}] {sent} bytes out before the close");
+        assert!(started, "[{b}] the response did not start: {}", srv.stats());
+        assert!(
+            sent < body.len() as u64,
+            "[{b}] all {sent} bytes went out unread: nothing is in flight"
+        );
         srv.control().close(accepted_key(&hooks, 0));
-        std::thread::sleep(Duration::from_millis(200));
+        // Read at once: the close is taken within microseconds (a condvar wakes the
+        // backend), and the rest of the body needs hundreds of 4 KiB sends. Should the
+        // response finish first anyway, the connection is closed as it waits for the
+        // next request: the assertions below hold either way.
         let mut r = std::io::BufReader::new(s);
         let resp = read_resp(&mut r, false).unwrap();
         assert!(resp.body == body, "[{b}] the response in flight was cut");
