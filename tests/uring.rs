@@ -184,16 +184,45 @@ uring_test! {
                 s
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let held = pipes_of(srv.pid()) - baseline;
-        // 32 pipes per ring at most, two descriptors each (plus nothing else is a pipe).
+        let held = || pipes_of(srv.pid()).saturating_sub(baseline);
+        // The stalled senders splice, so they hold pipes: none would mean no splicing.
+        assert!(
+            eventually(Duration::from_secs(10), || held() > 0),
+            "no pipe held while 2000 senders are stalled: nothing is spliced?"
+        );
+        // 32 pipes per ring at most, two descriptors each (plus nothing else is a pipe),
+        // all the while the senders stay stalled.
         let rings = std::thread::available_parallelism().map_or(2, |n| n.get());
-        assert!(held <= 2 * 32 * rings, "{held} pipe fds for 2000 senders");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(500) {
+            let held = held();
+            assert!(held <= 2 * 32 * rings, "{held} pipe fds for 2000 senders");
+            std::thread::sleep(Duration::from_millis(25));
+        }
         for s in conns {
             let mut r = BufReader::new(s);
             let resp = read_resp(&mut r, false).unwrap();
             assert!(resp.body == body, "a body arrived wrong");
         }
+        // And the bodies went out by splice: the running totals SIGUSR1 prints
+        // (`ringserve: stats accepts=.. bytes_splice=N ..`) count spliced bytes.
+        let spliced = || {
+            srv.log()
+                .iter()
+                .filter_map(|l| l.strip_prefix("ringserve: stats accepts="))
+                .flat_map(|l| l.split(' '))
+                .filter_map(|kv| kv.strip_prefix("bytes_splice="))
+                .map(|n| n.parse::<u64>().unwrap())
+                .max()
+        };
+        srv.signal(libc::SIGUSR1);
+        assert!(
+            eventually(Duration::from_secs(5), || spliced().is_some()),
+            "SIGUSR1 printed no running total: {:#?}",
+            srv.log()
+        );
+        let spliced = spliced().unwrap();
+        assert!(spliced > 0, "no body byte was spliced: bytes_splice={spliced}");
     }
 }
 
