@@ -43,7 +43,7 @@ def read_meta(path):
 
 def parse_log(text):
     """Probe JSON, the uring start attempt, and per-mode test counts from a cell log."""
-    out = {"probe": None, "uring_rc": None, "uring_err": [], "modes": {}, "skips": set()}
+    out = {"probe": None, "uring_rc": None, "uring_err": [], "modes": {}, "skips": {}}
     m = re.search(r"^KC-PROBE-BEGIN\n(.*?)\nKC-PROBE-END$", text, re.S | re.M)
     if m:
         # The JSON is one line; kernel messages could interleave on a serial console.
@@ -73,7 +73,7 @@ def parse_log(text):
         if b:
             mode, name = b.groups()
             md = out["modes"].setdefault(
-                mode, {"passed": 0, "failed": 0, "ignored": 0, "binaries": 0,
+                mode, {"passed": 0, "failed": 0, "ignored": 0, "skipped": 0, "binaries": 0,
                        "failed_binaries": [], "failed_tests": [], "secs": 0})
             md["binaries"] += 1
             continue
@@ -91,9 +91,19 @@ def parse_log(text):
             md["passed"] += int(r.group(1))
             md["failed"] += int(r.group(2))
             md["ignored"] += int(r.group(3))
-        s = re.match(r"\s*SKIP:? (.*)", line)
+        # `SKIP NAME::uring: why` (tests/common's skip()) goes to stderr unbuffered, so it
+        # can land mid-line, after libtest's "test NAME ... " or its terse dots.
+        s = re.search(r"\bSKIP:? (.*)", line)
         if s and mode:
-            out["skips"].add(s.group(1).strip())
+            out["modes"][mode]["skipped"] += 1
+            # Grouped by reason, as the test names make every line unique; a check a
+            # test skipped (`NAME::uring (its X check): why`) keeps the check's name.
+            what, _, why = s.group(1).strip().partition(": ")
+            if "::" not in what:
+                why = s.group(1).strip()
+            elif c := re.search(r"\((.*)\)$", what):
+                why = f"{c.group(1)}: {why}"
+            out["skips"][why] = out["skips"].get(why, 0) + 1
     return out
 
 
@@ -208,8 +218,8 @@ def check(cid, where, parsed, meta):
                             + (", ".join(md["failed_binaries"]) or "none"))
         if md["passed"] == 0:
             problems.append(f"{mode}: no test passed")
-    for s in sorted(parsed["skips"]):
-        notes.append(f"test SKIP: {s}")
+    for why, n in sorted(parsed["skips"].items()):
+        notes.append(f"test SKIP ({n}×): {why}")
     return problems, notes
 
 
@@ -311,7 +321,8 @@ def markdown(cells, total, meta):
         t = r.get("tests") or {}
         for m, md in t.items():
             bits.append(f"{m}: {md['binaries']} test binaries, {md['passed']} passed, "
-                        f"{md['failed']} failed, {md['ignored']} ignored, {md['secs']} s")
+                        f"{md['failed']} failed, {md['ignored']} ignored, "
+                        f"{md['skipped']} skipped, {md['secs']} s")
         us = r.get("uring_start")
         if us and us["exit"] is not None:
             msg = " ".join(us["stderr"]) or "(started)"

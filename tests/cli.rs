@@ -17,9 +17,8 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-#[test]
-fn banner_names_root_each_address_and_backend_with_reason() {
-    for b in backends() {
+backend_test! {
+    fn banner_names_root_each_address_and_backend_with_reason(b) {
         let root = temp_dir("banner");
         let mut srv = Srv::start(
             b,
@@ -47,9 +46,8 @@ fn banner_names_root_each_address_and_backend_with_reason() {
     }
 }
 
-#[test]
-fn sigterm_and_sigint_stop_cleanly_with_exit_zero() {
-    for b in backends() {
+backend_test! {
+    fn sigterm_and_sigint_stop_cleanly_with_exit_zero(b) {
         for sig in [libc::SIGTERM, libc::SIGINT] {
             let root = temp_dir("sig");
             let mut srv = Srv::start(b, &root, &[]);
@@ -216,9 +214,8 @@ fn probe_text_names_kernel_and_choice() {
     assert!(out.contains("epoll") || out.contains("uring"), "{out}");
 }
 
-#[test]
-fn a_closed_stderr_does_not_take_the_server_down() {
-    for b in backends() {
+backend_test! {
+    fn a_closed_stderr_does_not_take_the_server_down(b) {
         let root = temp_dir("nostderr");
         std::fs::write(root.join("x"), "x").unwrap();
         let mut child = Command::new(bin())
@@ -245,6 +242,7 @@ fn a_closed_stderr_does_not_take_the_server_down() {
         // Shutting down writes to the closed stderr; that must not stop the shutdown.
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        // SAFETY: as above.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let t = std::time::Instant::now();
         let code = loop {
@@ -261,10 +259,9 @@ fn a_closed_stderr_does_not_take_the_server_down() {
     }
 }
 
-#[test]
-fn stats_are_printed_per_thread_every_interval_and_on_sigusr1() {
-    use std::time::Duration;
-    for b in backends() {
+backend_test! {
+    fn stats_are_printed_per_thread_every_interval_and_on_sigusr1(b) {
+        use std::time::Duration;
         let root = temp_dir("stats");
         std::fs::write(root.join("x"), "x").unwrap();
         let args = ["--stats-interval", "1", "--uring-threads", "1"];

@@ -38,9 +38,8 @@ fn no_secret(r: &Resp) {
     );
 }
 
-#[test]
-fn files_headers_and_content_types() {
-    for b in backends() {
+backend_test! {
+    fn files_headers_and_content_types(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         let r = get(srv.addr, "/hello.txt");
@@ -78,9 +77,8 @@ fn files_headers_and_content_types() {
     }
 }
 
-#[test]
-fn directories_index_redirect_and_listing() {
-    for b in backends() {
+backend_test! {
+    fn directories_index_redirect_and_listing(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         assert_eq!(get(srv.addr, "/site/").body, b"<h1>site</h1>", "[{b}]");
@@ -104,9 +102,8 @@ fn directories_index_redirect_and_listing() {
     }
 }
 
-#[test]
-fn hostile_paths_never_leave_the_root() {
-    for b in backends() {
+backend_test! {
+    fn hostile_paths_never_leave_the_root(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &["--listing"]);
         for path in [
@@ -138,9 +135,8 @@ fn hostile_paths_never_leave_the_root() {
     }
 }
 
-#[test]
-fn malformed_requests_get_400_and_close_and_limits_get_431_and_414() {
-    for b in backends() {
+backend_test! {
+    fn malformed_requests_get_400_and_close_and_limits_get_431_and_414(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         for raw in [
@@ -176,9 +172,8 @@ fn malformed_requests_get_400_and_close_and_limits_get_431_and_414() {
     }
 }
 
-#[test]
-fn keep_alive_pipelining_http10_and_connection_close() {
-    for b in backends() {
+backend_test! {
+    fn keep_alive_pipelining_http10_and_connection_close(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         let mut s = srv.connect();
@@ -224,9 +219,8 @@ fn keep_alive_pipelining_http10_and_connection_close() {
     }
 }
 
-#[test]
-fn a_body_on_get_is_discarded_without_desynchronising() {
-    for b in backends() {
+backend_test! {
+    fn a_body_on_get_is_discarded_without_desynchronising(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         let mut s = srv.connect();
@@ -255,9 +249,8 @@ fn a_body_on_get_is_discarded_without_desynchronising() {
     }
 }
 
-#[test]
-fn ranges_and_conditionals_on_the_wire() {
-    for b in backends() {
+backend_test! {
+    fn ranges_and_conditionals_on_the_wire(b) {
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         let req = |extra: &str| {
@@ -353,12 +346,11 @@ fn curl(args: &[&str]) -> (String, Vec<u8>) {
     )
 }
 
-#[test]
-fn curl_agrees_on_ranges_and_conditionals() {
-    if !have("curl") {
-        return;
-    }
-    for b in backends() {
+backend_test! {
+    fn curl_agrees_on_ranges_and_conditionals(b) {
+        if !have("curl") {
+            return;
+        }
         let root = tree();
         let srv = Srv::start(b, &root, &[]);
         let url = format!("http://{}/digits", srv.addr);
@@ -387,9 +379,8 @@ fn curl_agrees_on_ranges_and_conditionals() {
     }
 }
 
-#[test]
-fn files_over_4_gib_are_served_whole_and_by_range() {
-    for b in backends() {
+backend_test! {
+    fn files_over_4_gib_are_served_whole_and_by_range(b) {
         let root = temp_dir("huge");
         let len: u64 = (5 << 30) + 123;
         let f = std::fs::File::create(root.join("huge")).unwrap();
@@ -438,9 +429,8 @@ fn files_over_4_gib_are_served_whole_and_by_range() {
     }
 }
 
-#[test]
-fn echo_protocol_echoes() {
-    for b in backends() {
+backend_test! {
+    fn echo_protocol_echoes(b) {
         let root = temp_dir("echo");
         let srv = Srv::start(b, &root, &["--protocol", "echo"]);
         assert!(srv.banner.contains("tcp://"), "{}", srv.banner);
@@ -459,9 +449,8 @@ fn echo_protocol_echoes() {
     }
 }
 
-#[test]
-fn access_log_writes_one_line_per_response() {
-    for b in backends() {
+backend_test! {
+    fn access_log_writes_one_line_per_response(b) {
         let root = tree();
         let log = temp_dir("log").join("access.log");
         let logf = std::fs::File::create(&log).unwrap();
@@ -509,9 +498,8 @@ fn get_raw(addr: std::net::SocketAddr, path: &str) -> Option<(u16, usize, Vec<u8
     Some((status, len, all[end..].to_vec()))
 }
 
-#[test]
-fn the_open_file_cache_sees_changes_within_its_validity() {
-    for b in backends() {
+backend_test! {
+    fn the_open_file_cache_sees_changes_within_its_validity(b) {
         let root = temp_dir("cache");
         std::fs::write(root.join("f"), "one").unwrap();
         let srv = Srv::start(b, &root, &["--open-file-cache-valid", "300ms"]);
@@ -537,9 +525,8 @@ fn the_open_file_cache_sees_changes_within_its_validity() {
     }
 }
 
-#[test]
-fn a_small_file_that_shrinks_under_a_cached_open_ends_the_connection_unpadded() {
-    for b in backends() {
+backend_test! {
+    fn a_small_file_that_shrinks_under_a_cached_open_ends_the_connection_unpadded(b) {
         let root = temp_dir("shrink-small");
         let body = pattern(7, 3000);
         std::fs::write(root.join("s"), &body).unwrap();

@@ -91,9 +91,8 @@ fn shout(addr: SocketAddr, line: &str) -> String {
     out
 }
 
-#[test]
-fn a_panic_in_one_connection_closes_only_that_connection() {
-    for b in backends() {
+backend_test! {
+    fn a_panic_in_one_connection_closes_only_that_connection(b) {
         let hooks = Arc::new(Log::default());
         let srv = start(b, hooks.clone());
         let addr = srv.local_addrs()[0];
@@ -119,9 +118,8 @@ fn a_panic_in_one_connection_closes_only_that_connection() {
     }
 }
 
-#[test]
-fn hooks_see_every_accept_and_exactly_one_close_per_connection() {
-    for b in backends() {
+backend_test! {
+    fn hooks_see_every_accept_and_exactly_one_close_per_connection(b) {
         let hooks = Arc::new(Log::default());
         let srv = start(b, hooks.clone());
         let addr = srv.local_addrs()[0];
@@ -162,9 +160,8 @@ fn accepted_key(hooks: &Log, from: usize) -> Key {
     keys[0]
 }
 
-#[test]
-fn control_close_ends_an_idle_connection_and_ignores_a_retired_key() {
-    for b in backends() {
+backend_test! {
+    fn control_close_ends_an_idle_connection_and_ignores_a_retired_key(b) {
         let hooks = Arc::new(Log::default());
         let srv = start(b, hooks.clone());
         let addr = srv.local_addrs()[0];
@@ -207,10 +204,9 @@ fn control_close_ends_an_idle_connection_and_ignores_a_retired_key() {
     }
 }
 
-#[test]
-fn control_close_waits_for_the_response_in_flight() {
-    use ringserve::proto::http1::{HttpConfig, HttpFactory};
-    for b in backends() {
+backend_test! {
+    fn control_close_waits_for_the_response_in_flight(b) {
+        use ringserve::proto::http1::{HttpConfig, HttpFactory};
         let root = temp_dir("lib-close");
         let body = pattern(5, 4 << 20);
         std::fs::write(root.join("big"), &body).unwrap();
@@ -223,10 +219,31 @@ fn control_close_waits_for_the_response_in_flight() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        // The 4 MiB response stalls in the socket buffers while the close is asked.
-        std::thread::sleep(Duration::from_millis(200));
+        // The 4 MiB response stalls in the socket buffers while the close is asked: it
+        // has started going out and cannot finish, as the client does not read and the
+        // server's sndbuf is 4 KiB. (Counters grow as sends complete: epoll's sendfile
+        // shows the body's first ~100 KiB; io_uring's first 64 KiB splice cannot
+        // complete unread, so there only the header shows.)
+        let out = || {
+            let st = srv.stats();
+            st.bytes_copy + st.bytes_sendfile + st.bytes_splice
+        };
+        let mut sent = 0;
+        let started = eventually(Duration::from_secs(10), || {
+            sent = out();
+            sent > 0
+        });
+        eprintln!("[{b}] {sent} bytes out before the close");
+        assert!(started, "[{b}] the response did not start: {}", srv.stats());
+        assert!(
+            sent < body.len() as u64,
+            "[{b}] all {sent} bytes went out unread: nothing is in flight"
+        );
         srv.control().close(accepted_key(&hooks, 0));
-        std::thread::sleep(Duration::from_millis(200));
+        // Read at once: the close is taken within microseconds (a condvar wakes the
+        // backend), and the rest of the body needs hundreds of 4 KiB sends. Should the
+        // response finish first anyway, the connection is closed as it waits for the
+        // next request: the assertions below hold either way.
         let mut r = std::io::BufReader::new(s);
         let resp = read_resp(&mut r, false).unwrap();
         assert!(resp.body == body, "[{b}] the response in flight was cut");

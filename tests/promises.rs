@@ -26,9 +26,8 @@ fn stalled_reader(srv: &Srv, path: &str) -> TcpStream {
     s
 }
 
-#[test]
-fn pipelined_responses_are_byte_exact_and_in_order_with_few_workers_and_small_sndbuf() {
-    for b in backends() {
+backend_test! {
+    fn pipelined_responses_are_byte_exact_and_in_order_with_few_workers_and_small_sndbuf(b) {
         let root = temp_dir("pipe");
         let sizes = [
             0usize,
@@ -91,9 +90,8 @@ fn pipelined_responses_are_byte_exact_and_in_order_with_few_workers_and_small_sn
     }
 }
 
-#[test]
-fn a_stalled_reader_does_not_delay_other_clients() {
-    for b in backends() {
+backend_test! {
+    fn a_stalled_reader_does_not_delay_other_clients(b) {
         let root = temp_dir("stall");
         big_file(&root, "big", BIG);
         std::fs::write(root.join("small"), "small").unwrap();
@@ -118,9 +116,8 @@ fn a_stalled_reader_does_not_delay_other_clients() {
     }
 }
 
-#[test]
-fn a_send_that_makes_no_progress_for_send_timeout_ends_only_that_connection() {
-    for b in backends() {
+backend_test! {
+    fn a_send_that_makes_no_progress_for_send_timeout_ends_only_that_connection(b) {
         let root = temp_dir("sendto");
         big_file(&root, "big", BIG);
         std::fs::write(root.join("small"), "small").unwrap();
@@ -146,9 +143,8 @@ fn a_send_that_makes_no_progress_for_send_timeout_ends_only_that_connection() {
     }
 }
 
-#[test]
-fn clients_that_reset_mid_transfer_leave_the_fd_count_at_baseline() {
-    for b in backends() {
+backend_test! {
+    fn clients_that_reset_mid_transfer_leave_the_fd_count_at_baseline(b) {
         let root = temp_dir("reset");
         big_file(&root, "big", BIG);
         std::fs::write(root.join("small"), "small").unwrap();
@@ -174,10 +170,9 @@ fn clients_that_reset_mid_transfer_leave_the_fd_count_at_baseline() {
     }
 }
 
-#[test]
-fn two_thousand_idle_connections_hold_no_worker_threads() {
-    raise_nofile();
-    for b in backends() {
+backend_test! {
+    fn two_thousand_idle_connections_hold_no_worker_threads(b) {
+        raise_nofile();
         let root = temp_dir("idle");
         std::fs::write(root.join("small"), "small").unwrap();
         let srv = Srv::start(
@@ -223,9 +218,8 @@ fn two_thousand_idle_connections_hold_no_worker_threads() {
     }
 }
 
-#[test]
-fn the_pool_grows_under_load_and_shrinks_back_after_the_idle_timeout() {
-    for b in backends().into_iter().filter(|b| *b == "epoll") {
+epoll_test! {
+    fn the_pool_grows_under_load_and_shrinks_back_after_the_idle_timeout(b) {
         let root = temp_dir("pool");
         big_file(&root, "big", BIG);
         let srv = Srv::start(
@@ -263,9 +257,8 @@ fn the_pool_grows_under_load_and_shrinks_back_after_the_idle_timeout() {
     }
 }
 
-#[test]
-fn header_timeout_stops_a_slowloris_client() {
-    for b in backends() {
+backend_test! {
+    fn header_timeout_stops_a_slowloris_client(b) {
         let root = temp_dir("slowloris");
         let srv = Srv::start(b, &root, &["--header-timeout", "1s"]);
         let mut s = srv.connect();
@@ -290,9 +283,8 @@ fn header_timeout_stops_a_slowloris_client() {
     }
 }
 
-#[test]
-fn keepalive_timeout_closes_an_idle_connection() {
-    for b in backends() {
+backend_test! {
+    fn keepalive_timeout_closes_an_idle_connection(b) {
         let root = temp_dir("ka");
         std::fs::write(root.join("small"), "small").unwrap();
         let srv = Srv::start(b, &root, &["--keepalive-timeout", "1s"]);
@@ -311,9 +303,8 @@ fn keepalive_timeout_closes_an_idle_connection() {
     }
 }
 
-#[test]
-fn past_max_connections_a_new_connection_is_refused_cleanly() {
-    for b in backends() {
+backend_test! {
+    fn past_max_connections_a_new_connection_is_refused_cleanly(b) {
         let root = temp_dir("max");
         std::fs::write(root.join("small"), "small").unwrap();
         let srv = Srv::start(b, &root, &["--max-connections", "3"]);
@@ -342,9 +333,8 @@ fn past_max_connections_a_new_connection_is_refused_cleanly() {
     }
 }
 
-#[test]
-fn emfile_on_accept_does_not_spin_and_recovers() {
-    for b in backends() {
+backend_test! {
+    fn emfile_on_accept_does_not_spin_and_recovers(b) {
         let root = temp_dir("emfile");
         std::fs::write(root.join("small"), "small").unwrap();
         let srv = Srv::start(b, &root, &[]);
@@ -357,10 +347,8 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
         let pid = srv.pid() as i32;
         let tight = lim(srv.fd_count() as u64 + 4);
         // SAFETY: prlimit on our own child with a live rlimit struct.
-        assert_eq!(
-            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) },
-            0
-        );
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
         let conns: Vec<_> = (0..40)
             .filter_map(|_| TcpStream::connect(srv.addr).ok())
             .collect();
@@ -376,10 +364,8 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
         drop(conns);
         let roomy = lim(20000);
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) },
-            0
-        );
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
         let ok = eventually(Duration::from_secs(5), || {
             try_get(srv.addr, "/small").is_ok_and(|r| r.status == 200)
         });
@@ -387,9 +373,8 @@ fn emfile_on_accept_does_not_spin_and_recovers() {
     }
 }
 
-#[test]
-fn shutdown_finishes_in_flight_responses_closes_idle_ones_and_exits_zero() {
-    for b in backends() {
+backend_test! {
+    fn shutdown_finishes_in_flight_responses_closes_idle_ones_and_exits_zero(b) {
         let root = temp_dir("drain");
         let body = pattern(9, 48 << 20);
         std::fs::write(root.join("f"), &body).unwrap();
@@ -425,9 +410,8 @@ fn shutdown_finishes_in_flight_responses_closes_idle_ones_and_exits_zero() {
     }
 }
 
-#[test]
-fn shutdown_timeout_aborts_a_stalled_send() {
-    for b in backends() {
+backend_test! {
+    fn shutdown_timeout_aborts_a_stalled_send(b) {
         let root = temp_dir("abort");
         big_file(&root, "big", BIG);
         let mut srv = Srv::start(
@@ -447,9 +431,8 @@ fn shutdown_timeout_aborts_a_stalled_send() {
     }
 }
 
-#[test]
-fn a_file_that_shrinks_mid_send_ends_the_connection_without_padding() {
-    for b in backends() {
+backend_test! {
+    fn a_file_that_shrinks_mid_send_ends_the_connection_without_padding(b) {
         let root = temp_dir("shrink");
         let path = root.join("f");
         std::fs::write(&path, pattern(3, 32 << 20)).unwrap();
@@ -496,7 +479,8 @@ fn server_end_of(srv: &Srv, client: &TcpStream) -> Option<std::os::fd::OwnedFd> 
     // SAFETY: pidfd_open(2) on our own child; the result is checked.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, srv.pid() as libc::pid_t, 0) };
     if pidfd < 0 {
-        eprintln!("SKIP: pidfd_open: {}", std::io::Error::last_os_error());
+        let why = format!("pidfd_open: {}", std::io::Error::last_os_error());
+        skip(&test_name(), &why);
         return None;
     }
     // SAFETY: a fresh descriptor we own.
@@ -538,9 +522,8 @@ fn sockopt(fd: &std::os::fd::OwnedFd, level: i32, name: i32) -> i32 {
     v
 }
 
-#[test]
-fn accepted_sockets_get_tcp_keepalive_and_nodelay() {
-    for b in backends() {
+backend_test! {
+    fn accepted_sockets_get_tcp_keepalive_and_nodelay(b) {
         for (args, idle, intvl, cnt) in [
             (vec![], 1800, 5, 3),
             (

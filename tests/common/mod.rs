@@ -11,38 +11,160 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every backend this machine can run, each with its `--backend` name. A backend that
-/// cannot run here is skipped with its reason printed, never silently.
+/// cannot run here is kept with its reason (see [`runs_here`]), never silently dropped.
 /// `RINGSERVE_TEST_BACKENDS=epoll` (a comma list) narrows the set, for CI cells that
 /// force one backend.
 pub fn backends() -> Vec<&'static str> {
-    // Decided once per test binary: deciding sets up (and drops) a full-size ring in
-    // the calling thread, whose teardown can interrupt that thread's next blocking call.
-    static CHOSEN: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    CHOSEN.get_or_init(choose_backends).clone()
+    chosen().run.clone()
 }
 
-fn choose_backends() -> Vec<&'static str> {
+/// The backends this test binary runs, and the ones it skips with the reason.
+struct Chosen {
+    run: Vec<&'static str>,
+    skipped: Vec<(&'static str, String)>,
+}
+
+fn chosen() -> &'static Chosen {
+    // Decided once per test binary: deciding sets up (and drops) a full-size ring in
+    // the calling thread, whose teardown can interrupt that thread's next blocking call.
+    static CHOSEN: std::sync::OnceLock<Chosen> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(choose_backends)
+}
+
+fn choose_backends() -> Chosen {
     let only = std::env::var("RINGSERVE_TEST_BACKENDS").ok();
-    let mut out = Vec::new();
+    let mut out = Chosen {
+        run: Vec::new(),
+        skipped: Vec::new(),
+    };
     for (name, req) in [
         ("epoll", BackendRequest::Epoll),
         ("uring", BackendRequest::Uring),
     ] {
         if let Some(only) = &only {
             if !only.split(',').any(|b| b.trim() == name) {
+                out.skipped
+                    .push((name, format!("not in RINGSERVE_TEST_BACKENDS={only}")));
                 continue;
             }
         }
         let mut cfg = ringserve::Config::new(".");
         cfg.backend = req;
         match ringserve::server::select_backend(&cfg) {
-            Ok(_) => out.push(name),
-            Err(why) => eprintln!("SKIP backend {name}: {why}"),
+            Ok(_) => out.run.push(name),
+            Err(why) => out.skipped.push((name, why)),
         }
     }
-    assert!(!out.is_empty(), "no backend can run on this machine");
+    assert!(!out.run.is_empty(), "no backend can run on this machine");
     out
 }
+
+/// Whether `backend` runs here. If not, writes `SKIP TEST: reason` (see [`skip`]) and
+/// the caller returns: what [`backend_test!`] and [`uring_test!`] start each test with.
+pub fn runs_here(backend: &str, test: &str) -> bool {
+    let c = chosen();
+    if c.run.contains(&backend) {
+        return true;
+    }
+    let (_, why) = c
+        .skipped
+        .iter()
+        .find(|(n, _)| *n == backend)
+        .unwrap_or_else(|| panic!("no backend named {backend:?}"));
+    skip(test, why);
+    false
+}
+
+/// Reports that `what` (a test, or one check of it) did not run here, and `why`, as one
+/// line `SKIP what: why` that a plain `cargo test` shows: libtest captures only the
+/// `print!`/`eprint!` family, so this writes to the process's stderr directly.
+/// kernel-compat/report.py counts these lines.
+pub fn skip(what: &str, why: &str) {
+    let line = format!("SKIP {what}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// The running test's name, as libtest names its thread (`NAME::uring`).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_string()
+}
+
+/// One `#[test]` per backend, so a failure on one backend hides nothing on the other
+/// and `cargo test uring` / `cargo test epoll` selects one:
+///
+/// ```ignore
+/// backend_test! {
+///     /// Doc comments and attributes are kept on each generated test.
+///     fn pipelined_responses_are_byte_exact(b) {
+///         let srv = Srv::start(b, &root, &[]); // b: &'static str, "epoll" or "uring"
+///     }
+/// }
+/// ```
+///
+/// expands to `mod pipelined_responses_are_byte_exact { use super::*; #[test] fn
+/// epoll() {..} #[test] fn uring() {..} }`. A backend that cannot run here (or that
+/// `RINGSERVE_TEST_BACKENDS` leaves out) makes its test print `SKIP NAME::uring: why`
+/// and return (so a skipped `#[should_panic]` test would fail: none is one). Several
+/// tests may share one invocation. [`uring_test!`] and [`epoll_test!`] are the
+/// one-backend forms.
+#[allow(unused_macros)] // each test binary uses some of them
+macro_rules! backend_test {
+    // One backend's test inside the test's module: attributes, the skip, the binding.
+    (@fn $backend:ident $name:ident [$($attr:tt)*] ($($b:ident)?) $body:block) => {
+        #[test]
+        $($attr)*
+        fn $backend() {
+            let test = concat!(stringify!($name), "::", stringify!($backend));
+            if !$crate::common::runs_here(stringify!($backend), test) {
+                return;
+            }
+            $(let $b: &'static str = stringify!($backend);)?
+            $body
+        }
+    };
+    // The one-backend forms: `fn name()` or `fn name(b)`.
+    (@only $backend:ident $($(#[$m:meta])* fn $name:ident($($b:ident)?) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::common::backend_test!(@fn $backend $name [$(#[$m])*] ($($b)?) $body);
+        }
+    )*};
+    ($($(#[$m:meta])* fn $name:ident($b:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::common::backend_test!(@fn epoll $name [$(#[$m])*] ($b) $body);
+            $crate::common::backend_test!(@fn uring $name [$(#[$m])*] ($b) $body);
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use backend_test;
+
+/// [`backend_test!`] for the io_uring backend only: `uring_test! { fn name() {..} }`
+/// (or `fn name(b)`) is the one test `name::uring`.
+#[allow(unused_macros)] // each test binary uses some of them
+macro_rules! uring_test {
+    ($($t:tt)*) => {
+        $crate::common::backend_test!(@only uring $($t)*);
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use uring_test;
+
+/// [`backend_test!`] for the epoll backend only: the one test `name::epoll`.
+#[allow(unused_macros)] // each test binary uses some of them
+macro_rules! epoll_test {
+    ($($t:tt)*) => {
+        $crate::common::backend_test!(@only epoll $($t)*);
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use epoll_test;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringserve")
@@ -364,7 +486,8 @@ pub fn raise_nofile() {
     let _ = ringserve::sys::epoll::raise_nofile_limit();
 }
 
-/// Whether an external tool is on PATH; prints the skip reason if not.
+/// Whether an external tool is on PATH; reports the running test skipped (see [`skip`])
+/// if not.
 pub fn have(tool: &str) -> bool {
     let ok = Command::new(tool)
         .arg("--version")
@@ -373,7 +496,10 @@ pub fn have(tool: &str) -> bool {
         .status()
         .is_ok();
     if !ok {
-        eprintln!("SKIP: {tool} is not installed (.ci/run installs it with apt-get)");
+        skip(
+            &test_name(),
+            &format!("{tool} is not installed (.ci/run installs it with apt-get)"),
+        );
     }
     ok
 }
