@@ -123,9 +123,19 @@ impl Root {
     /// Creates an empty file, invisible until [`Root::link`], that will become `rel`.
     /// Its directory is resolved beneath the root as any lookup is; it must exist.
     pub fn create(&self, rel: &str) -> io::Result<Temp> {
+        self.create_as(rel, true)
+    }
+
+    /// [`Root::create`], trying `O_TMPFILE` first only if `tmpfile` (the tests take
+    /// the hidden-name path on purpose).
+    fn create_as(&self, rel: &str, tmpfile: bool) -> io::Result<Temp> {
         let (dir, name) = self.parent_of(rel)?;
-        let tmpfile = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
-        let (file, hidden) = match sys::openat_mode(dir.as_fd(), c".", tmpfile, CREATE_MODE) {
+        let unnamed = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
+        let tried = match tmpfile {
+            true => sys::openat_mode(dir.as_fd(), c".", unnamed, CREATE_MODE),
+            false => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        };
+        let (file, hidden) = match tried {
             Ok(fd) => (fd, None),
             // No O_TMPFILE on this file system (EOPNOTSUPP), or a kernel that does not
             // know the flag (EISDIR, EINVAL): a hidden name, created exclusively.
@@ -803,6 +813,162 @@ mod tests {
             let dir = root.resolve("", libc::O_DIRECTORY).unwrap();
             assert_eq!(sys::dir_names(dir.as_fd(), 3).unwrap().len(), 3);
         }
+    }
+
+    /// What a directory holds, names only, sorted; hidden upload names included (the
+    /// test looks behind the listing's back).
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn write_temp(t: &Temp, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        t.file().file().write_all_at(bytes, 0).unwrap();
+        sync(t.file()).unwrap();
+    }
+
+    #[test]
+    fn created_files_are_invisible_until_linked_with_either_kind_of_temp() {
+        let _g = serial();
+        let tree = Tree::new("create");
+        for root in roots(&tree) {
+            for tmpfile in [true, false] {
+                let how = format!("{} tmpfile={tmpfile}", root.resolve_method());
+                let before = names(&tree.root().join("sub"));
+                let mut t = root.create_as("sub/new.txt", tmpfile).unwrap();
+                write_temp(&t, b"fresh");
+                // Not there yet, by any lookup or listing.
+                assert_eq!(outcome(&root, "sub/new.txt"), E(libc::ENOENT), "{how}");
+                let listed: Vec<_> = root.read_dir("sub").unwrap();
+                assert!(listed.iter().all(|e| e.name != b"new.txt"), "{how}");
+                assert!(
+                    listed
+                        .iter()
+                        .all(|e| !e.name.starts_with(HIDDEN_PREFIX.as_bytes())),
+                    "{how}: a hidden name was listed"
+                );
+                if let Some(h) = names(&tree.root().join("sub"))
+                    .into_iter()
+                    .find(|n| n.starts_with(HIDDEN_PREFIX))
+                {
+                    assert!(!tmpfile, "{how}: O_TMPFILE made a name");
+                    assert_eq!(outcome(&root, &format!("sub/{h}")), E(libc::ENOENT));
+                }
+                root.link(&mut t, false).unwrap();
+                assert_eq!(outcome(&root, "sub/new.txt"), ok("fresh"), "{how}");
+                let mut after = before.clone();
+                after.push("new.txt".into());
+                after.sort();
+                assert_eq!(names(&tree.root().join("sub")), after, "{how}: leftovers");
+                assert_eq!(
+                    root.link(&mut t, false).unwrap_err().raw_os_error(),
+                    Some(libc::EINVAL)
+                );
+                root.remove("sub/new.txt").unwrap();
+                assert_eq!(names(&tree.root().join("sub")), before, "{how}");
+            }
+        }
+    }
+
+    #[test]
+    fn linking_never_replaces_unless_asked_and_abandoned_files_leave_nothing() {
+        let _g = serial();
+        let tree = Tree::new("replace");
+        for root in roots(&tree) {
+            for tmpfile in [true, false] {
+                let how = format!("{} tmpfile={tmpfile}", root.resolve_method());
+                let before = names(&tree.root());
+                let mut t = root.create_as("hello.txt", tmpfile).unwrap();
+                write_temp(&t, b"other");
+                let e = root.link(&mut t, false).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{how}");
+                assert_eq!(outcome(&root, "hello.txt"), ok("hello"), "{how}");
+                drop(t);
+                assert_eq!(names(&tree.root()), before, "{how}");
+                assert!(
+                    before.iter().all(|n| !n.starts_with(HIDDEN_PREFIX)),
+                    "{how}: {before:?}"
+                );
+                // A directory is never replaced, with or without `replace`.
+                let mut t = root.create_as("sub", tmpfile).unwrap();
+                assert!(root.link(&mut t, true).is_err(), "{how}");
+                drop(t);
+                let mut t = root.create_as("hello.txt", tmpfile).unwrap();
+                write_temp(&t, b"other");
+                root.link(&mut t, true).unwrap();
+                assert_eq!(outcome(&root, "hello.txt"), ok("other"), "{how}");
+                std::fs::write(tree.root().join("hello.txt"), "hello").unwrap();
+                assert_eq!(names(&tree.root()), before, "{how}: leftovers");
+            }
+        }
+    }
+
+    /// No path may create, replace or remove anything outside the root, whichever way
+    /// the root resolves: `..`, absolute paths, and directories that are symlinks out
+    /// are refused as lookups are; a symlink *as the last name* is replaced or removed
+    /// itself, never followed.
+    #[test]
+    fn writes_never_leave_the_root() {
+        let _g = serial();
+        let tree = Tree::new("write-escape");
+        let outside = tree.base.join("outside");
+        let secret = tree.base.join("secret");
+        for root in roots(&tree) {
+            let how = root.resolve_method();
+            let out_before = names(&outside);
+            for rel in [
+                "../x",
+                "/tmp/x",
+                "sub/../../x",
+                "parent/x",
+                "up_outside/x",
+                "to_slash/tmp/x",
+                "sub/link_out/x",
+                "",
+                ".",
+                "sub/",
+                "hello.txt/x",
+                "a\0b",
+                ".ringserve-part-1-2",
+                "sub/.ringserve-part-1-2",
+            ] {
+                let got = root.create(rel).map(drop);
+                assert!(got.is_err(), "{how}: create({rel:?}) was allowed");
+                let got = root.remove(rel);
+                assert!(got.is_err(), "{how}: remove({rel:?}) was allowed");
+            }
+            // The last name a symlink out: replaced and removed as a link.
+            let mut t = root.create("up_secret").unwrap();
+            write_temp(&t, b"mine");
+            assert_eq!(
+                root.link(&mut t, false).unwrap_err().raw_os_error(),
+                Some(libc::EEXIST)
+            );
+            drop(t);
+            assert_eq!(std::fs::read(&secret).unwrap(), b"SECRET", "{how}");
+            assert_eq!(names(&outside), out_before, "{how}");
+        }
+        // Replacing or removing the link itself leaves its target alone.
+        let root = Root::open(&tree.root()).unwrap();
+        let mut t = root.create("up_secret").unwrap();
+        write_temp(&t, b"mine");
+        root.link(&mut t, true).unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"SECRET");
+        assert_eq!(
+            std::fs::read(tree.root().join("up_secret")).unwrap(),
+            b"mine"
+        );
+        root.remove("abs_passwd").unwrap();
+        assert!(Path::new("/etc/passwd").exists());
+        assert_eq!(
+            root.remove("sub").unwrap_err().raw_os_error(),
+            Some(libc::EISDIR)
+        );
     }
 
     #[test]

@@ -120,7 +120,8 @@ stats! {
         bytes_splice,
         /// Bytes of the connection spliced into a file (socket→pipe→file, both backends).
         bytes_recv_splice,
-        /// Bytes of the connection copied into a file (receive, then write), where no
+        /// Bytes of the connection copied into a file (received, then written): a
+        /// receive's head, which the protocol already held, and everything where no
         /// pipe could be had.
         bytes_recv_copy,
         /// io_uring_enter calls (each submits a batch and reaps completions).

@@ -103,6 +103,35 @@ fn bad_configuration_exits_2_with_one_line() {
         ],
         "--workers-min",
     );
+    // B7: past the kernel's buffer-ring limit, a reason and exit 2, not a dead ring
+    // thread and exit 1. B6: a key names its ring in one byte.
+    for (flag, value, needle) in [
+        (
+            "--uring-buffers",
+            "40000",
+            "--uring-buffers must be 1 to 32768",
+        ),
+        (
+            "--uring-buffers",
+            "32769",
+            "--uring-buffers must be 1 to 32768",
+        ),
+        ("--uring-buffers", "0", "--uring-buffers must be 1 to 32768"),
+        ("--uring-threads", "257", "--uring-threads must be 1 to 256"),
+        ("--uring-threads", "0", "--uring-threads must be 1 to 256"),
+    ] {
+        for backend in ["auto", "uring", "epoll"] {
+            let args = [
+                "serve",
+                root,
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                backend,
+            ];
+            assert_config_error(&[&args[..], &[flag, value]].concat(), needle);
+        }
+    }
     let file = temp_dir("cfgfile").join("f");
     std::fs::write(&file, "").unwrap();
     assert_config_error(

@@ -81,11 +81,33 @@ fn start(backend: &str, hooks: Arc<Log>) -> Server {
     Server::start(config(backend, &temp_dir("lib")), ShoutFactory, hooks).unwrap()
 }
 
+/// Calls `Control::close` from inside `on_accept`, then holds the accepting thread a
+/// while: the request reaches the backend while it is still registering the
+/// connection (the window of B5).
+struct CloseOnAccept {
+    log: Log,
+    control: Mutex<Option<Arc<ringserve::Control>>>,
+}
+
+impl Hooks for CloseOnAccept {
+    fn on_accept(&self, key: Key, peer: SocketAddr) {
+        self.log.on_accept(key, peer);
+        if let Some(c) = &*self.control.lock().unwrap() {
+            c.close(key);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    fn on_close(&self, key: Key, peer: SocketAddr, why: CloseReason) {
+        self.log.on_close(key, peer, why);
+    }
+}
+
 fn shout(addr: SocketAddr, line: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(line.as_bytes()).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
+    // A line that panics the server may have reset the connection already.
+    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -253,6 +275,84 @@ backend_test! {
             0,
             "[{b}] not closed after it"
         );
+        srv.shutdown();
+    }
+}
+
+backend_test! {
+    /// B1: a protocol panic inside `handle_recv` gives the provided buffer back. With
+    /// two buffers on one ring, three panics used to leave the ring unable to receive.
+    fn panics_while_receiving_do_not_use_up_the_receive_buffers(b) {
+        let mut cfg = config(b, &temp_dir("lib-bufs"));
+        cfg.uring_buffers = 2;
+        cfg.uring_threads = 1;
+        let hooks = Arc::new(Log::default());
+        let srv = Server::start(cfg, ShoutFactory, hooks).unwrap();
+        let addr = srv.local_addrs()[0];
+        for _ in 0..5 {
+            assert_eq!(shout(addr, "panic\n"), "", "[{b}]");
+        }
+        assert_eq!(shout(addr, "healthy\n"), "HEALTHY\n", "[{b}] {}", srv.stats());
+        assert_eq!(srv.stats().panics, 5);
+        srv.shutdown();
+    }
+}
+
+backend_test! {
+    /// B5: a close asked while the backend is still registering the connection is
+    /// not lost: the connection closes, with the reason `Requested`.
+    fn a_close_asked_during_registration_is_not_lost(b) {
+        let hooks = Arc::new(CloseOnAccept {
+            log: Log::default(),
+            control: Mutex::new(None),
+        });
+        let cfg = config(b, &temp_dir("lib-reg"));
+        let srv = Server::start(cfg, ShoutFactory, hooks.clone()).unwrap();
+        *hooks.control.lock().unwrap() = Some(srv.control());
+        let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(closed_by_peer(&mut s), "[{b}] the close was lost");
+        let closed = || {
+            let log = hooks.log.0.lock().unwrap();
+            log.iter().any(|(e, _)| e == "close Requested")
+        };
+        assert!(eventually(Duration::from_secs(5), closed), "[{b}]");
+        *hooks.control.lock().unwrap() = None;
+        srv.shutdown();
+    }
+}
+
+backend_test! {
+    /// B9: with pipelined requests queued behind the response in flight, a close
+    /// takes effect after that response, not once the pipeline runs dry.
+    fn a_close_with_pipelined_requests_behind_comes_after_the_response_in_flight(b) {
+        use ringserve::proto::http1::{HttpConfig, HttpFactory};
+        let root = temp_dir("lib-close-pipe");
+        let body = pattern(6, 4 << 20);
+        std::fs::write(root.join("big"), &body).unwrap();
+        let mut cfg = config(b, &root);
+        cfg.sndbuf = 4096;
+        let hooks = Arc::new(Log::default());
+        let factory = HttpFactory::new(HttpConfig::default());
+        let srv = Server::start(cfg, factory, hooks.clone()).unwrap();
+        let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let req = "GET /big HTTP/1.1\r\nHost: t\r\n\r\n";
+        s.write_all(req.repeat(3).as_bytes()).unwrap();
+        let started = eventually(Duration::from_secs(10), || srv.stats().responses >= 1);
+        assert!(started, "[{b}] no response started: {}", srv.stats());
+        srv.control().close(accepted_key(&hooks, 0));
+        let mut r = std::io::BufReader::new(s);
+        let resp = read_resp(&mut r, false).unwrap();
+        assert!(resp.body == body, "[{b}] the response in flight was cut");
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "[{b}] {} more bytes: the pipelined requests were answered",
+            rest.len()
+        );
+        assert_eq!(srv.stats().responses, 1, "[{b}]");
         srv.shutdown();
     }
 }

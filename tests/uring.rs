@@ -345,3 +345,125 @@ uring_test! {
         srv.shutdown();
     }
 }
+
+/// CPU ticks (user + system) of this process's thread named `name`.
+fn thread_ticks(name: &str) -> Option<u64> {
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = e.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            return Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?);
+        }
+    }
+    None
+}
+
+uring_test! {
+    /// B2: a receive that keeps finding every provided buffer in use waits for one to
+    /// be recycled, or for the tick, instead of re-arming every loop turn (3.35
+    /// million ENOBUFS completions in 3 s before). One buffer, held by a multishot
+    /// receive's parked input while its connection's response stalls; a second
+    /// connection then starves. Its ring must stay nearly idle, and it is served
+    /// once the buffer comes back.
+    fn a_starved_receive_waits_for_a_buffer_without_spinning() {
+        let _g = serial();
+        let multishot = ringserve::probe::probe()
+            .uring
+            .has(ringserve::probe::Optional::MultishotRecv);
+        let buf_ring = ringserve::probe::probe()
+            .uring
+            .uses(ringserve::probe::Optional::BufRing);
+        if !(multishot && buf_ring) {
+            return skip(
+                "a_starved_receive_waits_for_a_buffer_without_spinning::uring",
+                "needs a provided-buffer ring and multishot receive to hold a buffer",
+            );
+        }
+        let root = temp_dir("starve");
+        let big = pattern(3, 4 << 20);
+        std::fs::write(root.join("big"), &big).unwrap();
+        std::fs::write(root.join("small"), "small").unwrap();
+        let mut cfg = config(&root);
+        cfg.sndbuf = 4096;
+        cfg.uring_threads = 1;
+        cfg.uring_buffers = 1;
+        cfg.uring_multishot_recv = true;
+        let srv = start(cfg);
+        let addr = srv.local_addrs()[0];
+        // A: a 4 MiB response it does not read, then a request that arrives while
+        // that response is stalled: parked, with the ring's one buffer.
+        let a = TcpStream::connect(addr).unwrap();
+        (&a).write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert!(eventually(Duration::from_secs(5), || srv.stats().responses >= 1));
+        (&a).write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || srv.stats().recv_parked >= 1),
+            "nothing parked: {}",
+            srv.stats()
+        );
+        // B: finds no buffer.
+        let mut b = TcpStream::connect(addr).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        b.write_all(b"GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || srv.stats().recv_enobufs >= 1),
+            "B never ran out of buffers: {}",
+            srv.stats()
+        );
+        let (ticks, enobufs) = (thread_ticks("ringserve-ring0").unwrap(), srv.stats().recv_enobufs);
+        std::thread::sleep(Duration::from_secs(1));
+        let ticks = thread_ticks("ringserve-ring0").unwrap() - ticks;
+        let enobufs = srv.stats().recv_enobufs - enobufs;
+        eprintln!("starved for 1 s: {ticks} ticks of ring CPU, {enobufs} ENOBUFS");
+        assert!(ticks <= 10, "the ring spun: {ticks} ticks in 1 s");
+        assert!(enobufs <= 30, "{enobufs} ENOBUFS in 1 s: re-armed in a loop");
+        // A reads everything: its parked input is delivered, the buffer recycled, and
+        // B is served.
+        let mut ra = BufReader::new(a);
+        assert!(read_resp(&mut ra, false).unwrap().body == big);
+        assert_eq!(read_resp(&mut ra, false).unwrap().body, b"small");
+        let resp = read_resp(&mut BufReader::new(&mut b), false).unwrap();
+        assert_eq!(resp.body, b"small");
+        srv.shutdown();
+        remove_temp_tree(&root);
+    }
+}
+
+uring_test! {
+    /// INVARIANTS: idle io_uring connections hold no receive buffer where a
+    /// provided-buffer ring exists. 1,000 connections, each with a receive armed and
+    /// no request, then a client served: no per-connection buffer was ever made.
+    fn idle_connections_hold_no_receive_buffer() {
+        let _g = serial();
+        raise_nofile();
+        let root = temp_dir("idle-bufs");
+        std::fs::write(root.join("f"), "f").unwrap();
+        let mut cfg = config(&root);
+        cfg.uring_buffers = 1;
+        let srv = start(cfg);
+        let addr = srv.local_addrs()[0];
+        let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert!(eventually(Duration::from_secs(10), || srv.stats().accepts == 1000));
+        assert_eq!(get(addr, "/f").body, b"f");
+        let st = srv.stats();
+        if ringserve::probe::probe()
+            .uring
+            .uses(ringserve::probe::Optional::BufRing)
+        {
+            assert_eq!(st.recv_buf_allocs, 0, "idle connections got buffers: {st}");
+            assert_eq!(st.recv_enobufs, 0, "the one buffer was held: {st}");
+        } else {
+            skip(
+                "idle_connections_hold_no_receive_buffer::uring",
+                "no provided-buffer ring here: receives use per-connection buffers",
+            );
+            assert!(st.recv_buf_allocs >= 1000, "{st}");
+        }
+        drop(idle);
+        srv.shutdown();
+        remove_temp_tree(&root);
+    }
+}

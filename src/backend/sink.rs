@@ -78,6 +78,7 @@ impl Sink {
         let file = self.want.file.file();
         if !self.want.head.is_empty() {
             file.write_all_at(&self.want.head, self.want.offset)?;
+            Stats::add(&st.bytes_recv_copy, self.want.head.len() as u64);
             self.want.offset += self.want.head.len() as u64;
             self.want.head = Vec::new();
         }

@@ -136,6 +136,25 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// `statx(2)` of an open descriptor (`AT_EMPTY_PATH`, STATX_BASIC_STATS): what the
+/// io_uring backend's STATX asks, for checking it against `fstat`.
+pub fn statx(fd: BorrowedFd<'_>) -> io::Result<libc::statx> {
+    let mut st = MaybeUninit::<libc::statx>::uninit();
+    // SAFETY: `fd` is live for the borrow, the empty path is NUL-terminated, and `st`
+    // is valid for writing one `statx`.
+    unsafe {
+        syscall!(statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS,
+            st.as_mut_ptr(),
+        ))
+    }?;
+    // SAFETY: statx succeeded, so the kernel filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
 /// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`: what `name` in `dir` is, not what it points to.
 pub fn lstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();

@@ -243,52 +243,54 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         loop {
-            self.flush_backlog();
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                // EBUSY: completions must be reaped before more can be submitted.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {}
-                // EAGAIN: the kernel could not allocate request memory this time.
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => {
-                    crate::say!(
-                        "ringserve: ring {}: io_uring_enter: {e}; ring stops",
-                        self.me
-                    );
-                    return;
-                }
-            }
-            Stats::add(&self.st.uring_enters, 1);
-            self.now = Instant::now();
-            self.wall = SystemTime::now();
-            for note in self.inbox.take(NOTES_PER_TURN) {
-                match note {
-                    Note::Shutdown(level) => self.shutdown(conns, level),
-                    Note::Close(key) => self.close_asked(conns, key),
-                }
-            }
-            cqes.clear();
-            cqes.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            Stats::add(&self.st.cqes, cqes.len() as u64);
-            for &(ud, res, flags) in &cqes {
-                self.complete(conns, ud, res, flags);
-            }
-            self.run_ready(conns);
-            if std::mem::take(&mut self.recycled) && !self.starved.is_empty() {
-                // Buffers came back: receives that found none try again, once.
-                self.ready.append(&mut self.starved);
-                self.run_ready(conns);
+            if let Err(e) = self.turn(conns, &mut cqes) {
+                crate::say!(
+                    "ringserve: ring {}: io_uring_enter: {e}; ring stops",
+                    self.me
+                );
+                return;
             }
             if self.draining && conns.is_empty() && self.accepting.iter().all(|a| !a) {
                 return;
             }
         }
+    }
+
+    /// One loop turn: submit and wait, notifications, completions, then the
+    /// connections they touched.
+    fn turn(
+        &mut self,
+        conns: &mut Conns<F::Proto>,
+        cqes: &mut Vec<(u64, i32, u32)>,
+    ) -> io::Result<()> {
+        self.flush_backlog();
+        self.enter()?;
+        Stats::add(&self.st.uring_enters, 1);
+        self.now = Instant::now();
+        self.wall = SystemTime::now();
+        for note in self.inbox.take(NOTES_PER_TURN) {
+            match note {
+                Note::Shutdown(level) => self.shutdown(conns, level),
+                Note::Close(key) => self.close_asked(conns, key),
+            }
+        }
+        cqes.clear();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        Stats::add(&self.st.cqes, cqes.len() as u64);
+        for &(ud, res, flags) in cqes.iter() {
+            self.complete(conns, ud, res, flags);
+        }
+        self.run_ready(conns);
+        if std::mem::take(&mut self.recycled) && !self.starved.is_empty() {
+            // Buffers came back: receives that found none try again, once.
+            self.ready.append(&mut self.starved);
+            self.run_ready(conns);
+        }
+        Ok(())
     }
 
     /// Submits what is queued and waits for a completion. Errors that only mean "try

@@ -189,7 +189,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
         if let Some(m) = r_out {
             let head = rx.want.head.len();
             match m {
-                m if m > 0 && rx.head_done < head => rx.head_done += m as usize,
+                m if m > 0 && rx.head_done < head => {
+                    Stats::add(&self.st.bytes_recv_copy, m as u64);
+                    rx.head_done += m as usize;
+                }
                 m if m > 0 && rx.pipe.is_some() => {
                     Stats::add(&self.st.bytes_recv_splice, m as u64);
                     rx.in_pipe = rx.in_pipe.saturating_sub(m as u32);
