@@ -339,6 +339,9 @@ fn coordinate<F: ProtocolFactory>(
     notifiers: Vec<Arc<Notifier>>,
     threads: Vec<JoinHandle<()>>,
 ) {
+    // Its own counter block, as every server thread has (stale close requests).
+    let counting = sh.ctx.stats.bind("coordinator");
+    let st = counting.stats().clone();
     let control = sh.ctx.control.clone();
     // A ring of our own to send MSG_RING wakeups from, where the kernel has it.
     let mut sender = if sh.caps.msg_ring {
@@ -359,7 +362,7 @@ fn coordinate<F: ProtocolFactory>(
             // The key's shard is the ring that owns it; a key no ring issued is stale.
             match notifiers.get(usize::from(key.shard())) {
                 Some(nt) => nt.send(Note::Close(key), sender.as_mut()),
-                None => sh.ctx.stats.add(|s| &s.stale_dropped, 1),
+                None => crate::stats::Stats::add(&st.stale_dropped, 1),
             }
         }
         if level > seen {
