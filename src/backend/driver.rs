@@ -140,9 +140,16 @@ pub(crate) struct Core<P> {
     /// file receive until it hands over a response.
     mid_request: bool,
     doing: Doing,
-    /// Files created and not linked, each with a watch on the protocol's handle.
-    temps: Vec<(Weak<u64>, Temp)>,
-    next_temp: u64,
+    /// Files created and not linked: boxed, so a connection that never uploads (every
+    /// idle one) pays one pointer for them.
+    temps: Option<Box<Temps>>,
+}
+
+/// A connection's created, unlinked files, each with a watch on the protocol's handle.
+#[derive(Default)]
+struct Temps {
+    held: Vec<(Weak<u64>, Temp)>,
+    issued: u64,
 }
 
 impl<P: Protocol> Core<P> {
@@ -156,8 +163,7 @@ impl<P: Protocol> Core<P> {
             close_asked: false,
             mid_request: false,
             doing: Doing::Nothing,
-            temps: Vec::new(),
-            next_temp: 0,
+            temps: None,
         }
     }
 
@@ -169,9 +175,9 @@ impl<P: Protocol> Core<P> {
             "next() with an action in flight"
         );
         loop {
-            if !self.temps.is_empty() {
+            if let Some(t) = &mut self.temps {
                 // A temporary file whose handle the protocol dropped is abandoned.
-                self.temps.retain(|(w, _)| w.strong_count() > 0);
+                t.held.retain(|(w, _)| w.strong_count() > 0);
             }
             if self.close_asked && !self.mid_request {
                 return Action::Close(CloseReason::Requested);
@@ -239,15 +245,16 @@ impl<P: Protocol> Core<P> {
             FsOp::ReadDir(path) => FsDone::Listed(root.read_dir(&path)),
             FsOp::Create(path) => FsDone::Created(root.create(&path).map(|t| self.keep(t))),
             FsOp::Link { temp, replace } => {
-                let at = self
-                    .temps
-                    .iter()
-                    .position(|(w, _)| w.upgrade().is_some_and(|id| *id == temp.id()));
-                FsDone::Linked(match at {
-                    Some(i) => {
-                        let (_, mut t) = self.temps.swap_remove(i);
-                        root.link(&mut t, replace)
-                    }
+                let held = self.temps.as_mut().map(|t| &mut t.held);
+                let ours = held.and_then(|held| {
+                    let at = held
+                        .iter()
+                        .position(|(w, _)| w.upgrade().is_some_and(|id| *id == temp.id()))?;
+                    Some(held.swap_remove(at).1)
+                });
+                FsDone::Linked(match ours {
+                    Some(mut t) => root.link(&mut t, replace),
+                    // Not a file this connection created (or linked already).
                     None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
                 })
             }
@@ -259,9 +266,10 @@ impl<P: Protocol> Core<P> {
 
     /// Registers a created file with this connection and gives the protocol its handle.
     fn keep(&mut self, t: Temp) -> TempFile {
-        self.next_temp += 1;
-        let handle = TempFile::new(t.file().clone(), self.next_temp);
-        self.temps.push((handle.watch(), t));
+        let temps = self.temps.get_or_insert_with(Box::default);
+        temps.issued += 1;
+        let handle = TempFile::new(t.file().clone(), temps.issued);
+        temps.held.push((handle.watch(), t));
         handle
     }
 
@@ -593,11 +601,14 @@ mod tests {
         let mut w = World::new("temp");
         let mut c = core(vec![Step::Fs(FsOp::Create("gone.txt".into()))], &w);
         assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
-        assert_eq!(c.temps.len(), 1);
+        assert_eq!(c.temps.as_ref().unwrap().held.len(), 1);
         drop(c.proto.temp.take());
         c.recv(b"", w.now);
         let _ = c.next(&mut w.env());
-        assert!(c.temps.is_empty(), "the abandoned file was not dropped");
+        assert!(
+            c.temps.unwrap().held.is_empty(),
+            "the abandoned file was not dropped"
+        );
         let visible: Vec<_> = std::fs::read_dir(&w.dir).unwrap().collect();
         assert_eq!(visible.len(), 2, "only a.txt and d/ remain: {visible:?}");
     }
