@@ -33,15 +33,19 @@ pub use optional::{parse_disable, DisableSet, Optional};
 /// io_uring could do here and picks epoll, and `--backend uring` is an error.
 pub const URING_BACKEND_BUILT: bool = true;
 
-/// The opcodes the uring backend needs, with the kernel that added each. A kernel
-/// missing any of them gets epoll under `auto`.
+/// The opcodes the uring backend submits unconditionally, with the kernel that added
+/// each (in that order). A kernel missing any of them gets epoll under `auto`. Opcodes
+/// the backend uses only when present (OPENAT2, STATX, MSG_RING, ...) are [`Optional`]
+/// features instead; LINK_TIMEOUT is not used at all.
 pub const REQUIRED_OPS: &[(&str, u8, &str)] = &[
+    ("FSYNC", io_uring::opcode::Fsync::CODE, "5.1"),
+    ("SENDMSG", io_uring::opcode::SendMsg::CODE, "5.3"),
     ("TIMEOUT", io_uring::opcode::Timeout::CODE, "5.4"),
     ("ACCEPT", io_uring::opcode::Accept::CODE, "5.5"),
     ("ASYNC_CANCEL", io_uring::opcode::AsyncCancel::CODE, "5.5"),
-    ("LINK_TIMEOUT", io_uring::opcode::LinkTimeout::CODE, "5.5"),
     ("CLOSE", io_uring::opcode::Close::CODE, "5.6"),
     ("READ", io_uring::opcode::Read::CODE, "5.6"),
+    ("WRITE", io_uring::opcode::Write::CODE, "5.6"),
     ("RECV", io_uring::opcode::Recv::CODE, "5.6"),
     ("SEND", io_uring::opcode::Send::CODE, "5.6"),
     ("SPLICE", io_uring::opcode::Splice::CODE, "5.7"),

@@ -55,6 +55,26 @@ fn required_ops_are_named_consistently() {
     }
 }
 
+/// Required means submitted unconditionally: what the backend uses only when present
+/// is an optional feature, and LINK_TIMEOUT is not submitted at all.
+#[test]
+fn required_ops_exclude_optional_and_unused_ones() {
+    let names: Vec<&str> = REQUIRED_OPS.iter().map(|(n, _, _)| *n).collect();
+    for op in [
+        "LINK_TIMEOUT",
+        "OPENAT2",
+        "STATX",
+        "MSG_RING",
+        "PROVIDE_BUFFERS",
+        "SEND_ZC",
+    ] {
+        assert!(!names.contains(&op), "{op} in REQUIRED_OPS");
+    }
+    for op in ["SENDMSG", "WRITE", "FSYNC"] {
+        assert!(names.contains(&op), "{op} not in REQUIRED_OPS");
+    }
+}
+
 #[test]
 fn backend_request_parses() {
     assert_eq!("auto".parse(), Ok(BackendRequest::Auto));
@@ -115,7 +135,7 @@ fn choose_uring_when_built() {
     );
     let (kind, why) = ok.unwrap();
     assert_eq!(kind, BackendKind::Uring);
-    assert!(why.contains("all 9 required present"), "{why}");
+    assert!(why.contains("all 11 required present"), "{why}");
 
     let err = choose_with(BackendRequest::Uring, &seccomp_blocked(), true).unwrap_err();
     assert!(
@@ -137,13 +157,13 @@ fn choose_auto() {
     let good = probe_of(working_uring(&full_ops()));
     let (kind, why) = choose_with(BackendRequest::Auto, &good, true).unwrap();
     assert_eq!(kind, BackendKind::Uring);
-    assert_eq!(why, "io_uring available: 12 ops, all 9 required present");
+    assert_eq!(why, "io_uring available: 14 ops, all 11 required present");
 
     let (kind, why) = choose_with(BackendRequest::Auto, &good, false).unwrap();
     assert_eq!(kind, BackendKind::Epoll);
     assert_eq!(
         why,
-        "io_uring works here (12 ops) but the uring backend is not built yet"
+        "io_uring works here (14 ops) but the uring backend is not built yet"
     );
     // The probe's own choice is auto's, with the real constant.
     let (kind, why) = choose_with(BackendRequest::Auto, &good, URING_BACKEND_BUILT).unwrap();
@@ -228,7 +248,7 @@ fn text_report_explains() {
     );
     let t = probe_of(working_uring(&full_ops())).to_text();
     assert!(
-        t.contains("ops (12):") && t.contains("required ops:       all 9 present"),
+        t.contains("ops (14):") && t.contains("required ops:       all 11 present"),
         "{t}"
     );
     assert!(t.contains("no   multishot_accept 5.19  tried"), "{t}");
