@@ -174,8 +174,8 @@ fn listen_on(addr: SocketAddrV4) -> io::Result<libc::c_int> {
         },
         sin_zero: [0; 8],
     };
-    // SAFETY: `sin` is a live sockaddr_in and the length passed is its size.
     check(
+        // SAFETY: `sin` is a live sockaddr_in and the length passed is its size.
         unsafe {
             libc::bind(
                 fd,

@@ -123,7 +123,8 @@ def check(cid, where, parsed, meta):
     if p is None:
         return ["no probe JSON in the log"], notes
     u = p["io_uring"]
-    built = p.get("uring_backend_built", False)
+    # Every build has the uring backend. The probe JSON no longer carries
+    # `uring_backend_built`; older logs that do (always `true`) are read the same way.
     reason = p["reason"]
     uring_rc = parsed["uring_rc"]
     uring_err = " ".join(parsed["uring_err"])
@@ -140,11 +141,8 @@ def check(cid, where, parsed, meta):
             problems.append(f"the reason names no likely cause ({' / '.join(causes)})")
         if uring_rc != 2:
             problems.append(f"--backend uring exited {uring_rc}, expected 2")
-        elif built and errno not in uring_err:
+        elif errno not in uring_err:
             problems.append(f"--backend uring's message does not name {errno}")
-        elif not built:
-            notes.append("--backend uring exits 2 saying the uring backend is not built yet; "
-                         "that it names the errno is checked once it is")
     elif cid == "5.10-memlock":
         if p.get("memlock_limit") != 64 * 1024:
             problems.append(f"the probe saw RLIMIT_MEMLOCK {p.get('memlock_limit')}, "
@@ -196,14 +194,10 @@ def check(cid, where, parsed, meta):
             if lack:
                 problems.append(f"expected {lack} on this kernel")
         if u["available"] and not u.get("missing_required"):
-            if built and p["backend"] != "uring":
+            if p["backend"] != "uring":
                 problems.append(f"auto chose {p['backend']} where io_uring is usable")
-            if built and uring_rc != 0:
+            if uring_rc != 0:
                 problems.append(f"--backend uring did not start (exit {uring_rc}): {uring_err}")
-            if not built:
-                if p["backend"] != "epoll" or "not built" not in reason:
-                    problems.append("the uring backend is not built, so auto must pick epoll and say so")
-                notes.append("auto → epoll only because the uring backend is not built yet")
 
     # The suite: every binary exits 0, nothing failed, something ran.
     modes = parsed["modes"]
@@ -244,7 +238,6 @@ def cell_result(cid, logs):
             io_uring_error=p["io_uring"]["error"],
             chosen_backend=p["backend"],
             reason=p["reason"],
-            uring_backend_built=p.get("uring_backend_built"),
             optional_features=optional_present(p),
             optional_features_used=optional_used(p),
             probe=p,

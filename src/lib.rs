@@ -1,6 +1,5 @@
 //! ringserve: an io_uring-first Linux file server with an epoll one-shot worker-pool
 //! fallback. See `docs/ARCHITECTURE.md` for the layers and the two promises.
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// Writes one line to stderr and ignores failure: `eprintln!` panics when stderr is a
 /// closed pipe, and a server must not die because its log reader went away.

@@ -17,7 +17,7 @@ const USAGE: &str =
     "usage: ringserve-nouring [--errno EPERM|ENOSYS|EOPNOTSUPP|<number>|none] [--drop-ipc-lock] -- CMD [ARGS...]";
 
 /// CAP_IPC_LOCK's number (linux/capability.h); libc does not export it.
-const CAP_IPC_LOCK: libc::c_ulong = 14;
+const CAP_IPC_LOCK: u32 = 14;
 
 /// Exit code for bad usage, as `ringserve` itself uses.
 const EXIT_USAGE: u8 = 2;
@@ -68,11 +68,7 @@ fn main() -> ExitCode {
                 let mut command = Command::new(cmd);
                 command.args(tail);
                 if drop_ipc_lock {
-                    // SAFETY: prctl(PR_CAPBSET_DROP) takes two integers and touches no
-                    // memory of ours.
-                    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0) };
-                    if r != 0 {
-                        let e = std::io::Error::last_os_error();
+                    if let Err(e) = ringserve::sys::probe::drop_bounding_cap(CAP_IPC_LOCK) {
                         eprintln!("ringserve-nouring: dropping CAP_IPC_LOCK: {e}");
                         return ExitCode::FAILURE;
                     }

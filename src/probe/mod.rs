@@ -29,19 +29,19 @@ pub use host::{HostFacts, SeccompMode};
 pub use names::{errno_name, op_code, op_name, OP_NAMES};
 pub use optional::{parse_disable, DisableSet, Optional};
 
-/// Whether this build contains the io_uring backend. Until it does, `auto` reports what
-/// io_uring could do here and picks epoll, and `--backend uring` is an error.
-pub const URING_BACKEND_BUILT: bool = true;
-
-/// The opcodes the uring backend needs, with the kernel that added each. A kernel
-/// missing any of them gets epoll under `auto`.
+/// The opcodes the uring backend submits unconditionally, with the kernel that added
+/// each (in that order). A kernel missing any of them gets epoll under `auto`. Opcodes
+/// the backend uses only when present (OPENAT2, STATX, MSG_RING, ...) are [`Optional`]
+/// features instead; LINK_TIMEOUT is not used at all.
 pub const REQUIRED_OPS: &[(&str, u8, &str)] = &[
+    ("FSYNC", io_uring::opcode::Fsync::CODE, "5.1"),
+    ("SENDMSG", io_uring::opcode::SendMsg::CODE, "5.3"),
     ("TIMEOUT", io_uring::opcode::Timeout::CODE, "5.4"),
     ("ACCEPT", io_uring::opcode::Accept::CODE, "5.5"),
     ("ASYNC_CANCEL", io_uring::opcode::AsyncCancel::CODE, "5.5"),
-    ("LINK_TIMEOUT", io_uring::opcode::LinkTimeout::CODE, "5.5"),
     ("CLOSE", io_uring::opcode::Close::CODE, "5.6"),
     ("READ", io_uring::opcode::Read::CODE, "5.6"),
+    ("WRITE", io_uring::opcode::Write::CODE, "5.6"),
     ("RECV", io_uring::opcode::Recv::CODE, "5.6"),
     ("SEND", io_uring::opcode::Send::CODE, "5.6"),
     ("SPLICE", io_uring::opcode::Splice::CODE, "5.7"),
@@ -72,7 +72,7 @@ impl fmt::Display for BackendKind {
 /// What the user asked for with `--backend`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BackendRequest {
-    /// io_uring when it is built, works and has the required ops; epoll otherwise.
+    /// io_uring when it works and has the required ops; epoll otherwise.
     #[default]
     Auto,
     /// io_uring or an error.
@@ -341,20 +341,8 @@ fn ring_features(p: &io_uring::Parameters) -> Vec<&'static str> {
 /// The backend for `req` on this probe, with the reason; `Err` when a forced backend
 /// cannot run. `auto` always succeeds.
 pub fn choose(req: BackendRequest, p: &Probe) -> Result<(BackendKind, String), String> {
-    choose_with(req, p, URING_BACKEND_BUILT)
-}
-
-/// [`choose`] with `built` in place of [`URING_BACKEND_BUILT`], so both states are tested.
-fn choose_with(
-    req: BackendRequest,
-    p: &Probe,
-    built: bool,
-) -> Result<(BackendKind, String), String> {
     match req {
         BackendRequest::Epoll => Ok((BackendKind::Epoll, "forced by --backend epoll".to_owned())),
-        BackendRequest::Uring if !built => Err(
-            "--backend uring: the io_uring backend is not built into this version yet".to_owned(),
-        ),
         BackendRequest::Uring => match p.uring.usable() {
             Ok(why) => Ok((
                 BackendKind::Uring,
@@ -362,16 +350,9 @@ fn choose_with(
             )),
             Err(why) => Err(format!("--backend uring: {why}")),
         },
-        BackendRequest::Auto => Ok(match (p.uring.usable(), built) {
-            (Ok(why), true) => (BackendKind::Uring, why),
-            (Ok(_), false) => (
-                BackendKind::Epoll,
-                format!(
-                    "io_uring works here ({} ops) but the uring backend is not built yet",
-                    p.uring.ops.len()
-                ),
-            ),
-            (Err(why), _) => (BackendKind::Epoll, why),
+        BackendRequest::Auto => Ok(match p.uring.usable() {
+            Ok(why) => (BackendKind::Uring, why),
+            Err(why) => (BackendKind::Epoll, why),
         }),
     }
 }
@@ -419,7 +400,6 @@ impl Probe {
             },
             "backend": self.backend.to_string(),
             "reason": self.reason,
-            "uring_backend_built": URING_BACKEND_BUILT,
             "seccomp": self.host.seccomp.as_str(),
             "io_uring_disabled": self.host.io_uring_disabled,
             "cap_sys_admin": self.host.cap_sys_admin,

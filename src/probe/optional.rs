@@ -6,8 +6,11 @@
 use super::trial;
 use super::OptionalFeature;
 
-/// One optional feature. The backend asks for these by name (`caps.has(..)`), never
-/// for a kernel version: distributions backport, and sandboxes take away.
+/// One optional feature. The uring backend reads these as fields of its `Caps`
+/// (`caps.multishot_accept`), which `Caps::from_probe` fills once from the probe's
+/// verdicts: [`UringProbe::uses`](super::UringProbe::uses), or
+/// [`UringProbe::has`](super::UringProbe::has) for the opt-in multishot recv. Never
+/// from a kernel version: distributions backport, and sandboxes take away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Optional {
     /// `IORING_OP_OPENAT2`, 5.6: open with `RESOLVE_BENEATH` inside the ring.
@@ -101,7 +104,7 @@ impl Optional {
                 Some("superseded by buf_ring; without it, per-connection buffers held only while a recv is in flight")
             }
             Optional::MultishotRecv => Some(
-                "opt-in (--uring-multishot-recv): no measurable gain for HTTP keep-alive (1 KiB, 256 conns: 135.8k vs 137.1k req/s, medians of 3)",
+                "opt-in (--uring-multishot-recv): no measurable gain for HTTP keep-alive (see \"Measured choices\" in docs/ARCHITECTURE.md)",
             ),
             Optional::SendZc => Some("pays off only for large sends over real NICs; bodies are spliced"),
             _ => None,

@@ -55,6 +55,26 @@ fn required_ops_are_named_consistently() {
     }
 }
 
+/// Required means submitted unconditionally: what the backend uses only when present
+/// is an optional feature, and LINK_TIMEOUT is not submitted at all.
+#[test]
+fn required_ops_exclude_optional_and_unused_ones() {
+    let names: Vec<&str> = REQUIRED_OPS.iter().map(|(n, _, _)| *n).collect();
+    for op in [
+        "LINK_TIMEOUT",
+        "OPENAT2",
+        "STATX",
+        "MSG_RING",
+        "PROVIDE_BUFFERS",
+        "SEND_ZC",
+    ] {
+        assert!(!names.contains(&op), "{op} in REQUIRED_OPS");
+    }
+    for op in ["SENDMSG", "WRITE", "FSYNC"] {
+        assert!(names.contains(&op), "{op} not in REQUIRED_OPS");
+    }
+}
+
 #[test]
 fn backend_request_parses() {
     assert_eq!("auto".parse(), Ok(BackendRequest::Auto));
@@ -78,46 +98,21 @@ fn backend_request_parses() {
 #[test]
 fn choose_epoll_is_always_honoured() {
     for p in [probe_of(working_uring(&full_ops())), seccomp_blocked()] {
-        for built in [false, true] {
-            assert_eq!(
-                choose_with(BackendRequest::Epoll, &p, built),
-                Ok((BackendKind::Epoll, "forced by --backend epoll".to_owned()))
-            );
-        }
-    }
-}
-
-#[test]
-fn choose_uring_when_not_built_is_an_error() {
-    for p in [probe_of(working_uring(&full_ops())), seccomp_blocked()] {
         assert_eq!(
-            choose_with(BackendRequest::Uring, &p, false),
-            Err(
-                "--backend uring: the io_uring backend is not built into this version yet"
-                    .to_owned()
-            )
+            choose(BackendRequest::Epoll, &p),
+            Ok((BackendKind::Epoll, "forced by --backend epoll".to_owned()))
         );
     }
-    // And `choose` uses the real constant.
-    let p = probe_of(working_uring(&full_ops()));
-    assert_eq!(
-        choose(BackendRequest::Uring, &p).is_err(),
-        !URING_BACKEND_BUILT
-    );
 }
 
 #[test]
-fn choose_uring_when_built() {
-    let ok = choose_with(
-        BackendRequest::Uring,
-        &probe_of(working_uring(&full_ops())),
-        true,
-    );
+fn choose_uring() {
+    let ok = choose(BackendRequest::Uring, &probe_of(working_uring(&full_ops())));
     let (kind, why) = ok.unwrap();
     assert_eq!(kind, BackendKind::Uring);
-    assert!(why.contains("all 9 required present"), "{why}");
+    assert!(why.contains("all 11 required present"), "{why}");
 
-    let err = choose_with(BackendRequest::Uring, &seccomp_blocked(), true).unwrap_err();
+    let err = choose(BackendRequest::Uring, &seccomp_blocked()).unwrap_err();
     assert!(
         err.starts_with("--backend uring: io_uring_setup: EPERM"),
         "{err}"
@@ -125,7 +120,7 @@ fn choose_uring_when_built() {
     assert!(err.contains("seccomp"), "{err}");
 
     let old = working_uring(&["NOP", "ACCEPT", "TIMEOUT"]);
-    let err = choose_with(BackendRequest::Uring, &probe_of(old), true).unwrap_err();
+    let err = choose(BackendRequest::Uring, &probe_of(old)).unwrap_err();
     assert!(
         err.contains("SPLICE (5.7)") && err.contains("RECV (5.6)"),
         "{err}"
@@ -135,41 +130,24 @@ fn choose_uring_when_built() {
 #[test]
 fn choose_auto() {
     let good = probe_of(working_uring(&full_ops()));
-    let (kind, why) = choose_with(BackendRequest::Auto, &good, true).unwrap();
+    let (kind, why) = choose(BackendRequest::Auto, &good).unwrap();
     assert_eq!(kind, BackendKind::Uring);
-    assert_eq!(why, "io_uring available: 12 ops, all 9 required present");
+    assert_eq!(why, "io_uring available: 14 ops, all 11 required present");
+    // The probe's own choice is auto's.
+    assert_eq!((good.backend, good.reason.as_str()), (kind, why.as_str()));
 
-    let (kind, why) = choose_with(BackendRequest::Auto, &good, false).unwrap();
+    let (kind, why) = choose(BackendRequest::Auto, &seccomp_blocked()).unwrap();
+    assert_eq!(kind, BackendKind::Epoll);
+    assert!(why.starts_with("io_uring_setup: EPERM (Operation not permitted): blocked by seccomp"));
+
+    let mut no_splice = full_ops();
+    no_splice.retain(|op| *op != "SPLICE");
+    let (kind, why) = choose(BackendRequest::Auto, &probe_of(working_uring(&no_splice))).unwrap();
     assert_eq!(kind, BackendKind::Epoll);
     assert_eq!(
         why,
-        "io_uring works here (12 ops) but the uring backend is not built yet"
+        "io_uring lacks required ops: SPLICE (5.7) (kernel too old?)"
     );
-    // The probe's own choice is auto's, with the real constant.
-    let (kind, why) = choose_with(BackendRequest::Auto, &good, URING_BACKEND_BUILT).unwrap();
-    assert_eq!((good.backend, good.reason.as_str()), (kind, why.as_str()));
-
-    for built in [false, true] {
-        let (kind, why) = choose_with(BackendRequest::Auto, &seccomp_blocked(), built).unwrap();
-        assert_eq!(kind, BackendKind::Epoll);
-        assert!(
-            why.starts_with("io_uring_setup: EPERM (Operation not permitted): blocked by seccomp")
-        );
-
-        let mut no_splice = full_ops();
-        no_splice.retain(|op| *op != "SPLICE");
-        let (kind, why) = choose_with(
-            BackendRequest::Auto,
-            &probe_of(working_uring(&no_splice)),
-            built,
-        )
-        .unwrap();
-        assert_eq!(kind, BackendKind::Epoll);
-        assert_eq!(
-            why,
-            "io_uring lacks required ops: SPLICE (5.7) (kernel too old?)"
-        );
-    }
 }
 
 /// The keys other tools read, with their types.
@@ -228,7 +206,7 @@ fn text_report_explains() {
     );
     let t = probe_of(working_uring(&full_ops())).to_text();
     assert!(
-        t.contains("ops (12):") && t.contains("required ops:       all 9 present"),
+        t.contains("ops (14):") && t.contains("required ops:       all 11 present"),
         "{t}"
     );
     assert!(t.contains("no   multishot_accept 5.19  tried"), "{t}");

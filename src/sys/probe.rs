@@ -1,6 +1,6 @@
 //! The raw system calls the kernel probe needs beyond the io-uring crate: the kernel
 //! release, the memlock limit, and (for tests and the kernel-compat matrix) a seccomp
-//! filter that refuses io_uring.
+//! filter that refuses io_uring and a way to drop a capability from the bounding set.
 
 use std::ffi::CStr;
 use std::io;
@@ -100,6 +100,26 @@ pub fn deny_io_uring_with_seccomp(errno: u16) -> io::Result<()> {
             libc::PR_SET_SECCOMP,
             libc::c_ulong::from(libc::SECCOMP_MODE_FILTER),
             &prog as *const libc::sock_fprog
+        ))
+    }?;
+    Ok(())
+}
+
+/// Drops capability number `cap` (linux/capability.h, e.g. 14 for CAP_IPC_LOCK) from
+/// this thread's bounding set, so nothing it execs afterwards can hold it, not even
+/// root. `prctl(PR_CAPBSET_DROP)`; needs CAP_SETPCAP, and fails with EINVAL for a
+/// capability the kernel does not know.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    // prctl is variadic: pass full `unsigned long`s, as for the seccomp calls above.
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_CAPBSET_DROP takes integer arguments only and touches no memory of ours.
+    unsafe {
+        crate::syscall!(prctl(
+            libc::PR_CAPBSET_DROP,
+            libc::c_ulong::from(cap),
+            zero,
+            zero,
+            zero
         ))
     }?;
     Ok(())
