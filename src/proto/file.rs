@@ -90,6 +90,14 @@ mod tests {
     #[test]
     fn protocols_cannot_reach_a_descriptor() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proto");
+        if !std::path::Path::new(dir).is_dir() {
+            // A kernel-compat guest carries the test binaries, not the sources; the
+            // check is about the sources and runs wherever they are (cargo test, CI).
+            use std::io::Write;
+            let line = format!("SKIP protocols_cannot_reach_a_descriptor: no sources at {dir}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            return;
+        }
         let mut checked = 0;
         let mut stack = vec![std::path::PathBuf::from(dir)];
         while let Some(d) = stack.pop() {
