@@ -158,22 +158,31 @@ impl Root {
         };
         Ok(Temp {
             file: FileRef::new(File::from(file)),
-            dir,
+            dir: FileRef::new(File::from(dir)),
+            rel: rel.to_owned(),
             name,
             hidden,
             linked: false,
         })
     }
 
-    /// Gives a [`Root::create`]d file its name, atomically: without `replace` an
-    /// existing name is never replaced (`EEXIST`). The directory is fsynced before this
-    /// returns, so the entry is durable once the file's data is. Linking twice is
-    /// `EINVAL`.
+    /// Gives a [`Root::create`]d file its name durably: fsyncs the file, links it
+    /// ([`Root::link_entry`]), fsyncs the directory. A backend that fsyncs on its own
+    /// (io_uring) runs the three steps itself.
     pub fn link(&self, temp: &mut Temp, replace: bool) -> io::Result<()> {
+        sync(temp.file())?;
+        let dir = self.link_entry(temp, replace)?;
+        sync(&dir)
+    }
+
+    /// Gives a [`Root::create`]d file its name, atomically: without `replace` an
+    /// existing name is never replaced (`EEXIST`). Linking twice is `EINVAL`. Returns
+    /// the directory, which the caller fsyncs before it calls the name durable.
+    pub fn link_entry(&self, temp: &mut Temp, replace: bool) -> io::Result<FileRef> {
         if temp.linked {
             return Err(einval());
         }
-        let dir = temp.dir.as_fd();
+        let dir = temp.dir.file().as_fd();
         match (&temp.hidden, replace) {
             (None, false) => link_tmpfile(temp.file.file(), dir, &temp.name)?,
             (None, true) => {
@@ -192,7 +201,12 @@ impl Root {
                     // replaces) and drop the hidden name.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
                         sys::linkat(Some(dir), hidden, dir, &temp.name, 0)?;
-                        let _ = sys::unlinkat(dir, hidden);
+                        if sys::unlinkat(dir, hidden).is_err() {
+                            // Linked under its name; the hidden one stays for Drop to
+                            // try again.
+                            temp.linked = true;
+                            return Ok(temp.dir.clone());
+                        }
                     }
                     Err(e) => return Err(e),
                 }
@@ -201,13 +215,21 @@ impl Root {
         }
         temp.hidden = None;
         temp.linked = true;
-        sys::fsync(dir)
+        Ok(temp.dir.clone())
     }
 
-    /// Removes the file (not a directory) at `rel` beneath the root.
+    /// Removes the file (not a directory) at `rel` beneath the root, durably.
     pub fn remove(&self, rel: &str) -> io::Result<()> {
+        let dir = self.remove_entry(rel)?;
+        sync(&dir)
+    }
+
+    /// Removes the file (not a directory) at `rel` beneath the root. Returns the
+    /// directory, which the caller fsyncs before it calls the removal durable.
+    pub fn remove_entry(&self, rel: &str) -> io::Result<FileRef> {
         let (dir, name) = self.parent_of(rel)?;
-        sys::unlinkat(dir.as_fd(), &name)
+        sys::unlinkat(dir.as_fd(), &name)?;
+        Ok(FileRef::new(File::from(dir)))
     }
 
     /// The directory `rel` would be in, opened beneath the root, and its last name. The
@@ -375,8 +397,10 @@ fn validate(rel: &str) -> io::Result<&str> {
 pub struct Temp {
     file: FileRef,
     /// The directory it goes in, opened beneath the root.
-    dir: OwnedFd,
-    /// Its name there once linked.
+    dir: FileRef,
+    /// Its path beneath the root once linked.
+    rel: String,
+    /// Its name in `dir` once linked.
     name: CString,
     /// Its hidden name, where it has one (no `O_TMPFILE`).
     hidden: Option<CString>,
@@ -388,12 +412,17 @@ impl Temp {
     pub fn file(&self) -> &FileRef {
         &self.file
     }
+
+    /// Its path beneath the root once linked (the open-file cache's key).
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
         if let Some(hidden) = &self.hidden {
-            let _ = sys::unlinkat(self.dir.as_fd(), hidden);
+            let _ = sys::unlinkat(self.dir.file().as_fd(), hidden);
         }
     }
 }
@@ -401,9 +430,14 @@ impl Drop for Temp {
 /// Runs `make` with fresh hidden names until one is not taken (`EEXIST`).
 fn with_hidden_name<T>(mut make: impl FnMut(&CStr) -> io::Result<T>) -> io::Result<(T, CString)> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    // The clock as well as the pid and a count: a restarted server (a container's
+    // pid 1 again) does not walk into names its predecessor left.
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     for _ in 0..16 {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{HIDDEN_PREFIX}{}-{n}", std::process::id());
+        let name = format!("{HIDDEN_PREFIX}{}-{epoch:x}-{n}", std::process::id());
         let name = CString::new(name).expect("no NUL");
         match make(&name) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,

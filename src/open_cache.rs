@@ -74,6 +74,13 @@ impl OpenCache {
         self.map.insert(path.into(), entry);
     }
 
+    /// Forgets `path`: its file was just replaced or removed through this server, so
+    /// the next open must look again (other caches still see the change at most
+    /// `valid` late).
+    pub fn forget(&mut self, path: &str) {
+        self.map.remove(path);
+    }
+
     /// Drops every entry expired at `now`, closing descriptors nothing else holds, so an
     /// idle server keeps no file open longer than `valid` plus one sweep.
     pub fn sweep(&mut self, now: Instant) {

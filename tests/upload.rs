@@ -334,3 +334,35 @@ backend_test! {
         remove_temp_tree(&root);
     }
 }
+
+backend_test! {
+    /// Two uploads and a removal pipelined in one write: each body is exactly its
+    /// length, and what follows it is the next command. With `--uring-multishot-recv`
+    /// the receive armed when the first body begins has parked some of it; those bytes
+    /// go into the file first, and the rest go back to the protocol.
+    fn pipelined_uploads_keep_their_boundaries(b) {
+        for multishot in [false, true] {
+            let root = temp_dir("up-pipe");
+            std::fs::write(root.join("gone"), "x").unwrap();
+            let srv = start(b, &root, |c| c.uring_multishot_recv = multishot);
+            let one = pattern(4, 300_000);
+            let mut wire = format!("PUT one {}\n", one.len()).into_bytes();
+            wire.extend_from_slice(&one);
+            wire.extend_from_slice(b"PUT two 5\nhelloRM gone\n");
+            let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&wire).unwrap();
+            let mut r = BufReader::new(s);
+            let mut lines = String::new();
+            for _ in 0..3 {
+                r.read_line(&mut lines).unwrap();
+            }
+            assert_eq!(lines, "OK 300000\nOK 5\nOK\n", "[{b}] multishot={multishot}");
+            assert!(std::fs::read(root.join("one")).unwrap() == one, "[{b}] one differs");
+            assert_eq!(std::fs::read(root.join("two")).unwrap(), b"hello");
+            assert_eq!(tree(&root), ["one", "two"], "[{b}] multishot={multishot}");
+            srv.shutdown();
+            remove_temp_tree(&root);
+        }
+    }
+}

@@ -22,8 +22,8 @@
 //! The backend reports back what the kernel did ([`Core::recv`], [`Core::sent`],
 //! [`Core::opened`], ...) and calls `next` again once nothing is in flight. The tests
 //! below drive it in memory, with a scripted protocol and no sockets, in the style of
-//! quinn-proto's tests; the blocking client of the transfer protocol drives it the same
-//! way.
+//! quinn-proto's tests. Nothing in it needs a listener or a pool, so a blocking client
+//! on one socket can drive a protocol through it the same way.
 
 use super::{access_log, refuse, CloseReason, Ctx};
 use crate::config::Config;
@@ -37,8 +37,10 @@ use crate::stats::{Gauges, Stats};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, Weak};
+
 use std::time::{Duration, Instant, SystemTime};
 
 /// The waits a backend enforces for the protocol: header and keep-alive from the
@@ -78,6 +80,13 @@ impl Cache<'_> {
         match self {
             Cache::Own(c) => c.put(path, o, now),
             Cache::Shared(m) => super::lock(m).put(path, o, now),
+        }
+    }
+
+    fn forget(&mut self, path: &str) {
+        match self {
+            Cache::Own(c) => c.forget(path),
+            Cache::Shared(m) => super::lock(m).forget(path),
         }
     }
 }
@@ -143,13 +152,39 @@ pub(crate) struct Core<P> {
     /// Files created and not linked: boxed, so a connection that never uploads (every
     /// idle one) pays one pointer for them.
     temps: Option<Box<Temps>>,
+    /// A file-system operation of several steps in progress (link, remove), or an
+    /// action it has queued for the next `next`.
+    fs: Option<Box<FsSteps>>,
+    /// The last step was a wait that had already expired: the protocol heard its
+    /// timeout. Asked for an expired wait again, the connection closes (a protocol
+    /// that ignores timeouts must not loop here).
+    expired: bool,
+}
+
+/// The steps of an operation the driver splits so that every fsync can go to the
+/// backend (on io_uring, FSYNC on the ring: no disk stall blocks other connections).
+struct FsSteps {
+    /// The next action to hand the backend, if one is waiting.
+    queued: Option<Action>,
+    /// What the running fsync is for.
+    then: AfterSync,
+}
+
+enum AfterSync {
+    /// `FsOp::Link`: the file is synced; link it, then sync the directory.
+    Link {
+        temp: Temp,
+        replace: bool,
+    },
+    /// The directory is synced: answer.
+    Linked,
+    Removed,
 }
 
 /// A connection's created, unlinked files, each with a watch on the protocol's handle.
 #[derive(Default)]
 struct Temps {
-    held: Vec<(Weak<u64>, Temp)>,
-    issued: u64,
+    held: Vec<(Weak<()>, Temp)>,
 }
 
 impl<P: Protocol> Core<P> {
@@ -164,6 +199,8 @@ impl<P: Protocol> Core<P> {
             mid_request: false,
             doing: Doing::Nothing,
             temps: None,
+            fs: None,
+            expired: false,
         }
     }
 
@@ -174,6 +211,10 @@ impl<P: Protocol> Core<P> {
             Doing::Nothing,
             "next() with an action in flight"
         );
+        if let Some(action) = self.fs.as_mut().and_then(|f| f.queued.take()) {
+            self.doing = Doing::Fs;
+            return action;
+        }
         loop {
             if let Some(t) = &mut self.temps {
                 // A temporary file whose handle the protocol dropped is abandoned.
@@ -213,10 +254,14 @@ impl<P: Protocol> Core<P> {
                 Step::Recv(wait) => {
                     let deadline = self.deadline(wait, env);
                     if env.now >= deadline {
+                        if std::mem::replace(&mut self.expired, true) {
+                            return Action::Close(CloseReason::Timeout);
+                        }
                         Stats::add(&env.st.recv_timeouts, 1);
                         self.proto.handle_timeout();
                         continue;
                     }
+                    self.expired = false;
                     self.doing = Doing::Recv;
                     return Action::Recv { deadline };
                 }
@@ -231,7 +276,7 @@ impl<P: Protocol> Core<P> {
         }
     }
 
-    /// Does `op` here, or hands it to the backend (`Some`).
+    /// Does `op` here, or hands it (or its first step) to the backend (`Some`).
     fn fs(&mut self, env: &mut Env<'_>, op: FsOp) -> Option<Action> {
         let root = env.root;
         let done = match op {
@@ -244,31 +289,46 @@ impl<P: Protocol> Core<P> {
             // done on the calling thread (a ring's, or a pool worker's).
             FsOp::ReadDir(path) => FsDone::Listed(root.read_dir(&path)),
             FsOp::Create(path) => FsDone::Created(root.create(&path).map(|t| self.keep(t))),
-            FsOp::Link { temp, replace } => {
-                let held = self.temps.as_mut().map(|t| &mut t.held);
-                let ours = held.and_then(|held| {
-                    let at = held
-                        .iter()
-                        .position(|(w, _)| w.upgrade().is_some_and(|id| *id == temp.id()))?;
-                    Some(held.swap_remove(at).1)
-                });
-                FsDone::Linked(match ours {
-                    Some(mut t) => root.link(&mut t, replace),
-                    // Not a file this connection created (or linked already).
-                    None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-                })
-            }
-            FsOp::Remove(path) => FsDone::Removed(root.remove(&path)),
+            FsOp::Link { temp, replace } => match self.take_temp(&temp) {
+                // Durable under its name: fsync the file, link, fsync the directory.
+                Some(t) => {
+                    return Some(
+                        self.sync_then(t.file().clone(), AfterSync::Link { temp: t, replace }),
+                    )
+                }
+                // Not a file this connection created (or linked already).
+                None => FsDone::Linked(Err(io::Error::from_raw_os_error(libc::EINVAL))),
+            },
+            FsOp::Remove(path) => match root.remove_entry(&path) {
+                Ok(dir) => {
+                    env.cache.forget(&path);
+                    return Some(self.sync_then(dir, AfterSync::Removed));
+                }
+                Err(e) => FsDone::Removed(Err(e)),
+            },
         };
         self.proto.handle_fs(done);
         None
     }
 
+    /// An fsync for the backend, and what follows it.
+    fn sync_then(&mut self, file: FileRef, then: AfterSync) -> Action {
+        self.fs = Some(Box::new(FsSteps { queued: None, then }));
+        Action::Sync(file)
+    }
+
+    /// This connection's created file that `temp` is the handle of.
+    fn take_temp(&mut self, temp: &TempFile) -> Option<Temp> {
+        let held = &mut self.temps.as_mut()?.held;
+        let watch = temp.watch();
+        let at = held.iter().position(|(w, _)| w.ptr_eq(&watch))?;
+        Some(held.swap_remove(at).1)
+    }
+
     /// Registers a created file with this connection and gives the protocol its handle.
     fn keep(&mut self, t: Temp) -> TempFile {
+        let handle = TempFile::new(t.file().clone());
         let temps = self.temps.get_or_insert_with(Box::default);
-        temps.issued += 1;
-        let handle = TempFile::new(t.file().clone(), temps.issued);
         temps.held.push((handle.watch(), t));
         handle
     }
@@ -335,10 +395,31 @@ impl<P: Protocol> Core<P> {
         self.proto.handle_fs(FsDone::Opened(result));
     }
 
-    /// The backend's fsync finished.
-    pub(crate) fn synced(&mut self, result: io::Result<()>) {
+    /// The backend's fsync finished: an answer, or the next step of a link or
+    /// removal (queued for the next `next`).
+    pub(crate) fn synced(&mut self, env: &mut Env<'_>, result: io::Result<()>) {
         self.doing = Doing::Nothing;
-        self.proto.handle_fs(FsDone::Synced(result));
+        let Some(steps) = self.fs.take() else {
+            return self.proto.handle_fs(FsDone::Synced(result));
+        };
+        let done = match (steps.then, result) {
+            (AfterSync::Link { mut temp, replace }, Ok(())) => {
+                match env.root.link_entry(&mut temp, replace) {
+                    Ok(dir) => {
+                        env.cache.forget(temp.rel());
+                        self.fs = Some(Box::new(FsSteps {
+                            queued: Some(Action::Sync(dir)),
+                            then: AfterSync::Linked,
+                        }));
+                        return;
+                    }
+                    Err(e) => FsDone::Linked(Err(e)),
+                }
+            }
+            (AfterSync::Link { .. } | AfterSync::Linked, r) => FsDone::Linked(r),
+            (AfterSync::Removed, r) => FsDone::Removed(r),
+        };
+        self.proto.handle_fs(done);
     }
 
     /// The backend's receive into a file finished: bytes of the connection written.
@@ -396,25 +477,42 @@ pub(crate) fn unadmit<F>(ctx: &Ctx<F>) {
 }
 
 /// An admitted connection got `key`: count it, tell the hooks, start its protocol.
+/// `None` if the factory or the hook panicked: the connection is then not opened (the
+/// caller closes the socket and undoes the admission), and the thread lives on.
 pub(crate) fn open<F: ProtocolFactory>(
     ctx: &Ctx<F>,
     st: &Stats,
     key: Key,
     peer: SocketAddr,
     now: Instant,
-) -> Core<F::Proto> {
-    Stats::add(&st.accepts, 1);
-    ctx.hooks.on_accept(key, peer);
-    Core::new(ctx.factory.new_conn(peer), peer, now)
+) -> Option<Core<F::Proto>> {
+    let made = catch_unwind(AssertUnwindSafe(|| {
+        let proto = ctx.factory.new_conn(peer);
+        ctx.hooks.on_accept(key, peer);
+        proto
+    }));
+    match made {
+        Ok(proto) => {
+            Stats::add(&st.accepts, 1);
+            Some(Core::new(proto, peer, now))
+        }
+        Err(_) => {
+            Stats::add(&st.panics, 1);
+            None
+        }
+    }
 }
 
 /// A connection's socket is closed and its key removed: count it, lower the gauge,
-/// tell the hooks. (Its `Core`, if it survived, is dropped by the caller: any
-/// temporary file it still holds is removed then.)
+/// tell the hooks (a panic in the hook is caught and counted). Its `Core`, if it
+/// survived, is dropped by the caller: any temporary file it still holds is removed
+/// then.
 pub(crate) fn retire<F>(ctx: &Ctx<F>, st: &Stats, key: Key, peer: SocketAddr, why: CloseReason) {
     Stats::add(&st.closes, 1);
     Gauges::down(&ctx.stats.gauges.open_conns);
-    ctx.hooks.on_close(key, peer, why);
+    if catch_unwind(AssertUnwindSafe(|| ctx.hooks.on_close(key, peer, why))).is_err() {
+        Stats::add(&st.panics, 1);
+    }
 }
 
 #[cfg(test)]
@@ -585,11 +683,24 @@ mod tests {
             }),
             Step::Fs(FsOp::Remove("a.txt".into())),
         ]);
-        let Action::Sync(f) = c.next(&mut w.env()) else {
-            panic!("fsync goes to the backend")
-        };
-        c.synced(crate::fs::sync(&f));
-        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        // Sync, then Link's three steps (file, name, directory), then Remove's two:
+        // every fsync goes to the backend.
+        let mut fsyncs = 0;
+        loop {
+            match c.next(&mut w.env()) {
+                Action::Sync(f) => {
+                    fsyncs += 1;
+                    let r = crate::fs::sync(&f);
+                    c.synced(&mut w.env(), r);
+                }
+                Action::Recv { .. } => break,
+                a => panic!("{a:?}"),
+            }
+        }
+        assert_eq!(
+            fsyncs, 4,
+            "sync; link: file and directory; remove: directory"
+        );
         assert!(w.dir.join("d/new.txt").exists());
         assert!(!w.dir.join("a.txt").exists());
         let tail = &c.proto.heard[3..];

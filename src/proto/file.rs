@@ -54,15 +54,16 @@ impl std::fmt::Debug for FileRef {
 #[derive(Debug)]
 pub struct TempFile {
     file: FileRef,
-    /// Alive while this handle is; the driver watches it through a [`Weak`].
-    live: Arc<u64>,
+    /// Alive while this handle is; the driver watches it through a [`Weak`], which
+    /// also says which of the connection's files this is.
+    live: Arc<()>,
 }
 
 impl TempFile {
-    pub(crate) fn new(file: FileRef, id: u64) -> TempFile {
+    pub(crate) fn new(file: FileRef) -> TempFile {
         TempFile {
             file,
-            live: Arc::new(id),
+            live: Arc::new(()),
         }
     }
 
@@ -71,13 +72,8 @@ impl TempFile {
         &self.file
     }
 
-    /// Its number among the connection's temporary files.
-    pub(crate) fn id(&self) -> u64 {
-        *self.live
-    }
-
     /// A watch that says when this handle has been dropped.
-    pub(crate) fn watch(&self) -> Weak<u64> {
+    pub(crate) fn watch(&self) -> Weak<()> {
         Arc::downgrade(&self.live)
     }
 }

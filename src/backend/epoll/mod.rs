@@ -417,7 +417,10 @@ impl<F: ProtocolFactory> Shared<F> {
                     let r = self.ctx.root.open_beneath(&path);
                     conn.core.opened(&mut self.env(st), &path, r);
                 }
-                Action::Sync(file) => conn.core.synced(crate::fs::sync(&file)),
+                Action::Sync(file) => {
+                    let r = crate::fs::sync(&file);
+                    conn.core.synced(&mut self.env(st), r);
+                }
                 Action::Close(why) => return Outcome::Close(conn, why),
             }
         }
@@ -606,8 +609,14 @@ impl<F: ProtocolFactory> Shared<F> {
             t.conns.insert(owned())
         };
         let now = Instant::now();
+        let Some(core) = driver::open(&self.ctx, st, key, peer, now) else {
+            // The factory or the accept hook panicked: no connection.
+            lock(&self.table).conns.remove(key);
+            driver::unadmit(&self.ctx);
+            return;
+        };
         let conn = Box::new(Conn {
-            core: driver::open(&self.ctx, st, key, peer, now),
+            core,
             fd,
             resume: Resume::Next,
             cut: false,

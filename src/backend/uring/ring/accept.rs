@@ -86,7 +86,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
         };
         let now = self.now;
         let key = conns.vacant_key();
-        let core = driver::open(ctx, &self.st, key, peer, now);
+        let Some(core) = driver::open(ctx, &self.st, key, peer, now) else {
+            // The factory or the accept hook panicked: no connection.
+            driver::unadmit(ctx);
+            return;
+        };
         let inserted = conns.insert(Box::new(Conn {
             fd,
             core,

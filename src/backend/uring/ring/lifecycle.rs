@@ -171,6 +171,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// (the connections' and the ring's own), reaps until none is left, each wait
     /// bounded, then closes what connections remain. See the module's rule.
     pub(super) fn teardown(&mut self, conns: &mut Conns<F::Proto>) {
+        self.tearing_down = true;
         self.inbox.set_ring_fd(-1);
         // Never submitted: they hold nothing in the kernel.
         self.backlog.clear();

@@ -130,6 +130,9 @@ struct Io<'a, F: ProtocolFactory> {
     /// STATX and CLOSE.
     open_cache: OpenCache,
     timeouts: Timeouts,
+    /// Teardown has begun: the ring is not entered for new work, so descriptors are
+    /// closed with close(2), not IORING_OP_CLOSE.
+    tearing_down: bool,
     /// The clocks, read once per loop turn rather than per connection step: every
     /// completion of a turn arrived by then, and a clock read is a measurable share of
     /// a small request's cost.
@@ -226,6 +229,7 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             backlog: VecDeque::new(),
             open_cache: OpenCache::new(cfg.open_file_cache, cfg.open_file_cache_valid),
             timeouts: Timeouts::of(cfg),
+            tearing_down: false,
             now: Instant::now(),
             wall: SystemTime::now(),
             st,
@@ -251,6 +255,17 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 return;
             }
             if self.draining && conns.is_empty() && self.accepting.iter().all(|a| !a) {
+                return;
+            }
+            let limit = self.stop_deadline.map(|d| d + lifecycle::TEARDOWN_LIMIT);
+            if limit.is_some_and(|l| self.now >= l) {
+                // Something ignores cancellation (a hung disk, a hard NFS mount):
+                // teardown bounds the rest, and leaks rather than hang.
+                crate::say!(
+                    "ringserve: ring {}: {} connections still busy past the shutdown timeout",
+                    self.me,
+                    conns.len()
+                );
                 return;
             }
         }
@@ -427,6 +442,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// Lowers the driver's actions until the connection waits on the kernel or closes.
     fn drive(&mut self, key: Key, conn: &mut Conn<F::Proto>) {
         loop {
+            if conn.closing.is_some() {
+                return;
+            }
             if conn.send.is_some() {
                 self.advance_send(key, conn);
                 if conn.send.is_some() || conn.closing.is_some() {
@@ -440,10 +458,21 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 }
             }
             if conn.starved {
+                if conn.deadline.is_some_and(|d| d <= self.now) {
+                    // Starved past its deadline: the wait is over all the same.
+                    (conn.starved, conn.want_recv, conn.deadline) = (false, false, None);
+                    conn.core.timed_out(&self.st);
+                    continue;
+                }
                 // Woken by a recycled buffer or the tick: try again.
                 if self.arm_recv(key, conn) {
                     continue;
                 }
+                return;
+            }
+            if conn.want_recv {
+                // Waiting for input (a passive multishot receive is armed): nothing to
+                // do until it comes, whoever put the connection on the ready list.
                 return;
             }
             let action = conn.core.next(&mut self.env());

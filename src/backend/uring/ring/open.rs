@@ -162,6 +162,6 @@ impl<F: ProtocolFactory> Io<'_, F> {
         } else {
             Ok(())
         };
-        conn.core.synced(r);
+        conn.core.synced(&mut self.env(), r);
     }
 }

@@ -20,10 +20,12 @@ pub(super) const RECV_BUF: u32 = 4096;
 const PARK_MAX: usize = 2;
 
 /// What one receive completion brought.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(super) enum Input {
     /// `len` bytes in provided buffer `bid`, or in `recv_buf` (`bid` None).
     Data(Option<u16>, usize),
+    /// What was left of a parked buffer after a receive into a file took its share.
+    Owned(Vec<u8>),
     Eof,
     Error(i32),
 }
@@ -87,7 +89,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 }
                 None
             }
-            e if e == -libc::ECANCELED && conn.recv_timed_out => {
+            e if e == -libc::ECANCELED && conn.recv_timed_out && conn.want_recv => {
                 conn.deadline = None;
                 conn.want_recv = false;
                 conn.core.timed_out(&self.st);
@@ -110,7 +112,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             return;
         };
-        if conn.want_recv && conn.parked.is_empty() {
+        if conn.want_recv && conn.parked.is_empty() && conn.sink.is_none() {
             self.deliver(conn, input);
         } else {
             Stats::add(&self.st.recv_parked, 1);
@@ -133,8 +135,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
     pub(super) fn deliver(&mut self, conn: &mut Conn<F::Proto>, input: Input) {
         conn.deadline = None;
         conn.want_recv = false;
+        // A timeout cancel still on its way no longer means a timeout.
+        conn.recv_timed_out = false;
         let now = self.now;
         match input {
+            Input::Owned(v) => conn.core.recv(&v, now),
             Input::Data(bid, n) => {
                 let r = catch_unwind(AssertUnwindSafe(|| {
                     match (bid, &self.bufs, &conn.recv_buf) {

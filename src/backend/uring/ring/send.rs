@@ -227,7 +227,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             // just drop their share. A CLOSE that would have to wait in the backlog is
             // a close(2) instead, so no descriptor ever waits outside the kernel.
             if let Ok(file) = file.into_only() {
-                if !self.has_room(1) {
+                if self.tearing_down || !self.has_room(1) {
                     drop(file);
                     continue;
                 }

@@ -9,6 +9,7 @@
 //! interrupts it.
 
 use super::super::bufs::Pipe;
+use super::recv::Input;
 use super::step::{Done, StepState};
 use super::user_data::Op;
 use super::{Conn, Io};
@@ -39,6 +40,13 @@ pub(super) struct Receiving {
     copy_done: usize,
     /// The peer closed before the end.
     eof: bool,
+    /// A multishot receive was still armed when this began: it is being cancelled,
+    /// and what it parked is taken into `want.head` before the first step.
+    stopping_recv: bool,
+    parked_taken: bool,
+    /// Bytes of the connection taken from parked input into the head: they count as
+    /// received from the connection.
+    absorbed: u64,
     /// What went wrong, to tell the protocol once nothing is in flight.
     failed: Option<io::Error>,
     /// The step in flight, and its clock against `timeout` (the body timeout).
@@ -58,6 +66,9 @@ impl Receiving {
             copy_len: 0,
             copy_done: 0,
             eof: false,
+            stopping_recv: false,
+            parked_taken: false,
+            absorbed: 0,
             failed: None,
             step: StepState::new(now),
             timeout,
@@ -83,6 +94,20 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let Some(rx) = conn.sink.as_mut() else {
             return;
         };
+        if conn.ops & Op::Recv.bit() != 0 {
+            // A multishot receive is still armed: it would take the body's bytes for
+            // itself. Stop it; go on once its last CQE is in.
+            if !std::mem::replace(&mut rx.stopping_recv, true) {
+                self.cancel(Op::Recv.ud(k));
+            }
+            return;
+        }
+        if !std::mem::replace(&mut rx.parked_taken, true) {
+            self.take_parked(conn);
+        }
+        let Some(rx) = conn.sink.as_mut() else {
+            return;
+        };
         let ffd = types::Fd(rx.want.file.file().as_raw_fd());
         let base = rx.want.offset;
         let head = rx.want.head.len();
@@ -95,7 +120,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             let rx = conn.sink.take().expect("checked");
             let result = match rx.failed {
                 Some(e) => Err(e),
-                None => Ok(rx.got),
+                None => Ok(rx.absorbed + rx.got),
             };
             if let Some(pipe) = rx.pipe {
                 self.pipes.give(pipe, rx.in_pipe == 0);
@@ -158,6 +183,45 @@ impl<F: ProtocolFactory> Io<'_, F> {
         // of this step has arrived (`ops`, and the rule of lifecycle.rs).
         unsafe { self.push(&entries) };
         conn.ops |= ops;
+    }
+
+    /// Input a multishot receive parked before the receive into the file began is the
+    /// start of the body: it goes into the head (as much as the body needs; the rest
+    /// stays parked, in order, for the protocol). Its buffers go back to the kernel.
+    fn take_parked(&mut self, conn: &mut Conn<F::Proto>) {
+        let Some(rx) = conn.sink.as_mut() else {
+            return;
+        };
+        while let Some(input) = conn.parked.pop_front() {
+            let bytes = match input {
+                Input::Data(Some(bid), n) => {
+                    let Some(b) = self.bufs.as_mut() else { break };
+                    let v = b.get(bid, n).to_vec();
+                    b.recycle(bid);
+                    self.recycled = true;
+                    v
+                }
+                Input::Data(None, _) => Vec::new(),
+                Input::Owned(v) => v,
+                Input::Eof => {
+                    conn.parked.push_front(Input::Eof);
+                    rx.eof = true;
+                    break;
+                }
+                Input::Error(e) => {
+                    rx.failed = Some(io::Error::from_raw_os_error(-e));
+                    break;
+                }
+            };
+            let take = bytes.len().min(rx.want.len as usize);
+            rx.want.head.extend_from_slice(&bytes[..take]);
+            rx.want.len -= take as u64;
+            rx.absorbed += take as u64;
+            if take < bytes.len() {
+                conn.parked.push_front(Input::Owned(bytes[take..].to_vec()));
+                break;
+            }
+        }
     }
 
     /// One CQE of a receive step; the step is judged when its last CQE is in.
