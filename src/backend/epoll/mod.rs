@@ -644,23 +644,34 @@ impl<F: ProtocolFactory> Shared<F> {
     /// Tells an expired connection of its timeout, lets its answer (a 408) go out if it
     /// fits the socket buffer right now, and closes it. Never blocks.
     fn expire(&self, st: &Stats, key: Key, mut conn: Conn<F::Proto>) {
-        match std::mem::replace(&mut conn.resume, Resume::Next) {
-            Resume::Sink(_) => {
-                conn.core
-                    .recv_file_done(Err(io::ErrorKind::TimedOut.into()));
-            }
-            _ => conn.core.timed_out(st),
-        }
-        for _ in 0..4 {
-            match conn.core.next(&mut self.env(st)) {
-                Action::Send(chunks) => {
-                    send::send_once(conn.fd.as_fd(), &chunks);
-                    conn.core.sent();
+        // Protocol code, on the coordinator: a panic closes this connection only.
+        let told = catch_unwind(AssertUnwindSafe(|| {
+            match std::mem::replace(&mut conn.resume, Resume::Next) {
+                Resume::Sink(_) => {
+                    conn.core
+                        .recv_file_done(Err(io::ErrorKind::TimedOut.into()));
                 }
-                _ => break,
+                _ => conn.core.timed_out(st),
             }
-        }
-        self.close(st, key, conn, CloseReason::Timeout);
+            for _ in 0..4 {
+                match conn.core.next(&mut self.env(st)) {
+                    Action::Send(chunks) => {
+                        send::send_once(conn.fd.as_fd(), &chunks);
+                        conn.core.sent();
+                    }
+                    _ => break,
+                }
+            }
+        }));
+        let why = match told {
+            Ok(()) => CloseReason::Timeout,
+            Err(_) => {
+                Stats::add(&st.panics, 1);
+                conn.cut = true;
+                CloseReason::Panic
+            }
+        };
+        self.close(st, key, conn, why);
     }
 
     /// The coordinator: timeouts, EMFILE back-off, and the shutdown sequence.
