@@ -149,12 +149,10 @@ pub(crate) struct Core<P> {
     /// file receive until it hands over a response.
     mid_request: bool,
     doing: Doing,
-    /// Files created and not linked: boxed, so a connection that never uploads (every
-    /// idle one) pays one pointer for them.
-    temps: Option<Box<Temps>>,
-    /// A file-system operation of several steps in progress (link, remove), or an
-    /// action it has queued for the next `next`.
-    fs: Option<Box<FsSteps>>,
+    /// Files created and not linked, and a file-system operation of several steps in
+    /// progress: boxed, so a connection that never writes (every idle one) pays one
+    /// pointer for them.
+    files: Option<Box<Files>>,
     /// The last step was a wait that had already expired: the protocol heard its
     /// timeout. Asked for an expired wait again, the connection closes (a protocol
     /// that ignores timeouts must not loop here).
@@ -181,10 +179,13 @@ enum AfterSync {
     Removed,
 }
 
-/// A connection's created, unlinked files, each with a watch on the protocol's handle.
+/// What a connection that writes files keeps.
 #[derive(Default)]
-struct Temps {
+struct Files {
+    /// Created, unlinked files, each with a watch on the protocol's handle.
     held: Vec<(Weak<()>, Temp)>,
+    /// A link or removal between its steps.
+    steps: Option<FsSteps>,
 }
 
 impl<P: Protocol> Core<P> {
@@ -198,8 +199,7 @@ impl<P: Protocol> Core<P> {
             close_asked: false,
             mid_request: false,
             doing: Doing::Nothing,
-            temps: None,
-            fs: None,
+            files: None,
             expired: false,
         }
     }
@@ -211,14 +211,18 @@ impl<P: Protocol> Core<P> {
             Doing::Nothing,
             "next() with an action in flight"
         );
-        if let Some(action) = self.fs.as_mut().and_then(|f| f.queued.take()) {
+        let steps = self.files.as_mut().and_then(|f| f.steps.as_mut());
+        if let Some(action) = steps.and_then(|s| s.queued.take()) {
             self.doing = Doing::Fs;
             return action;
         }
         loop {
-            if let Some(t) = &mut self.temps {
+            if let Some(f) = &mut self.files {
                 // A temporary file whose handle the protocol dropped is abandoned.
-                t.held.retain(|(w, _)| w.strong_count() > 0);
+                f.held.retain(|(w, _)| w.strong_count() > 0);
+                if f.held.is_empty() && f.steps.is_none() {
+                    self.files = None;
+                }
             }
             if self.close_asked && !self.mid_request {
                 return Action::Close(CloseReason::Requested);
@@ -313,13 +317,14 @@ impl<P: Protocol> Core<P> {
 
     /// An fsync for the backend, and what follows it.
     fn sync_then(&mut self, file: FileRef, then: AfterSync) -> Action {
-        self.fs = Some(Box::new(FsSteps { queued: None, then }));
+        let files = self.files.get_or_insert_with(Box::default);
+        files.steps = Some(FsSteps { queued: None, then });
         Action::Sync(file)
     }
 
     /// This connection's created file that `temp` is the handle of.
     fn take_temp(&mut self, temp: &TempFile) -> Option<Temp> {
-        let held = &mut self.temps.as_mut()?.held;
+        let held = &mut self.files.as_mut()?.held;
         let watch = temp.watch();
         let at = held.iter().position(|(w, _)| w.ptr_eq(&watch))?;
         Some(held.swap_remove(at).1)
@@ -328,8 +333,8 @@ impl<P: Protocol> Core<P> {
     /// Registers a created file with this connection and gives the protocol its handle.
     fn keep(&mut self, t: Temp) -> TempFile {
         let handle = TempFile::new(t.file().clone());
-        let temps = self.temps.get_or_insert_with(Box::default);
-        temps.held.push((handle.watch(), t));
+        let files = self.files.get_or_insert_with(Box::default);
+        files.held.push((handle.watch(), t));
         handle
     }
 
@@ -399,7 +404,7 @@ impl<P: Protocol> Core<P> {
     /// removal (queued for the next `next`).
     pub(crate) fn synced(&mut self, env: &mut Env<'_>, result: io::Result<()>) {
         self.doing = Doing::Nothing;
-        let Some(steps) = self.fs.take() else {
+        let Some(steps) = self.files.as_mut().and_then(|f| f.steps.take()) else {
             return self.proto.handle_fs(FsDone::Synced(result));
         };
         let done = match (steps.then, result) {
@@ -407,10 +412,11 @@ impl<P: Protocol> Core<P> {
                 match env.root.link_entry(&mut temp, replace) {
                     Ok(dir) => {
                         env.cache.forget(temp.rel());
-                        self.fs = Some(Box::new(FsSteps {
+                        let files = self.files.get_or_insert_with(Box::default);
+                        files.steps = Some(FsSteps {
                             queued: Some(Action::Sync(dir)),
                             then: AfterSync::Linked,
-                        }));
+                        });
                         return;
                     }
                     Err(e) => FsDone::Linked(Err(e)),
@@ -712,14 +718,11 @@ mod tests {
         let mut w = World::new("temp");
         let mut c = core(vec![Step::Fs(FsOp::Create("gone.txt".into()))], &w);
         assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
-        assert_eq!(c.temps.as_ref().unwrap().held.len(), 1);
+        assert_eq!(c.files.as_ref().unwrap().held.len(), 1);
         drop(c.proto.temp.take());
         c.recv(b"", w.now);
         let _ = c.next(&mut w.env());
-        assert!(
-            c.temps.unwrap().held.is_empty(),
-            "the abandoned file was not dropped"
-        );
+        assert!(c.files.is_none(), "the abandoned file was not dropped");
         let visible: Vec<_> = std::fs::read_dir(&w.dir).unwrap().collect();
         assert_eq!(visible.len(), 2, "only a.txt and d/ remain: {visible:?}");
     }

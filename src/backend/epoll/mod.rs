@@ -152,8 +152,8 @@ struct Conn<P> {
 enum Resume {
     /// Nothing: ask the driver.
     Next,
-    /// A receive, until this deadline.
-    Recv(Instant),
+    /// A receive, until the deadline its `Entry::Parked` holds.
+    Recv,
     /// A receive into a file.
     Sink(Box<Sink>),
 }
@@ -176,6 +176,9 @@ struct Table<P> {
     /// Set once shutdown begins: nothing idle may park any more.
     draining: bool,
 }
+
+/// A parked connection the coordinator took out of the table, with its deadline.
+type Taken<P> = (Key, Box<Conn<P>>, Instant);
 
 /// What the owner does with a connection after driving it.
 enum Outcome<P> {
@@ -301,11 +304,11 @@ impl<F: ProtocolFactory> Shared<F> {
 
     /// Takes ownership of the connection `key` names, drives it, and parks or closes it.
     fn run_conn(self: &Arc<Self>, st: &Stats, key: Key, buf: &mut [u8]) {
-        let conn = {
+        let (conn, parked_until) = {
             let mut t = lock(&self.table);
             match t.conns.get_mut(key) {
                 Some(e @ Entry::Parked(..)) => match std::mem::replace(e, owned()) {
-                    Entry::Parked(c, _) => c,
+                    Entry::Parked(c, d) => (c, d),
                     Entry::Owned { .. } => unreachable!(),
                 },
                 _ => {
@@ -318,7 +321,9 @@ impl<F: ProtocolFactory> Shared<F> {
         self.busy.fetch_add(1, Ordering::SeqCst);
         Gauges::up(&self.ctx.stats.gauges.busy_workers);
         let peer = conn.core.peer;
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.drive(st, key, conn, buf)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.drive(st, key, conn, parked_until, buf)
+        }));
         self.busy.fetch_sub(1, Ordering::SeqCst);
         Gauges::down(&self.ctx.stats.gauges.busy_workers);
         match outcome {
@@ -350,6 +355,7 @@ impl<F: ProtocolFactory> Shared<F> {
         st: &Stats,
         key: Key,
         mut conn: Box<Conn<F::Proto>>,
+        parked_until: Instant,
         buf: &mut [u8],
     ) -> Outcome<F::Proto> {
         loop {
@@ -358,7 +364,9 @@ impl<F: ProtocolFactory> Shared<F> {
             }
             let resume = std::mem::replace(&mut conn.resume, Resume::Next);
             let action = match resume {
-                Resume::Recv(deadline) => Action::Recv { deadline },
+                Resume::Recv => Action::Recv {
+                    deadline: parked_until,
+                },
                 Resume::Sink(sink) => {
                     conn = match self.sink(st, conn, sink, buf) {
                         Ok(c) => c,
@@ -392,15 +400,18 @@ impl<F: ProtocolFactory> Shared<F> {
                         conn.core.timed_out(st);
                         continue;
                     }
-                    match net::recv(conn.fd.as_fd(), buf) {
+                    let got = loop {
+                        match net::recv(conn.fd.as_fd(), buf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            r => break r,
+                        }
+                    };
+                    match got {
                         Ok(0) => conn.core.eof(),
                         Ok(n) => conn.core.recv(&buf[..n], Instant::now()),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            conn.resume = Resume::Recv(deadline);
+                            conn.resume = Resume::Recv;
                             return Outcome::Park(conn, deadline);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                            conn.resume = Resume::Recv(deadline);
                         }
                         Err(e) => return Outcome::Close(conn, CloseReason::Error(e.kind())),
                     }
@@ -628,13 +639,13 @@ impl<F: ProtocolFactory> Shared<F> {
     fn take_parked(
         &self,
         mut pick: impl FnMut(Instant) -> bool,
-    ) -> Vec<(Key, Box<Conn<F::Proto>>)> {
+    ) -> Vec<Taken<F::Proto>> {
         let mut t = lock(&self.table);
         let mut out = Vec::new();
         for (key, e) in t.conns.iter_mut() {
             if matches!(e, Entry::Parked(_, d) if pick(*d)) {
-                if let Entry::Parked(c, _) = std::mem::replace(e, owned()) {
-                    out.push((key, c));
+                if let Entry::Parked(c, d) = std::mem::replace(e, owned()) {
+                    out.push((key, c, d));
                 }
             }
         }
@@ -699,11 +710,11 @@ impl<F: ProtocolFactory> Shared<F> {
         //    owners close theirs after the response in flight (`park` asks the driver
         //    once `draining` is set under the lock).
         lock(&self.table).draining = true;
-        for (key, conn) in self.take_parked(|_| true) {
+        for (key, conn, until) in self.take_parked(|_| true) {
             if conn.core.closes_at_drain() {
                 self.close(&st, key, *conn, CloseReason::Shutdown);
             } else {
-                self.repark(&st, key, conn);
+                self.repark(&st, key, conn, until);
             }
         }
         // 3. Let in-flight responses finish, up to the shutdown timeout.
@@ -728,20 +739,15 @@ impl<F: ProtocolFactory> Shared<F> {
                 let _ = h.join();
             }
         }
-        for (key, conn) in self.take_parked(|_| true) {
+        for (key, conn, _) in self.take_parked(|_| true) {
             self.close(&st, key, *conn, CloseReason::Shutdown);
         }
     }
 
     /// Parks a connection the coordinator took and did not close, re-armed: a worker
     /// that got its event while the coordinator held it dropped that event.
-    fn repark(&self, st: &Stats, key: Key, conn: Box<Conn<F::Proto>>) {
-        let deadline = match &conn.resume {
-            Resume::Recv(d) => *d,
-            Resume::Sink(s) => s.deadline(),
-            Resume::Next => Instant::now() + self.ctx.cfg.header_timeout,
-        };
-        self.park(st, key, conn, deadline, false);
+    fn repark(&self, st: &Stats, key: Key, conn: Box<Conn<F::Proto>>, until: Instant) {
+        self.park(st, key, conn, until, false);
     }
 
     /// [`Control::close`](crate::Control::close): a parked connection is handed to the
@@ -754,7 +760,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 let mut t = lock(&self.table);
                 match t.conns.get_mut(key) {
                     Some(e @ Entry::Parked(..)) => match std::mem::replace(e, owned()) {
-                        Entry::Parked(c, _) => Some(c),
+                        Entry::Parked(c, d) => Some((c, d)),
                         Entry::Owned { .. } => unreachable!(),
                     },
                     Some(Entry::Owned { close_asked }) => {
@@ -770,11 +776,11 @@ impl<F: ProtocolFactory> Shared<F> {
                     }
                 }
             };
-            if let Some(mut conn) = taken {
+            if let Some((mut conn, until)) = taken {
                 if conn.core.ask_close() {
                     self.close(st, key, *conn, CloseReason::Requested);
                 } else {
-                    self.repark(st, key, conn);
+                    self.repark(st, key, conn, until);
                 }
             }
         }
@@ -783,7 +789,7 @@ impl<F: ProtocolFactory> Shared<F> {
     fn housekeeping(&self, st: &Stats) {
         let now = Instant::now();
         lock(&self.open_cache).sweep(now);
-        for (key, conn) in self.take_parked(|deadline| deadline <= now) {
+        for (key, conn, _) in self.take_parked(|deadline| deadline <= now) {
             self.expire(st, key, *conn);
         }
         let due = {

@@ -83,7 +83,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 if st.step.stalls(now, send_timeout) {
                     self.cancel_all(key, conn.ops & Op::SEND_STEP);
                 }
-            } else if let Some(rx) = conn.sink.as_mut() {
+            } else if let Some(super::Job::Sink(rx)) = &mut conn.job {
                 // The body timeout: no byte for that long ends the receive.
                 if rx.step.stalls(now, rx.timeout) {
                     self.cancel_all(key, conn.ops & Op::SINK_STEP);
@@ -154,7 +154,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
         if let Some(st) = conn.send {
             self.release(st);
         }
-        if let Some((pipe, empty)) = conn.sink.and_then(|rx| rx.into_pipe()) {
+        let rx = match conn.job {
+            Some(super::Job::Sink(rx)) => Some(rx),
+            _ => None,
+        };
+        if let Some((pipe, empty)) = rx.and_then(|rx| rx.into_pipe()) {
             self.pipes.give(pipe, empty);
         }
         for input in conn.parked {

@@ -63,10 +63,9 @@ struct Conn<P> {
     /// is in flight.
     recv_buf: Option<Box<[u8]>>,
     send: Option<Box<send::Sending>>,
-    open: Option<Box<open::Opening>>,
-    sink: Option<Box<sink::Receiving>>,
-    /// The file an FSYNC in flight names.
-    syncing: Option<FileRef>,
+    /// The one open, fsync or receive into a file in flight (the driver asks for one
+    /// at a time), with what its SQEs point at.
+    job: Option<Job>,
     /// Set once the connection is to close; it does when `ops` is empty.
     closing: Option<CloseReason>,
     cancelled: bool,
@@ -83,6 +82,42 @@ struct Conn<P> {
     /// Multishot input that arrived while the protocol was not asking (it was sending):
     /// held, in order, buffers and all, until it asks.
     parked: VecDeque<Input>,
+}
+
+/// What a connection's `job` holds for the kernel.
+enum Job {
+    Open(Box<open::Opening>),
+    Sink(Box<sink::Receiving>),
+    /// The file an FSYNC in flight names: held, never read, so the descriptor lives
+    /// until the CQE.
+    #[allow(dead_code)]
+    Sync(FileRef),
+}
+
+impl<P> Conn<P> {
+    fn has_sink(&self) -> bool {
+        matches!(self.job, Some(Job::Sink(_)))
+    }
+
+    fn take_open(&mut self) -> Option<Box<open::Opening>> {
+        match self.job.take() {
+            Some(Job::Open(op)) => Some(op),
+            other => {
+                self.job = other;
+                None
+            }
+        }
+    }
+
+    fn take_sink(&mut self) -> Option<Box<sink::Receiving>> {
+        match self.job.take() {
+            Some(Job::Sink(rx)) => Some(rx),
+            other => {
+                self.job = other;
+                None
+            }
+        }
+    }
 }
 
 /// A ring's connections. Boxed: the table doubles as it grows, and a slot of a box
@@ -451,9 +486,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     return;
                 }
             }
-            if conn.sink.is_some() {
+            if conn.has_sink() {
                 self.advance_sink(key, conn);
-                if conn.sink.is_some() || conn.closing.is_some() {
+                if conn.has_sink() || conn.closing.is_some() {
                     return;
                 }
             }
@@ -488,7 +523,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     return;
                 }
                 Action::RecvFile { sink, timeout } => {
-                    conn.sink = Some(Box::new(sink::Receiving::new(sink, timeout, self.now)));
+                    let rx = sink::Receiving::new(sink, timeout, self.now);
+                    conn.job = Some(Job::Sink(Box::new(rx)));
                 }
                 Action::Open(path) => {
                     if self.open(key, conn, path) {

@@ -3,7 +3,7 @@
 //! gets here.
 
 use super::user_data::Op;
-use super::{Conn, Io};
+use super::{Conn, Io, Job};
 use crate::conn::Key;
 use crate::proto::{FileMeta, FileRef, Opened, ProtocolFactory};
 use io_uring::{opcode, types};
@@ -32,7 +32,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         match root.openat2_args(&path) {
             Some(Ok(args)) if self.caps.openat2 => {
                 let dir = args.dir.as_raw_fd();
-                let op = conn.open.insert(Box::new(Opening {
+                let op = Box::new(Opening {
                     rel: path,
                     path: args.path,
                     how: types::OpenHow::new()
@@ -41,10 +41,12 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     file: None,
                     // SAFETY: statx is plain data; all-zero is a valid value.
                     stx: unsafe { std::mem::zeroed() },
-                }));
+                });
                 let e = opcode::OpenAt2::new(types::Fd(dir), op.path.as_ptr(), &op.how)
                     .build()
                     .user_data(Op::Open.ud(key.to_u64()));
+                // The box moves into the connection; its heap contents do not move.
+                conn.job = Some(Job::Open(op));
                 // SAFETY: the path and open_how live in the boxed `Opening`, which the
                 // connection keeps until this CQE (`ops`); the root descriptor lives in
                 // the shared context, which outlives the ring.
@@ -70,7 +72,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// runs STATX in an io-wq worker, a thread hop, which the open-file cache pays once
     /// per file per validity period. Without STATX, `fstat` of the new descriptor.
     pub(super) fn opened(&mut self, key: Key, conn: &mut Conn<F::Proto>, res: i32) {
-        let Some(mut op) = conn.open.take() else {
+        let Some(mut op) = conn.take_open() else {
             return;
         };
         if res < 0 {
@@ -94,7 +96,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             .user_data(Op::Stat.ud(key.to_u64()));
             op.file = Some(file);
             // The box, and the buffer in it, do not move when it goes back.
-            conn.open = Some(op);
+            conn.job = Some(Job::Open(op));
             // SAFETY: the statx buffer and the descriptor live in the boxed `Opening`,
             // which the connection keeps until this CQE (`ops`); the path is a static
             // empty string.
@@ -108,7 +110,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
 
     /// STATX of a just-opened file completed.
     pub(super) fn stated(&mut self, conn: &mut Conn<F::Proto>, res: i32) {
-        let Some(mut op) = conn.open.take() else {
+        let Some(mut op) = conn.take_open() else {
             return;
         };
         let Some(file) = op.file.take() else {
@@ -145,7 +147,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let e = opcode::Fsync::new(types::Fd(file.file().as_raw_fd()))
             .build()
             .user_data(Op::Fsync.ud(key.to_u64()));
-        conn.syncing = Some(file);
+        conn.job = Some(Job::Sync(file));
         // SAFETY: FSYNC points at no memory; the descriptor is held in `syncing` until
         // this CQE (`ops`).
         unsafe { self.push(&[e]) };
@@ -153,7 +155,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     }
 
     pub(super) fn synced(&mut self, conn: &mut Conn<F::Proto>, res: i32) {
-        conn.syncing = None;
+        conn.job = None;
         if conn.closing.is_some() {
             return;
         }

@@ -112,7 +112,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             return;
         };
-        if conn.want_recv && conn.parked.is_empty() && conn.sink.is_none() {
+        if conn.want_recv && conn.parked.is_empty() && !conn.has_sink() {
             self.deliver(conn, input);
         } else {
             Stats::add(&self.st.recv_parked, 1);

@@ -12,7 +12,7 @@ use super::super::bufs::Pipe;
 use super::recv::Input;
 use super::step::{Done, StepState};
 use super::user_data::Op;
-use super::{Conn, Io};
+use super::{Conn, Io, Job};
 use crate::conn::Key;
 use crate::proto::{ProtocolFactory, RecvFile};
 use crate::stats::Stats;
@@ -91,7 +91,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     pub(super) fn advance_sink(&mut self, key: Key, conn: &mut Conn<F::Proto>) {
         let k = key.to_u64();
         let sock = types::Fd(conn.fd.as_raw_fd());
-        let Some(rx) = conn.sink.as_mut() else {
+        let Some(Job::Sink(rx)) = &mut conn.job else {
             return;
         };
         if conn.ops & Op::Recv.bit() != 0 {
@@ -105,7 +105,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         if !std::mem::replace(&mut rx.parked_taken, true) {
             self.take_parked(conn);
         }
-        let Some(rx) = conn.sink.as_mut() else {
+        let Some(Job::Sink(rx)) = &mut conn.job else {
             return;
         };
         let ffd = types::Fd(rx.want.file.file().as_raw_fd());
@@ -117,7 +117,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 && rx.copy_done >= rx.copy_len
                 && (rx.eof || rx.got >= rx.want.len));
         if done {
-            let rx = conn.sink.take().expect("checked");
+            let rx = conn.take_sink().expect("checked");
             let result = match rx.failed {
                 Some(e) => Err(e),
                 None => Ok(rx.absorbed + rx.got),
@@ -189,7 +189,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// start of the body: it goes into the head (as much as the body needs; the rest
     /// stays parked, in order, for the protocol). Its buffers go back to the kernel.
     fn take_parked(&mut self, conn: &mut Conn<F::Proto>) {
-        let Some(rx) = conn.sink.as_mut() else {
+        let Some(Job::Sink(rx)) = &mut conn.job else {
             return;
         };
         while let Some(input) = conn.parked.pop_front() {
@@ -226,7 +226,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
 
     /// One CQE of a receive step; the step is judged when its last CQE is in.
     pub(super) fn sink_part(&mut self, conn: &mut Conn<F::Proto>, op: Op, res: i32) {
-        let Some(rx) = conn.sink.as_mut() else {
+        let Some(Job::Sink(rx)) = &mut conn.job else {
             return;
         };
         let is_in = matches!(op, Op::SinkIn | Op::SinkRecv);
