@@ -81,6 +81,24 @@ fn start(backend: &str, hooks: Arc<Log>) -> Server {
     Server::start(config(backend, &temp_dir("lib")), ShoutFactory, hooks).unwrap()
 }
 
+/// An HTTP server on `b` whose root holds `/big` (4 MiB of pattern `seed`, returned),
+/// with a 4 KiB send buffer so a response to a client that does not read stalls; and
+/// one connection to it.
+fn big_file_server(b: &str, seed: u8) -> (Server, Arc<Log>, Vec<u8>, TcpStream) {
+    use ringserve::proto::http1::{HttpConfig, HttpFactory};
+    let root = temp_dir("lib-big");
+    let body = pattern(seed, 4 << 20);
+    std::fs::write(root.join("big"), &body).unwrap();
+    let mut cfg = config(b, &root);
+    cfg.sndbuf = 4096;
+    let hooks = Arc::new(Log::default());
+    let factory = HttpFactory::new(HttpConfig::default());
+    let srv = Server::start(cfg, factory, hooks.clone()).unwrap();
+    let s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (srv, hooks, body, s)
+}
+
 /// Calls `Control::close` from inside `on_accept`, then holds the accepting thread a
 /// while: the request reaches the backend while it is still registering the
 /// connection (the window of B5).
@@ -228,17 +246,7 @@ backend_test! {
 
 backend_test! {
     fn control_close_waits_for_the_response_in_flight(b) {
-        use ringserve::proto::http1::{HttpConfig, HttpFactory};
-        let root = temp_dir("lib-close");
-        let body = pattern(5, 4 << 20);
-        std::fs::write(root.join("big"), &body).unwrap();
-        let mut cfg = config(b, &root);
-        cfg.sndbuf = 4096;
-        let hooks = Arc::new(Log::default());
-        let factory = HttpFactory::new(HttpConfig::default());
-        let srv = Server::start(cfg, factory, hooks.clone()).unwrap();
-        let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (srv, hooks, body, mut s) = big_file_server(b, 5);
         s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         // The 4 MiB response stalls in the socket buffers while the close is asked: it
@@ -326,17 +334,7 @@ backend_test! {
     /// B9: with pipelined requests queued behind the response in flight, a close
     /// takes effect after that response, not once the pipeline runs dry.
     fn a_close_with_pipelined_requests_behind_comes_after_the_response_in_flight(b) {
-        use ringserve::proto::http1::{HttpConfig, HttpFactory};
-        let root = temp_dir("lib-close-pipe");
-        let body = pattern(6, 4 << 20);
-        std::fs::write(root.join("big"), &body).unwrap();
-        let mut cfg = config(b, &root);
-        cfg.sndbuf = 4096;
-        let hooks = Arc::new(Log::default());
-        let factory = HttpFactory::new(HttpConfig::default());
-        let srv = Server::start(cfg, factory, hooks.clone()).unwrap();
-        let mut s = TcpStream::connect(srv.local_addrs()[0]).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (srv, hooks, body, mut s) = big_file_server(b, 6);
         let req = "GET /big HTTP/1.1\r\nHost: t\r\n\r\n";
         s.write_all(req.repeat(3).as_bytes()).unwrap();
         let started = eventually(Duration::from_secs(10), || srv.stats().responses >= 1);

@@ -636,10 +636,7 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     /// Takes every parked connection for which `pick` says yes out of the table.
-    fn take_parked(
-        &self,
-        mut pick: impl FnMut(Instant) -> bool,
-    ) -> Vec<Taken<F::Proto>> {
+    fn take_parked(&self, mut pick: impl FnMut(Instant) -> bool) -> Vec<Taken<F::Proto>> {
         let mut t = lock(&self.table);
         let mut out = Vec::new();
         for (key, e) in t.conns.iter_mut() {

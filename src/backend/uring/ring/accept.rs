@@ -8,7 +8,6 @@ use crate::backend::driver;
 use crate::proto::ProtocolFactory;
 use crate::stats::Stats;
 use io_uring::{cqueue, opcode, types};
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -91,23 +90,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             driver::unadmit(ctx);
             return;
         };
-        let inserted = conns.insert(Box::new(Conn {
-            fd,
-            core,
-            ops: 0,
-            deadline: None,
-            recv_timed_out: false,
-            recv_buf: None,
-            send: None,
-            job: None,
-            closing: None,
-            cancelled: false,
-            cut: false,
-            starved: false,
-            want_recv: false,
-            multishot: false,
-            parked: VecDeque::new(),
-        }));
+        let inserted = conns.insert(Box::new(Conn::new(fd, core)));
         debug_assert_eq!(inserted, key);
         self.ready.push(key);
     }

@@ -95,6 +95,27 @@ enum Job {
 }
 
 impl<P> Conn<P> {
+    /// A new connection: nothing in flight, nothing held.
+    fn new(fd: OwnedFd, core: Core<P>) -> Conn<P> {
+        Conn {
+            fd,
+            core,
+            ops: 0,
+            deadline: None,
+            recv_timed_out: false,
+            recv_buf: None,
+            send: None,
+            job: None,
+            closing: None,
+            cancelled: false,
+            cut: false,
+            starved: false,
+            want_recv: false,
+            multishot: false,
+            parked: VecDeque::new(),
+        }
+    }
+
     fn has_sink(&self) -> bool {
         matches!(self.job, Some(Job::Sink(_)))
     }

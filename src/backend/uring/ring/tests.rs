@@ -77,23 +77,7 @@ fn connect<F: ProtocolFactory>(
     let peer = "192.0.2.9:1".parse().unwrap();
     let key = conns.vacant_key();
     let core = Core::new(io.sh.ctx.factory.new_conn(peer), peer, io.now);
-    let k = conns.insert(Box::new(Conn {
-        fd: ours.into(),
-        core,
-        ops: 0,
-        deadline: None,
-        recv_timed_out: false,
-        recv_buf: None,
-        send: None,
-        job: None,
-        closing: None,
-        cancelled: false,
-        cut: false,
-        starved: false,
-        want_recv: false,
-        multishot: false,
-        parked: VecDeque::new(),
-    }));
+    let k = conns.insert(Box::new(Conn::new(ours.into(), core)));
     assert_eq!(k, key);
     (key, theirs)
 }
