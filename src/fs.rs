@@ -465,6 +465,20 @@ pub fn sync(file: &FileRef) -> io::Result<()> {
     sys::fsync(file.file().as_fd())
 }
 
+/// Reserves `len` bytes for a file about to be written, keeping its size, so a full
+/// disk is known before the bytes arrive. A file system that cannot reserve
+/// (`EOPNOTSUPP`, as some network and FUSE file systems answer) is no error: the
+/// writes themselves will tell.
+pub fn reserve(file: &FileRef, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match sys::fallocate_keep_size(file.file().as_fd(), len) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(()),
+        r => r,
+    }
+}
+
 /// See [`Root::openat2_args`].
 #[derive(Debug)]
 pub struct Openat2Args<'a> {

@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod fs;

@@ -1,10 +1,13 @@
 //! The `ringserve` command: parse → config → probe → serve. Nothing else lives here.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringserve::backend::blocking::Limits;
+use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{HttpConfig, HttpFactory};
+use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
 use ringserve::{say, NoHooks, Server, StartError};
@@ -42,6 +45,71 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Download a file from an xfer server (zero-copy: splice into the file).
+    Get {
+        /// The server: HOST:PORT or xfer://HOST:PORT.
+        addr: String,
+        /// The file on the server, relative to its root.
+        remote: String,
+        /// Where to write it [default: REMOTE's last name, in the current directory].
+        #[arg(short, long, value_name = "LOCAL")]
+        output: Option<PathBuf>,
+        /// Resume an interrupted download, if the remote file is still the same version.
+        #[arg(short = 'c', long = "continue")]
+        resume: bool,
+        /// Overwrite LOCAL if it exists (with --continue: start over if the file changed).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        limits: ClientLimits,
+    },
+    /// Upload a file to an xfer server run with --allow-upload (zero-copy: sendfile).
+    Put {
+        /// The server: HOST:PORT or xfer://HOST:PORT.
+        addr: String,
+        /// The local file.
+        local: PathBuf,
+        /// The name on the server [default: LOCAL's file name, at the root].
+        remote: Option<String>,
+        /// Replace the server's file if it exists (the server must allow it).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        limits: ClientLimits,
+    },
+    /// List a directory on an xfer server.
+    Ls {
+        /// The server: HOST:PORT or xfer://HOST:PORT.
+        addr: String,
+        /// The directory, relative to the server's root.
+        #[arg(default_value = "")]
+        dir: String,
+        /// Print JSON: an array of {name, kind, size, mtime}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: ClientLimits,
+    },
+}
+
+/// How long the client waits.
+#[derive(Args)]
+struct ClientLimits {
+    /// Connecting, and each reply.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
+    timeout: Duration,
+    /// A file body that moves no byte for this long fails.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = duration)]
+    stall_timeout: Duration,
+}
+
+impl ClientLimits {
+    fn limits(&self) -> Limits {
+        Limits {
+            reply: self.timeout,
+            body: self.stall_timeout,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +125,40 @@ enum ProtocolArg {
     Http,
     /// Echo every byte back (the seed's default handler).
     Echo,
+    /// The file-transfer protocol (`ringserve get`, `put`, `ls`).
+    Xfer,
+}
+
+impl ProtocolArg {
+    fn scheme(self) -> &'static str {
+        match self {
+            ProtocolArg::Http => "http",
+            ProtocolArg::Echo => "tcp",
+            ProtocolArg::Xfer => "xfer",
+        }
+    }
+}
+
+/// One `--listen` value: `ADDR:PORT`, or `SCHEME://ADDR:PORT` with its own protocol.
+#[derive(Clone)]
+struct Listen {
+    protocol: Option<ProtocolArg>,
+    addr: SocketAddr,
+}
+
+fn listen_value(s: &str) -> Result<Listen, String> {
+    let (protocol, rest) = match s.split_once("://") {
+        Some(("http", r)) => (Some(ProtocolArg::Http), r),
+        Some(("xfer", r)) => (Some(ProtocolArg::Xfer), r),
+        Some(("tcp" | "echo", r)) => (Some(ProtocolArg::Echo), r),
+        Some((other, _)) => return Err(format!("unknown scheme {other}:// (http, xfer, tcp)")),
+        None => (None, s),
+    };
+    let addr = rest
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("{rest}: not ADDR:PORT"))?;
+    Ok(Listen { protocol, addr })
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -70,15 +172,26 @@ struct ServeArgs {
     #[arg(default_value = ".")]
     root: PathBuf,
     /// Address to listen on; repeat for several. Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
-    listen: Vec<SocketAddr>,
+    /// A value may name its protocol (`http://0.0.0.0:8080`, `xfer://0.0.0.0:9090`),
+    /// so one process serves both; a bare ADDR:PORT takes --protocol.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080", value_parser = listen_value)]
+    listen: Vec<Listen>,
     /// I/O backend. auto: io_uring where the kernel really offers it, epoll otherwise.
     /// A forced backend that cannot start is an error, never a silent switch.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
-    /// Protocol spoken on every connection.
+    /// Protocol spoken on connections to a --listen address that names none.
     #[arg(long, value_enum, default_value = "http")]
     protocol: ProtocolArg,
+    /// xfer: accept uploads (PUT) [default: off].
+    #[arg(long)]
+    allow_upload: bool,
+    /// xfer: let an upload replace an existing file (needs --allow-upload) [default: off].
+    #[arg(long)]
+    allow_replace: bool,
+    /// xfer: largest upload, in bytes or with K/M/G/T.
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    max_upload_size: u64,
 
     /// epoll pool: worker threads kept even when idle [default: CPU count, at least 2].
     #[arg(long, value_name = "N")]
@@ -177,10 +290,28 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The server's configuration and the HTTP protocol's.
-    fn into_config(self) -> (Config, HttpConfig) {
+    /// The server's configuration (without its addresses), the protocols', and the
+    /// addresses each protocol listens on, in --listen order.
+    fn into_config(
+        self,
+    ) -> (
+        Config,
+        HttpConfig,
+        XferConfig,
+        Vec<(ProtocolArg, SocketAddr)>,
+    ) {
+        let listens = self
+            .listen
+            .iter()
+            .map(|l| (l.protocol.unwrap_or(self.protocol), l.addr))
+            .collect();
+        let xfer = XferConfig {
+            allow_upload: self.allow_upload,
+            allow_replace: self.allow_replace,
+            max_upload: self.max_upload_size,
+            ..XferConfig::default()
+        };
         let mut cfg = Config::new(self.root);
-        cfg.listen = self.listen;
         cfg.backend = match self.backend {
             BackendArg::Auto => BackendRequest::Auto,
             BackendArg::Uring => BackendRequest::Uring,
@@ -219,7 +350,7 @@ impl ServeArgs {
             max_uri_bytes: self.max_uri_bytes,
             ..HttpConfig::default()
         };
-        (cfg, http)
+        (cfg, http, xfer, listens)
     }
 }
 
@@ -266,13 +397,67 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Serve(args) => serve(*args),
+        Cmd::Get {
+            addr,
+            remote,
+            output,
+            resume,
+            force,
+            limits,
+        } => finish(client::get(client::GetArgs {
+            addr,
+            remote,
+            local: output,
+            resume,
+            force,
+            limits: limits.limits(),
+        })),
+        Cmd::Put {
+            addr,
+            local,
+            remote,
+            replace,
+            limits,
+        } => finish(client::put(client::PutArgs {
+            addr,
+            local,
+            remote,
+            replace,
+            limits: limits.limits(),
+        })),
+        Cmd::Ls {
+            addr,
+            dir,
+            json,
+            limits,
+        } => finish(client::ls(&addr, &dir, json, limits.limits())),
+    }
+}
+
+/// A client command's exit: 0, 2 for bad usage, 1 when the transfer or the server
+/// failed, each failure one line (anyhow's context chain, outermost first).
+fn finish(r: Result<(), Failure>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            say!("ringserve: {m}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Failed(e)) => {
+            say!("ringserve: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let protocol = args.protocol;
     let stats_interval = args.stats_interval;
-    let (mut cfg, http) = args.into_config();
+    let (mut cfg, http, xfer, listens) = args.into_config();
+    if xfer.allow_replace && !xfer.allow_upload {
+        say!("ringserve: --allow-replace needs --allow-upload");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    cfg.listen = listens.iter().map(|&(_, a)| a).collect();
     if let Err(e) = cfg.validate() {
         say!("ringserve: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -297,35 +482,63 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let root = std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| cfg.root.clone());
-    let scheme = match protocol {
-        ProtocolArg::Http => "http",
-        ProtocolArg::Echo => "tcp",
-    };
-    let started = match protocol {
-        ProtocolArg::Http => Server::start(cfg, HttpFactory::new(http), Arc::new(NoHooks)),
-        ProtocolArg::Echo => Server::start(cfg, EchoFactory, Arc::new(NoHooks)),
-    };
-    let server = match started {
-        Ok(s) => s,
-        Err(e) => {
-            say!("ringserve: {e}");
-            return ExitCode::from(match e {
-                StartError::Config(_) => EXIT_CONFIG,
-                StartError::Io(_) => 1,
-            });
+    // One server per protocol, each on its own addresses; they share the process, the
+    // signals and the banner. The connection limit applies to each.
+    let mut protocols: Vec<ProtocolArg> = Vec::new();
+    for &(p, _) in &listens {
+        if !protocols.iter().any(|q| q.scheme() == p.scheme()) {
+            protocols.push(p);
         }
-    };
+    }
+    let xfer_factory = XferFactory::new(xfer);
+    let mut servers: Vec<(ProtocolArg, Server)> = Vec::new();
+    for p in protocols {
+        let mut c = cfg.clone();
+        c.listen = listens
+            .iter()
+            .filter(|(q, _)| q.scheme() == p.scheme())
+            .map(|&(_, a)| a)
+            .collect();
+        let started = match p {
+            ProtocolArg::Http => {
+                Server::start(c, HttpFactory::new(http.clone()), Arc::new(NoHooks))
+            }
+            ProtocolArg::Echo => Server::start(c, EchoFactory, Arc::new(NoHooks)),
+            ProtocolArg::Xfer => Server::start(c, xfer_factory.clone(), Arc::new(NoHooks)),
+        };
+        match started {
+            Ok(s) => servers.push((p, s)),
+            Err(e) => {
+                say!("ringserve: {e}");
+                for (_, s) in servers {
+                    s.shutdown();
+                }
+                return ExitCode::from(match e {
+                    StartError::Config(_) => EXIT_CONFIG,
+                    StartError::Io(_) => 1,
+                });
+            }
+        }
+    }
     // The signal thread starts before the banner, so the banner means "fully up".
-    let control = server.control();
-    let stats = server.stats_handle();
+    let controls: Vec<_> = servers.iter().map(|(_, s)| s.control()).collect();
+    let hubs: Vec<_> = servers.iter().map(|(_, s)| s.stats_handle()).collect();
+    let counters = xfer_factory.counters();
     let spawned = std::thread::Builder::new()
         .name("ringserve-signals".into())
         .spawn(move || loop {
             match signals.wait() {
-                Ok(libc::SIGUSR1) => report_stats(&stats, None),
+                Ok(libc::SIGUSR1) => {
+                    for hub in &hubs {
+                        report_stats(hub, None);
+                    }
+                    report_xfer(&counters);
+                }
                 Ok(_) => {
                     say!("ringserve: shutting down");
-                    control.shutdown();
+                    for c in &controls {
+                        c.shutdown();
+                    }
                 }
                 Err(e) => {
                     say!("ringserve: sigwait: {e}");
@@ -335,43 +548,63 @@ fn serve(args: ServeArgs) -> ExitCode {
         });
     if let Err(e) = spawned {
         say!("ringserve: starting the signal thread: {e}");
-        server.shutdown();
+        for (_, s) in servers {
+            s.shutdown();
+        }
         return ExitCode::FAILURE;
     }
-    let addrs: Vec<String> = server
-        .local_addrs()
+    let addrs: Vec<String> = servers
         .iter()
-        .map(|a| format!("{scheme}://{a}"))
+        .flat_map(|(p, s)| {
+            s.local_addrs()
+                .iter()
+                .map(move |a| format!("{}://{a}", p.scheme()))
+        })
         .collect();
+    let first = &servers[0].1;
     say!(
         "ringserve: serving {} on {} with backend {} ({})",
         root.display(),
         addrs.join(" "),
-        server.backend(),
-        server.reason()
+        first.backend(),
+        first.reason()
     );
     for note in notes {
         say!("{note}");
     }
     if stats_interval > 0 {
-        let stats = server.stats_handle();
+        let stats: Vec<_> = servers.iter().map(|(_, s)| s.stats_handle()).collect();
+        let counters = xfer_factory.counters();
         let every = Duration::from_secs(stats_interval);
         // Detached: it only reads counters, and ends with the process.
         let spawned = std::thread::Builder::new()
             .name("ringserve-stats".into())
             .spawn(move || {
-                let mut last = Default::default();
+                let mut last: Vec<Seen> = stats.iter().map(|_| Default::default()).collect();
                 loop {
                     std::thread::sleep(every);
-                    report_stats(&stats, Some(&mut last));
+                    for (hub, seen) in stats.iter().zip(&mut last) {
+                        report_stats(hub, Some(seen));
+                    }
+                    report_xfer(&counters);
                 }
             });
         if let Err(e) = spawned {
             say!("ringserve: starting the stats thread: {e}; --stats-interval ignored");
         }
     }
-    server.wait();
+    for (_, s) in servers {
+        s.wait();
+    }
     ExitCode::SUCCESS
+}
+
+/// The file-transfer protocol's counters, when it has counted anything.
+fn report_xfer(c: &ringserve::proto::xfer::Counters) {
+    let line = c.line();
+    if !line.is_empty() {
+        say!("ringserve: stats xfer: {line}");
+    }
 }
 
 /// What the previous interval report saw: each thread's counters and the total.

@@ -15,7 +15,16 @@
 
 use crate::proto::Opened;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How many paths the caches of one server have forgotten ([`OpenCache::forget`]).
+/// Every cache of the server shares one and compares it on each lookup, emptying
+/// itself when it moved, so no ring's cache serves the descriptor of a file another
+/// ring has just replaced. Such changes are rare next to lookups; a lookup pays one
+/// load.
+pub type Replaced = Arc<AtomicU64>;
 
 /// Recently opened files by path.
 #[derive(Debug)]
@@ -23,6 +32,9 @@ pub struct OpenCache {
     map: HashMap<Box<str>, Entry>,
     cap: usize,
     valid: Duration,
+    /// The server's forget count, and the value this cache's entries are older than.
+    replaced: Replaced,
+    seen: u64,
 }
 
 #[derive(Debug)]
@@ -32,18 +44,34 @@ struct Entry {
 }
 
 impl OpenCache {
-    /// A cache of at most `cap` entries (0 turns it off), each trusted for `valid`.
+    /// A cache of at most `cap` entries (0 turns it off), each trusted for `valid`,
+    /// on its own.
     pub fn new(cap: usize, valid: Duration) -> OpenCache {
+        OpenCache::sharing(cap, valid, Replaced::default())
+    }
+
+    /// A cache that forgets whatever any cache sharing `replaced` forgets.
+    pub fn sharing(cap: usize, valid: Duration, replaced: Replaced) -> OpenCache {
         OpenCache {
             map: HashMap::new(),
             cap: if valid.is_zero() { 0 } else { cap },
             valid,
+            seen: replaced.load(Ordering::Acquire),
+            replaced,
         }
     }
 
     /// The cached open of `path`, if it is still valid at `now`. A hit shares the
     /// descriptor; the caller may send from it for as long as it likes.
     pub fn get(&mut self, path: &str, now: Instant) -> Option<Opened> {
+        // Acquire: pairs with the Release in `forget`, which follows the link or
+        // unlink, so a lookup that sees the count also sees the new directory entry.
+        let replaced = self.replaced.load(Ordering::Acquire);
+        if replaced != self.seen {
+            self.seen = replaced;
+            self.map.clear();
+            return None;
+        }
         let e = self.map.get(path)?;
         if now.saturating_duration_since(e.born) < self.valid {
             return Some(e.opened.clone());
@@ -75,10 +103,18 @@ impl OpenCache {
     }
 
     /// Forgets `path`: its file was just replaced or removed through this server, so
-    /// the next open must look again (other caches still see the change at most
-    /// `valid` late).
+    /// the next open must look again, in this cache and in every other one of the
+    /// server (through [`Replaced`]). Changes made behind the server's back are still
+    /// seen at most `valid` late.
     pub fn forget(&mut self, path: &str) {
-        self.map.remove(path);
+        let before = self.replaced.fetch_add(1, Ordering::AcqRel);
+        if before == self.seen {
+            self.map.remove(path);
+        } else {
+            // Another cache forgot something since this one last looked.
+            self.map.clear();
+        }
+        self.seen = before + 1;
     }
 
     /// Drops every entry expired at `now`, closing descriptors nothing else holds, so an
@@ -169,5 +205,30 @@ mod tests {
         assert_eq!(o.file.holders(), 2);
         c.sweep(t0 + Duration::from_secs(2));
         assert_eq!(o.file.holders(), 1);
+    }
+
+    #[test]
+    fn a_path_replaced_through_one_cache_is_forgotten_by_every_cache() {
+        let now = Instant::now();
+        let valid = Duration::from_secs(60);
+        let r = Replaced::default();
+        let (mut a, mut b, mut c) = (
+            OpenCache::sharing(8, valid, r.clone()),
+            OpenCache::sharing(8, valid, r.clone()),
+            OpenCache::sharing(8, valid, r),
+        );
+        a.put("x", &opened(1), now);
+        c.put("y", &opened(2), now);
+        b.forget("x");
+        assert!(a.get("x", now).is_none(), "a served a replaced path");
+        // c forgets another path after b's change: it must still drop what b's
+        // change made stale, not only its own.
+        c.put("x", &opened(1), now);
+        b.forget("y");
+        c.forget("z");
+        assert!(c.get("y", now).is_none());
+        assert!(a.get("x", now).is_none());
+        a.put("x", &opened(3), now);
+        assert_eq!(a.get("x", now).unwrap().meta.len, 3, "lookups work again");
     }
 }

@@ -104,6 +104,7 @@ impl Server {
             hooks,
             stats: stats.clone(),
             control: control.clone(),
+            replaced: Default::default(),
         };
         let running = match backend {
             BackendKind::Epoll => EpollBackend::start(ctx),

@@ -102,7 +102,7 @@ impl Protocol for Store {
                 let head_len = (len as usize).min(self.input.len());
                 let head: Vec<u8> = self.input.drain(..head_len).collect();
                 let sink = RecvFile {
-                    file: temp.file().clone(),
+                    file: temp.file_ref().clone(),
                     offset: 0,
                     len: len - head.len() as u64,
                     head,
@@ -147,7 +147,7 @@ impl Protocol for Store {
                 },
                 Ok(n),
             ) if n == want => {
-                let file = temp.file().clone();
+                let file = temp.file_ref().clone();
                 State::Ask(
                     Box::new(Step::Fs(FsOp::Sync(file))),
                     Box::new(State::Syncing { temp, replace, len }),

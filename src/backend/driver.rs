@@ -105,6 +105,27 @@ pub(crate) struct Env<'a> {
     pub st: &'a Stats,
 }
 
+impl<'a> Env<'a> {
+    /// The clocks now, not draining: a thread that drives one connection by itself (a
+    /// blocking client, the in-memory tests).
+    pub(crate) fn single(
+        timeouts: &'a Timeouts,
+        root: &'a Root,
+        cache: &'a mut OpenCache,
+        st: &'a Stats,
+    ) -> Env<'a> {
+        Env {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            draining: false,
+            timeouts,
+            root,
+            cache: Cache::Own(cache),
+            st,
+        }
+    }
+}
+
 /// What the backend must do next for a connection. It reports the outcome with the
 /// matching `Core` method, then asks again.
 #[derive(Debug)]
@@ -293,6 +314,7 @@ impl<P: Protocol> Core<P> {
             // done on the calling thread (a ring's, or a pool worker's).
             FsOp::ReadDir(path) => FsDone::Listed(root.read_dir(&path)),
             FsOp::Create(path) => FsDone::Created(root.create(&path).map(|t| self.keep(t))),
+            FsOp::Reserve { file, len } => FsDone::Reserved(crate::fs::reserve(&file, len)),
             FsOp::Link { temp, replace } => match self.take_temp(&temp) {
                 // Durable under its name: fsync the file, link, fsync the directory.
                 Some(t) => {
@@ -365,6 +387,13 @@ impl<P: Protocol> Core<P> {
             *start = now;
         }
         self.proto.handle_recv(data);
+    }
+
+    /// The backend will not make the receive it was asked for: a blocking client whose
+    /// operation has its answer stops there.
+    pub(crate) fn recv_dropped(&mut self) {
+        debug_assert_eq!(self.doing, Doing::Recv);
+        self.doing = Doing::Nothing;
     }
 
     /// The peer closed its side.
@@ -558,6 +587,7 @@ mod tests {
                 FsDone::Linked(r) => format!("linked {:?}", r.map_err(|e| e.raw_os_error())),
                 FsDone::Removed(r) => format!("removed {}", r.is_ok()),
                 FsDone::Synced(r) => format!("synced {}", r.is_ok()),
+                FsDone::Reserved(r) => format!("reserved {}", r.is_ok()),
             });
         }
         fn handle_recv_file(&mut self, r: io::Result<u64>) {
@@ -679,7 +709,7 @@ mod tests {
         assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
         assert_eq!(c.proto.heard, ["listed Some(2)", "created true"]);
         let temp = c.proto.temp.take().unwrap();
-        let file = temp.file().clone();
+        let file = temp.file_ref().clone();
         c.recv(b"", w.now);
         c.proto.steps.extend([
             Step::Fs(FsOp::Sync(file)),

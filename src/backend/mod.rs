@@ -23,6 +23,7 @@
 //! backend lowers the driver's [`driver::Action`]s to the kernel.
 //! `docs/ARCHITECTURE.md` says where each promise is enforced in each backend.
 
+pub mod blocking;
 pub(crate) mod chunks;
 pub(crate) mod driver;
 pub mod epoll;
@@ -84,6 +85,8 @@ pub(crate) struct Ctx<F> {
     pub hooks: Arc<dyn Hooks>,
     pub stats: Arc<StatsHub>,
     pub control: Arc<Control>,
+    /// Shared by every open-file cache of this server.
+    pub replaced: crate::open_cache::Replaced,
 }
 
 /// A started backend.

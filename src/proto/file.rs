@@ -68,7 +68,7 @@ impl TempFile {
     }
 
     /// The file, to write and sync.
-    pub fn file(&self) -> &FileRef {
+    pub fn file_ref(&self) -> &FileRef {
         &self.file
     }
 

@@ -35,6 +35,7 @@
 
 pub mod echo;
 pub mod http1;
+pub mod xfer;
 
 mod file;
 
@@ -152,6 +153,11 @@ pub enum FsOp {
     Remove(String),
     /// fsync a file: [`FsDone::Synced`].
     Sync(FileRef),
+    /// Reserve space for `len` bytes of a file about to be written (`fallocate`,
+    /// keeping its size), so a full disk is known before a byte is received:
+    /// [`FsDone::Reserved`]. Where the file system cannot reserve, it succeeds and the
+    /// writes themselves find out.
+    Reserve { file: FileRef, len: u64 },
 }
 
 /// The answer to an [`FsOp`], in the same order as its variants.
@@ -163,6 +169,7 @@ pub enum FsDone {
     Linked(io::Result<()>),
     Removed(io::Result<()>),
     Synced(io::Result<()>),
+    Reserved(io::Result<()>),
 }
 
 /// The kind of a resolved path.

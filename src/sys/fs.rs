@@ -127,6 +127,14 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// `fallocate(2)` of `len` bytes from 0 with `FALLOC_FL_KEEP_SIZE`.
+pub fn fallocate_keep_size(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: `fd` is live for the borrow; no memory is passed.
+    unsafe { syscall!(fallocate(fd.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len)) }?;
+    Ok(())
+}
+
 /// `fstat(2)`.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();

@@ -319,6 +319,25 @@ pub fn wait_writable(
     }
 }
 
+/// Waits until `fd` is readable (or has an error or EOF to report) or `timeout`
+/// passes: true when readable.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: `p` is one live pollfd.
+        match unsafe { syscall!(poll(&mut p, 1, ms)) } {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// shutdown(2). On a listener, SHUT_RD stops it accepting without closing the
 /// descriptor, so no other thread can see the number reused.
 pub fn shutdown(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {

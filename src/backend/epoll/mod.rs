@@ -35,7 +35,7 @@
 //!   makes the stop eventfd readable, which wakes every waiting worker and aborts
 //!   blocking sends; then it joins every worker.
 
-mod send;
+pub(crate) mod send;
 
 use super::driver::{self, Action, Cache, Core, Env, Timeouts};
 use super::sink::{Poll, Sink};

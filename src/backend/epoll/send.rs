@@ -15,12 +15,16 @@ use crate::sys::epoll::EventFd;
 use crate::sys::net::{self, Writable};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
+
+/// Bytes read per step when a file must be copied out.
+const COPY_CHUNK: usize = 256 * 1024;
 
 /// Sends `chunks` completely or fails with the reason to close the connection.
 /// `before_wait` runs each time the send is about to block on the peer: the pool
 /// uses it to decide whether to grow.
-pub(super) fn send_all(
+pub(crate) fn send_all(
     fd: BorrowedFd<'_>,
     chunks: &[Chunk],
     timeout: Duration,
@@ -31,6 +35,8 @@ pub(super) fn send_all(
     let mut i = 0; // current chunk
     let mut off = 0u64; // bytes of chunk i already sent
     let mut last_progress = Instant::now();
+    // The copy fallback's buffer, made the first time sendfile refuses.
+    let mut copy: Option<Vec<u8>> = None;
     while i < chunks.len() {
         let res = match &chunks[i] {
             Chunk::File { file, offset, len } => {
@@ -40,12 +46,39 @@ pub(super) fn send_all(
                     continue;
                 }
                 let mut pos = offset.saturating_add(off);
-                match net::sendfile(fd, file.file().as_fd(), &mut pos, len - off) {
+                let r = if copy.is_some() {
+                    Err(io::Error::from_raw_os_error(libc::EINVAL))
+                } else {
+                    net::sendfile(fd, file.file().as_fd(), &mut pos, len - off)
+                };
+                match r {
                     Ok(0) => return Err(CloseReason::FileShrunk),
                     Ok(n) => {
                         Stats::add(&stats.bytes_sendfile, n as u64);
                         off += n as u64;
                         Ok(())
+                    }
+                    // A file sendfile cannot read (EINVAL: some FUSE and special
+                    // files; ENOSYS): the same bytes by pread and send.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                        let buf = copy.get_or_insert_with(|| vec![0; COPY_CHUNK]);
+                        let want = (len - off).min(buf.len() as u64) as usize;
+                        let at = offset.saturating_add(off);
+                        match file.file().read_at(&mut buf[..want], at) {
+                            Ok(0) => return Err(CloseReason::FileShrunk),
+                            Ok(n) => {
+                                match net::send_vectored(fd, &[io::IoSlice::new(&buf[..n])], false)
+                                {
+                                    Ok(sent) => {
+                                        Stats::add(&stats.bytes_copy, sent as u64);
+                                        off += sent as u64;
+                                        Ok(())
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            Err(e) => return Err(CloseReason::Error(e.kind())),
+                        }
                     }
                     Err(e) => Err(e),
                 }

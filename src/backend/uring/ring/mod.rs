@@ -283,7 +283,11 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             starved: Vec::new(),
             recycled: false,
             backlog: VecDeque::new(),
-            open_cache: OpenCache::new(cfg.open_file_cache, cfg.open_file_cache_valid),
+            open_cache: OpenCache::sharing(
+                cfg.open_file_cache,
+                cfg.open_file_cache_valid,
+                sh.ctx.replaced.clone(),
+            ),
             timeouts: Timeouts::of(cfg),
             tearing_down: false,
             now: Instant::now(),

@@ -45,6 +45,7 @@ fn shared<F: ProtocolFactory>(factory: F, root: &Dir, mut caps: Caps) -> Shared<
             hooks: Arc::new(NoHooks),
             stats: Arc::new(StatsHub::default()),
             control: Arc::new(Control::default()),
+            replaced: Default::default(),
         },
         caps,
     }

@@ -1,0 +1,461 @@
+//! The protocol in memory: the client machine paired with the server machine through
+//! the real driver ([`Core`]), with no sockets. Bytes one side sends land in the
+//! other's inbox and are handed over in pieces of any size; files are real files in a
+//! temporary directory, reached only through the backend's calls, as in production.
+
+use super::frame::{self, Code, EntryKind, Identity, Request, Status};
+use super::{Op, Outcome, XferClient, XferConfig, XferFactory};
+use crate::backend::driver::{Action, Core, Env, Timeouts};
+use crate::fs::Root;
+use crate::open_cache::OpenCache;
+use crate::proto::{Chunk, FileRef, Protocol, ProtocolFactory, RecvFile};
+use crate::stats::Stats;
+use proptest::prelude::*;
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn temp(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("rs-xfer-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One side: a protocol in the driver, and what the backend is doing for it.
+struct Side<P> {
+    core: Core<P>,
+    root: Root,
+    cache: OpenCache,
+    st: Stats,
+    inbox: VecDeque<u8>,
+    /// A receive (or a receive into a file) armed and waiting for bytes.
+    waiting: Option<Pending>,
+    closed: bool,
+    /// Largest piece handed over per receive (the split a property test varies).
+    piece: usize,
+}
+
+enum Pending {
+    Recv,
+    File { sink: RecvFile, got: u64 },
+}
+
+const TIMEOUTS: Timeouts = Timeouts {
+    header: Duration::from_secs(30),
+    keepalive: Duration::from_secs(30),
+    body: Duration::from_secs(30),
+};
+
+impl<P: Protocol> Side<P> {
+    fn new(proto: P, root: &std::path::Path) -> Side<P> {
+        Side {
+            core: Core::new(proto, "127.0.0.1:1".parse().unwrap(), Instant::now()),
+            root: Root::open(root).unwrap(),
+            cache: OpenCache::new(16, Duration::from_secs(1)),
+            st: Stats::default(),
+            inbox: VecDeque::new(),
+            waiting: None,
+            closed: false,
+            piece: usize::MAX,
+        }
+    }
+
+    /// Runs the driver until it waits for bytes it does not have, or closes. Returns
+    /// what it sent.
+    fn run(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            if self.closed {
+                return out;
+            }
+            match self.waiting.take() {
+                Some(Pending::Recv) => {
+                    if self.inbox.is_empty() {
+                        self.waiting = Some(Pending::Recv);
+                        return out;
+                    }
+                    let n = self.inbox.len().min(self.piece);
+                    let data: Vec<u8> = self.inbox.drain(..n).collect();
+                    self.core.recv(&data, Instant::now());
+                }
+                Some(Pending::File { mut sink, mut got }) => {
+                    let f = sink.file.file();
+                    if !sink.head.is_empty() {
+                        f.write_all_at(&sink.head, sink.offset).unwrap();
+                        sink.offset += sink.head.len() as u64;
+                        sink.head.clear();
+                    }
+                    let n = (self.inbox.len() as u64).min(sink.len - got) as usize;
+                    let data: Vec<u8> = self.inbox.drain(..n).collect();
+                    f.write_all_at(&data, sink.offset + got).unwrap();
+                    got += n as u64;
+                    if got < sink.len {
+                        self.waiting = Some(Pending::File { sink, got });
+                        return out;
+                    }
+                    self.core.recv_file_done(Ok(got));
+                }
+                None => {}
+            }
+            let mut env = Env::single(&TIMEOUTS, &self.root, &mut self.cache, &self.st);
+            match self.core.next(&mut env) {
+                Action::Send(chunks) => {
+                    for c in &chunks {
+                        match c {
+                            Chunk::Mem(v) => out.extend_from_slice(v),
+                            Chunk::Static(s) => out.extend_from_slice(s),
+                            Chunk::File { file, offset, len } => {
+                                let mut buf = vec![0; *len as usize];
+                                file.file().read_exact_at(&mut buf, *offset).unwrap();
+                                out.extend_from_slice(&buf);
+                            }
+                        }
+                    }
+                    self.core.sent();
+                }
+                Action::Recv { .. } => self.waiting = Some(Pending::Recv),
+                Action::RecvFile { sink, .. } => {
+                    self.waiting = Some(Pending::File { sink, got: 0 })
+                }
+                Action::Open(path) => {
+                    let r = self.root.open_beneath(&path);
+                    let mut env = Env::single(&TIMEOUTS, &self.root, &mut self.cache, &self.st);
+                    self.core.opened(&mut env, &path, r);
+                }
+                Action::Sync(file) => {
+                    let r = crate::fs::sync(&file);
+                    let mut env = Env::single(&TIMEOUTS, &self.root, &mut self.cache, &self.st);
+                    self.core.synced(&mut env, r);
+                }
+                Action::Close(_) => self.closed = true,
+            }
+        }
+    }
+}
+
+/// A client and a server side by side.
+struct Pair {
+    client: Side<XferClient>,
+    server: Side<super::XferServer>,
+}
+
+impl Pair {
+    fn new(served: &std::path::Path, local: &std::path::Path, cfg: XferConfig) -> Pair {
+        let server = XferFactory::new(cfg).new_conn("127.0.0.1:1".parse().unwrap());
+        Pair {
+            client: Side::new(XferClient::new(), local),
+            server: Side::new(server, served),
+        }
+    }
+
+    /// Runs `op` to its outcome, moving bytes both ways.
+    fn run(&mut self, op: Op) -> Outcome {
+        self.client.core.proto.start(op);
+        for _ in 0..10_000 {
+            let c = self.client.run();
+            self.server.inbox.extend(c);
+            if let Some(o) = self.client.core.proto.take_outcome() {
+                // The client waits for its next operation: drop the armed receive.
+                if matches!(self.client.waiting, Some(Pending::Recv)) {
+                    self.client.waiting = None;
+                    self.client.core.recv_dropped();
+                }
+                return o;
+            }
+            let s = self.server.run();
+            self.client.inbox.extend(s);
+            if self.client.closed {
+                break;
+            }
+        }
+        self.client.core.proto.take_outcome().expect("no outcome")
+    }
+}
+
+fn fref(f: std::fs::File) -> FileRef {
+    FileRef::new(f)
+}
+
+fn uploads() -> XferConfig {
+    XferConfig {
+        allow_upload: true,
+        allow_replace: true,
+        max_upload: 1 << 20,
+        ..XferConfig::default()
+    }
+}
+
+#[test]
+fn a_client_and_a_server_move_files_both_ways_in_memory() {
+    let (served, local) = (temp("srv"), temp("cli"));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(served.join("f.bin"), &body).unwrap();
+    std::fs::create_dir(served.join("d")).unwrap();
+    std::fs::write(served.join("d/é x"), b"1").unwrap();
+    let mut p = Pair::new(&served, &local, uploads());
+    p.client.piece = 7000;
+    p.server.piece = 3000;
+
+    assert!(matches!(
+        p.run(Op::Hello),
+        Outcome::Hello {
+            version: 1,
+            uploads: true,
+            ..
+        }
+    ));
+    let Outcome::Stat(m) = p.run(Op::Stat(b"f.bin".to_vec())) else {
+        panic!()
+    };
+    assert_eq!((m.kind, m.len), (EntryKind::File, body.len() as u64));
+
+    // Download, then resume the second half with the identity.
+    let out = std::fs::File::create(local.join("f.bin")).unwrap();
+    let op = Op::Get {
+        path: b"f.bin".to_vec(),
+        offset: 0,
+        identity: m.identity,
+        file: fref(out),
+    };
+    assert!(matches!(p.run(op), Outcome::Got { .. }));
+    assert_eq!(std::fs::read(local.join("f.bin")).unwrap(), body);
+    let half = std::fs::OpenOptions::new()
+        .write(true)
+        .open(local.join("f.bin"))
+        .unwrap();
+    half.set_len(1000).unwrap();
+    let op = Op::Get {
+        path: b"f.bin".to_vec(),
+        offset: 1000,
+        identity: m.identity,
+        file: fref(half),
+    };
+    assert!(matches!(p.run(op), Outcome::Got { offset: 1000, .. }));
+    assert_eq!(std::fs::read(local.join("f.bin")).unwrap(), body);
+
+    // A stale identity is refused.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(local.join("f.bin"))
+        .unwrap();
+    let stale = Identity::of(1, 2, 3, 4);
+    let op = Op::Get {
+        path: b"f.bin".to_vec(),
+        offset: 5,
+        identity: stale,
+        file: fref(f),
+    };
+    assert!(matches!(
+        p.run(op),
+        Outcome::Refused {
+            code: Code::Changed,
+            ..
+        }
+    ));
+
+    let Outcome::List(l) = p.run(Op::List(b"d".to_vec())) else {
+        panic!()
+    };
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].name, "é x".as_bytes());
+
+    // Upload, then the same name again without and with replace.
+    let src = std::fs::File::open(local.join("f.bin")).unwrap();
+    let len = body.len() as u64;
+    let put = |replace| Op::Put {
+        path: b"d/up.bin".to_vec(),
+        file: fref(src.try_clone().unwrap()),
+        len,
+        replace,
+    };
+    assert!(matches!(p.run(put(false)), Outcome::Put { len: l } if l == len));
+    assert_eq!(std::fs::read(served.join("d/up.bin")).unwrap(), body);
+    assert!(matches!(
+        p.run(put(false)),
+        Outcome::Refused {
+            code: Code::Exists,
+            ..
+        }
+    ));
+    assert!(matches!(p.run(put(true)), Outcome::Put { .. }));
+    // Over the limit: refused before any body byte.
+    let big = Op::Put {
+        path: b"big".to_vec(),
+        file: fref(src.try_clone().unwrap()),
+        len: 2 << 20,
+        replace: false,
+    };
+    assert!(matches!(
+        p.run(big),
+        Outcome::Refused {
+            code: Code::TooLarge,
+            ..
+        }
+    ));
+    assert!(!served.join("big").exists());
+    // Climbing out of the root, for every operation.
+    for op in [
+        Op::Stat(b"../x".to_vec()),
+        Op::List(b"d/../..".to_vec()),
+        Op::Put {
+            path: b"../x".to_vec(),
+            file: fref(src.try_clone().unwrap()),
+            len: 1,
+            replace: false,
+        },
+    ] {
+        assert!(matches!(
+            p.run(op),
+            Outcome::Refused {
+                code: Code::Forbidden,
+                ..
+            }
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&served);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
+#[test]
+fn uploads_are_refused_unless_allowed() {
+    let (served, local) = (temp("srv"), temp("cli"));
+    std::fs::write(local.join("a"), b"abc").unwrap();
+    let mut p = Pair::new(&served, &local, XferConfig::default());
+    let f = fref(std::fs::File::open(local.join("a")).unwrap());
+    let op = Op::Put {
+        path: b"a".to_vec(),
+        file: f,
+        len: 3,
+        replace: false,
+    };
+    assert!(matches!(
+        p.run(op),
+        Outcome::Refused {
+            code: Code::UploadsDisabled,
+            ..
+        }
+    ));
+    assert_eq!(std::fs::read_dir(&served).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&served);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
+/// A request stream the split property runs on: every kind, errors included, ending
+/// in garbage (which is answered, then closed).
+fn script() -> Vec<u8> {
+    let mut s = Vec::new();
+    let path = |p: &str| p.as_bytes().to_vec();
+    for r in [
+        Request::Hello {
+            lowest: 1,
+            highest: 1,
+        },
+        Request::Stat { path: path("f") },
+        Request::List { path: path("") },
+        Request::Get {
+            path: path("f"),
+            offset: 0,
+            identity: Identity::default(),
+        },
+        Request::Get {
+            path: path("f"),
+            offset: 3,
+            identity: Identity::default(),
+        },
+        Request::Get {
+            path: path("missing"),
+            offset: 0,
+            identity: Identity::default(),
+        },
+        Request::Stat {
+            path: path("../etc"),
+        },
+        Request::Put {
+            path: path("p"),
+            len: 4,
+            replace: false,
+        },
+    ] {
+        s.extend(r.encode());
+    }
+    s.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    s
+}
+
+/// Everything a server answers to `input` handed over in `pieces`.
+fn answers(root: &std::path::Path, input: &[u8], piece: usize) -> Vec<u8> {
+    let server = XferFactory::new(XferConfig::default()).new_conn("127.0.0.1:1".parse().unwrap());
+    let mut s = Side::new(server, root);
+    s.piece = piece;
+    s.inbox.extend(input);
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        out.extend(s.run());
+        if s.closed || (s.inbox.is_empty() && matches!(s.waiting, Some(Pending::Recv))) {
+            break;
+        }
+    }
+    assert!(s.closed, "the garbage at the end closes the connection");
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn any_split_of_the_input_gives_the_same_replies(piece in 1usize..200) {
+        let root = std::env::temp_dir().join(format!("rs-xfer-split-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f"), b"0123456789").unwrap();
+        let input = script();
+        let whole = answers(&root, &input, usize::MAX);
+        let split = answers(&root, &input, piece);
+        prop_assert_eq!(&whole, &split);
+        // And the replies are what the script asks for: 9 frames (the two GETs with
+        // their bytes), the last an error.
+        let mut rest = &whole[..];
+        let mut kinds = Vec::new();
+        while !rest.is_empty() {
+            let Ok(Status::Complete(h, n)) = frame::decode(rest, frame::MAX_REPLY) else { panic!() };
+            kinds.push(h.kind());
+            let body = match frame::Reply::decode(&h, &rest[frame::HEADER_LEN..n]).unwrap() {
+                frame::Reply::Data { meta, offset } => (meta.len - offset) as usize,
+                _ => 0,
+            };
+            rest = &rest[n + body..];
+        }
+        use frame::Kind::*;
+        prop_assert_eq!(kinds, vec![HelloOk, StatOk, ListOk, Data, Data, Error, Error, Error, Error]);
+    }
+}
+
+#[test]
+fn oversized_and_unknown_frames_get_an_error_and_a_close() {
+    let root = temp("bad");
+    for input in [
+        {
+            let mut h = frame::encode(frame::Kind::Stat, 0, &[]);
+            h[8..12].copy_from_slice(&(frame::MAX_REQUEST + 1).to_le_bytes());
+            h
+        },
+        {
+            let mut h = frame::encode(frame::Kind::Stat, 0, &[]);
+            h[5] = 0x33;
+            h
+        },
+        frame::encode(frame::Kind::HelloOk, 0, &[]),
+        frame::encode(frame::Kind::Get, 0, &[1, 2, 3]),
+    ] {
+        let out = answers(&root, &input, usize::MAX);
+        let Ok(Status::Complete(h, n)) = frame::decode(&out, frame::MAX_REPLY) else {
+            panic!()
+        };
+        assert_eq!(h.kind(), frame::Kind::Error);
+        assert_eq!(n, out.len(), "one error frame, then the close");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
