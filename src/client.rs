@@ -236,6 +236,19 @@ pub fn get(a: GetArgs) -> std::result::Result<(), Failure> {
             Failure::Usage(format!("{}: no file name in it; give -o LOCAL", a.remote))
         })?),
     };
+    // `-o -` is stdout; a device or a FIFO (`-o /dev/null`) is written as it is.
+    // Neither is a file to keep, resume or clobber.
+    let special = local.as_os_str() == "-"
+        || std::fs::metadata(&local).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    if special {
+        if a.resume {
+            return Err(Failure::Usage(format!(
+                "{}: --continue needs a regular file",
+                local.display()
+            )));
+        }
+        return get_to_stream(a, addr, &local);
+    }
     let exists = local.exists();
     if exists && !a.resume && !a.force {
         return Err(Failure::Usage(format!(
@@ -326,6 +339,42 @@ pub fn get(a: GetArgs) -> std::result::Result<(), Failure> {
                 )
                 .into());
             }
+            Err(e.context(format!("downloading {}", a.remote)).into())
+        }
+    }
+}
+
+/// `get` into stdout, a device or a FIFO: no resume record, nothing truncated.
+fn get_to_stream(a: GetArgs, addr: SocketAddr, local: &Path) -> std::result::Result<(), Failure> {
+    let file = if local.as_os_str() == "-" {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stdout")?;
+        File::from(fd)
+    } else {
+        OpenOptions::new()
+            .write(true)
+            .open(local)
+            .with_context(|| format!("{}", local.display()))?
+    };
+    let mut conn = Conn::connect(addr, a.limits)?;
+    let meta = conn.stat(&a.remote).with_context(|| a.remote.clone())?;
+    if meta.kind != EntryKind::File {
+        return Err(anyhow!("{}: not a regular file", a.remote).into());
+    }
+    let progress = Progress::start(conn.stats(), meta.len, Direction::Down, &a.remote);
+    let r = conn.get(&a.remote, &file, 0, meta.identity);
+    let stats = conn.stats();
+    drop(conn);
+    match r {
+        Ok(_) => {
+            progress.finish(meta.len, &stats, Direction::Down);
+            Ok(())
+        }
+        Err(e) => {
+            progress.abandon();
             Err(e.context(format!("downloading {}", a.remote)).into())
         }
     }

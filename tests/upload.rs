@@ -225,23 +225,6 @@ fn answer(s: &mut TcpStream) -> String {
     line.trim_end().to_string()
 }
 
-/// Everything in `dir` and below, as relative paths, hidden names included.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 backend_test! {
     fn an_upload_goes_into_place_whole_and_zero_copy(b) {
         let root = temp_dir("up-whole");

@@ -11,8 +11,9 @@ use crate::proto::RecvFile;
 use crate::stats::Stats;
 use crate::sys::pipe::{self, Pipe};
 use std::io;
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::time::{Duration, Instant};
 
 /// What each upload pipe asks F_SETPIPE_SZ for: as the send path's pipes.
@@ -29,6 +30,9 @@ pub(crate) struct Sink {
     in_pipe: usize,
     /// No pipe could be had: receive and write.
     copy: bool,
+    /// The file is a stream (a pipe, a terminal, a socket: a client's `-o -`), which
+    /// is written in order without offsets.
+    stream: bool,
     /// When a byte last arrived: the body timeout runs from here.
     pub(crate) progress: Instant,
     pub(crate) timeout: Duration,
@@ -48,8 +52,14 @@ pub(crate) enum Poll {
 impl Sink {
     pub(crate) fn new(want: RecvFile, timeout: Duration, now: Instant) -> Sink {
         let pipe = pipe::pipe(PIPE_SIZE).ok();
+        let stream = want
+            .file
+            .file()
+            .metadata()
+            .is_ok_and(|m| !m.is_file() && !m.file_type().is_char_device());
         Sink {
             copy: pipe.is_none(),
+            stream,
             want,
             got: 0,
             pipe,
@@ -77,7 +87,7 @@ impl Sink {
     fn run(&mut self, sock: BorrowedFd<'_>, buf: &mut [u8], st: &Stats) -> io::Result<bool> {
         let file = self.want.file.file();
         if !self.want.head.is_empty() {
-            file.write_all_at(&self.want.head, self.want.offset)?;
+            self.write_at(&self.want.head, self.want.offset)?;
             Stats::add(&st.bytes_recv_copy, self.want.head.len() as u64);
             self.want.offset += self.want.head.len() as u64;
             self.want.head = Vec::new();
@@ -87,8 +97,9 @@ impl Sink {
             if self.in_pipe > 0 {
                 let p = self.pipe.as_ref().expect("bytes in a pipe");
                 let mut at = i64::try_from(pos).map_err(|_| efbig())?;
+                let at = if self.stream { None } else { Some(&mut at) };
                 let (r, n) = (p.r.as_fd(), self.in_pipe);
-                match pipe::splice(r, None, file.as_fd(), Some(&mut at), n, libc::SPLICE_F_MOVE) {
+                match pipe::splice(r, None, file.as_fd(), at, n, libc::SPLICE_F_MOVE) {
                     Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
                     Ok(n) => {
                         Stats::add(&st.bytes_recv_splice, n as u64);
@@ -122,7 +133,7 @@ impl Sink {
                 let want = left.min(buf.len() as u64) as usize;
                 match crate::sys::net::recv(sock, &mut buf[..want]) {
                     Ok(n) => {
-                        file.write_all_at(&buf[..n], pos)?;
+                        self.write_at(&buf[..n], pos)?;
                         Stats::add(&st.bytes_recv_copy, n as u64);
                         self.got += n as u64;
                         n
@@ -138,6 +149,18 @@ impl Sink {
                 return Ok(true); // the peer closed before the end
             }
             self.progress = Instant::now();
+        }
+    }
+}
+
+impl Sink {
+    /// Writes `bytes` at `pos` of the file, or next on a stream.
+    fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
+        let mut f = self.want.file.file();
+        if self.stream {
+            f.write_all(bytes)
+        } else {
+            f.write_all_at(bytes, pos)
         }
     }
 }

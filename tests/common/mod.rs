@@ -350,12 +350,13 @@ pub fn remove_temp_tree(path: &Path) {
     }
 }
 
-/// Every `http://IP:PORT` or `tcp://IP:PORT` in the banner.
+/// Every `http://IP:PORT`, `xfer://IP:PORT` or `tcp://IP:PORT` in the banner.
 pub fn parse_addrs(banner: &str) -> Vec<SocketAddr> {
     banner
         .split_whitespace()
         .filter_map(|w| {
             w.strip_prefix("http://")
+                .or_else(|| w.strip_prefix("xfer://"))
                 .or_else(|| w.strip_prefix("tcp://"))
         })
         .filter_map(|a| a.parse().ok())
@@ -502,4 +503,22 @@ pub fn have(tool: &str) -> bool {
         );
     }
     ok
+}
+
+/// Everything in `dir` and below, as sorted relative paths, hidden names included:
+/// what the write-path tests compare, so a leftover temporary file shows.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
