@@ -120,6 +120,28 @@ impl Root {
         })
     }
 
+    /// How uploads beneath this root will be written, found by trying (nothing is left
+    /// behind): the file system decides, not only the kernel.
+    pub fn write_path(&self) -> WritePath {
+        let unnamed = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
+        let tmp = sys::openat_mode(self.fd.as_fd(), c".", unnamed, CREATE_MODE);
+        let reserve = tmp.as_ref().ok().map(|fd| {
+            let r = sys::fallocate_keep_size(fd.as_fd(), 1);
+            !matches!(r, Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)))
+        });
+        // A rename of a name that does not exist: ENOENT once the flag is understood.
+        let probe = c".ringserve-part-probe-absent";
+        let noreplace = !matches!(
+            sys::renameat2(self.fd.as_fd(), probe, probe, libc::RENAME_NOREPLACE),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
+        );
+        WritePath {
+            tmpfile: tmp.is_ok(),
+            noreplace,
+            reserve,
+        }
+    }
+
     /// Creates an empty file, invisible until [`Root::link`], that will become `rel`.
     /// Its directory is resolved beneath the root as any lookup is; it must exist.
     pub fn create(&self, rel: &str) -> io::Result<Temp> {
@@ -476,6 +498,36 @@ pub fn reserve(file: &FileRef, len: u64) -> io::Result<()> {
     match sys::fallocate_keep_size(file.file().as_fd(), len) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(()),
         r => r,
+    }
+}
+
+/// What [`Root::write_path`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritePath {
+    /// `O_TMPFILE` works here: an upload is an unnamed inode until linked.
+    pub tmpfile: bool,
+    /// `renameat2(RENAME_NOREPLACE)` works here (the hidden-name path's atomic link).
+    pub noreplace: bool,
+    /// `fallocate` reserves space here (known only with `O_TMPFILE`: `None` without).
+    pub reserve: Option<bool>,
+}
+
+impl std::fmt::Display for WritePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tmpfile {
+            f.write_str("O_TMPFILE, linked in place with linkat")?;
+        } else {
+            write!(f, "hidden {HIDDEN_PREFIX}* names (no O_TMPFILE here), ")?;
+            f.write_str(match self.noreplace {
+                true => "renamed in place with RENAME_NOREPLACE",
+                false => "linked in place then unlinked (no RENAME_NOREPLACE here)",
+            })?;
+        }
+        match self.reserve {
+            Some(true) => f.write_str("; space reserved with fallocate"),
+            Some(false) => f.write_str("; no fallocate here: a full disk shows mid-upload"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1044,5 +1096,17 @@ mod tests {
             after < before + 10,
             "{before} descriptors before, {after} after"
         );
+    }
+
+    #[test]
+    fn probing_the_write_path_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("rs-fs-wp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = Root::open(&dir).unwrap();
+        let w = root.write_path();
+        assert!(!w.to_string().is_empty());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{w}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

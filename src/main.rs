@@ -382,6 +382,9 @@ fn main() -> ExitCode {
                     v["backend"] = kind.to_string().into();
                     v["reason"] = reason.into();
                 }
+                if let Some(w) = write_path_here() {
+                    v["uploads_here"] = w.into();
+                }
                 let _ = writeln!(std::io::stdout(), "{v}");
             } else {
                 let _ = write!(std::io::stdout(), "{}", p.to_text());
@@ -392,6 +395,9 @@ fn main() -> ExitCode {
                             "serve would use:    {kind} because {reason}"
                         );
                     }
+                }
+                if let Some(w) = write_path_here() {
+                    let _ = writeln!(std::io::stdout(), "uploads here (.):   {w}");
                 }
             }
             ExitCode::SUCCESS
@@ -432,6 +438,13 @@ fn main() -> ExitCode {
             limits,
         } => finish(client::ls(&addr, &dir, json, limits.limits())),
     }
+}
+
+/// How xfer uploads would be written in the current directory (the file system
+/// decides: O_TMPFILE, RENAME_NOREPLACE and fallocate are not everywhere).
+fn write_path_here() -> Option<String> {
+    let root = ringserve::fs::Root::open(std::path::Path::new(".")).ok()?;
+    Some(root.write_path().to_string())
 }
 
 /// A client command's exit: 0, 2 for bad usage, 1 when the transfer or the server
@@ -490,6 +503,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             protocols.push(p);
         }
     }
+    let xfer_uploads = xfer.allow_upload;
     let xfer_factory = XferFactory::new(xfer);
     let mut servers: Vec<(ProtocolArg, Server)> = Vec::new();
     for p in protocols {
@@ -571,6 +585,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     );
     for note in notes {
         say!("{note}");
+    }
+    if xfer_uploads && servers.iter().any(|(p, _)| matches!(p, ProtocolArg::Xfer)) {
+        if let Ok(r) = ringserve::fs::Root::open(&root) {
+            say!("ringserve: xfer uploads: {}", r.write_path());
+        }
     }
     if stats_interval > 0 {
         let stats: Vec<_> = servers.iter().map(|(_, s)| s.stats_handle()).collect();
