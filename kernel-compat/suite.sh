@@ -58,7 +58,10 @@ for mode in $modes; do
     name=${bin##*/}
     echo "KC-SUITE-BEGIN $mode $name backends=$backend"
     start=$(date +%s)
-    RINGSERVE_TEST_BACKENDS=$backend timeout -s KILL "$limit" "$bin" 2>&1
+    # RINGSERVE_TEST_SKIP_HUGE: the multi-GiB xfer round trip (tests/xfer.rs) writes a
+    # 4 GiB copy; the plain `cargo test` before the matrix runs it on the host kernel,
+    # and the cells skip it (visibly) to keep the matrix inside CI's time.
+    RINGSERVE_TEST_SKIP_HUGE=1 RINGSERVE_TEST_BACKENDS=$backend timeout -s KILL "$limit" "$bin" 2>&1
     rc=$?
     echo "KC-SUITE-END $mode $name rc=$rc secs=$(($(date +%s) - start))"
     [ "$rc" -eq 0 ] || status=1

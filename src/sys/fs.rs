@@ -127,12 +127,19 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// `fallocate(2)` of `len` bytes from 0 with `FALLOC_FL_KEEP_SIZE`.
+/// `fallocate(2)` of `len` bytes from 0 with `FALLOC_FL_KEEP_SIZE`, retried on EINTR:
+/// tmpfs gives up when a signal is pending, and before 5.11 io_uring's task work makes
+/// one look pending on a ring's thread (TWA_SIGNAL), so a ring would see EINTR often.
+/// Space already reserved stays, so each retry finishes the job.
 pub fn fallocate_keep_size(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: `fd` is live for the borrow; no memory is passed.
-    unsafe { syscall!(fallocate(fd.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len)) }?;
-    Ok(())
+    loop {
+        // SAFETY: `fd` is live for the borrow; no memory is passed.
+        match unsafe { syscall!(fallocate(fd.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len)) } {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(drop),
+        }
+    }
 }
 
 /// `fstat(2)`.
