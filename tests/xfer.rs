@@ -537,6 +537,36 @@ impl Drop for Tmpfs {
 }
 
 backend_test! {
+    fn a_replaced_file_is_served_new_at_once_from_every_ring(b) {
+        let root = temp_dir("fresh");
+        let local = temp_dir("fresh-local");
+        std::fs::write(root.join("f"), b"old contents").unwrap();
+        std::fs::write(local.join("new"), b"the new contents").unwrap();
+        // Two rings (on uring), each with its own open-file cache, valid for a minute:
+        // only the server's own invalidation can make the second read fresh.
+        let args = ["--allow-upload", "--allow-replace", "--uring-threads", "2", "--open-file-cache-valid", "60s"];
+        let srv = serve(b, &root, &args);
+        // Warm every ring's cache: connections spread over the rings.
+        for _ in 0..8 {
+            let mut raw = Raw::connect(srv.addr);
+            raw.send(&Request::Get { path: path("f"), offset: 0, identity: Identity::default() });
+            let Some(Reply::Data { meta, .. }) = raw.reply() else { panic!("[{b}] no data") };
+            assert_eq!(raw.body(meta.len as usize), b"old contents");
+        }
+        let o = cli(&local, &["put", &addr(&srv), "new", "f", "--replace"]);
+        assert!(o.status.success(), "[{b}] {}", stderr(&o));
+        for i in 0..8 {
+            let mut raw = Raw::connect(srv.addr);
+            raw.send(&Request::Get { path: path("f"), offset: 0, identity: Identity::default() });
+            let Some(Reply::Data { meta, .. }) = raw.reply() else { panic!("[{b}] no data") };
+            assert_eq!(raw.body(meta.len as usize), b"the new contents", "[{b}] connection {i} was served the old file");
+        }
+        remove_temp_tree(&root);
+        remove_temp_tree(&local);
+    }
+}
+
+backend_test! {
     fn traversal_and_symlink_escapes_are_refused_for_get_put_and_list(b) {
         let base = temp_dir("escape");
         let root = base.join("root");

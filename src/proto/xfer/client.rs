@@ -314,7 +314,12 @@ impl Protocol for XferClient {
                     if !self.out.is_empty() {
                         return Step::Send(std::mem::take(&mut self.out));
                     }
-                    // Ended (the driver sees the outcome) or awaits the next reply.
+                    if matches!(self.state, State::Await(_)) {
+                        // The next reply may be in already (an empty upload's READY
+                        // and DONE arrive together): look before waiting.
+                        return self.poll(_now);
+                    }
+                    // Ended: the driver sees the outcome.
                     Step::Recv(Wait::Request)
                 }
                 Ok(None) if self.eof => {

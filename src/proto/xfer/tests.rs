@@ -283,6 +283,16 @@ fn a_client_and_a_server_move_files_both_ways_in_memory() {
         }
     ));
     assert!(matches!(p.run(put(true)), Outcome::Put { .. }));
+    // An empty upload: READY and DONE come back together.
+    let empty = std::fs::File::create(local.join("empty")).unwrap();
+    let op = Op::Put {
+        path: b"e".to_vec(),
+        file: fref(empty),
+        len: 0,
+        replace: false,
+    };
+    assert!(matches!(p.run(op), Outcome::Put { len: 0 }));
+    assert_eq!(std::fs::read(served.join("e")).unwrap(), b"");
     // Over the limit: refused before any body byte.
     let big = Op::Put {
         path: b"big".to_vec(),
