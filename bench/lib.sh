@@ -557,7 +557,8 @@ bench_start_xfer_server() {
     socat:get) cmd=(socat -U -b "$SOCAT_BUF" "$sock" "OPEN:$WWW/$WL_FILE,rdonly") ;;
     socat:put) cmd=(socat -u -b "$SOCAT_BUF" "$sock" "CREATE:$root/$WL_FILE") ;;
     limit:get) cmd=("$LIMIT_BIN" --send "127.0.0.1:$port" "$WWW/$WL_FILE") ;;
-    limit:put) cmd=("$LIMIT_BIN" --recv "127.0.0.1:$port" "$root/$WL_FILE") ;;
+    # The size reserved first (fallocate), as ringserve reserves an upload's.
+    limit:put) cmd=("$LIMIT_BIN" --recv "127.0.0.1:$port" "$root/$WL_FILE" "$(bench_file_size "$WL_FILE")") ;;
     *) bench_die "contender $contender has no xfer $WL_OP server" ;;
     esac
     printf '%q ' "${cmd[@]}" >"$logdir/cmd.txt"

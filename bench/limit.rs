@@ -22,9 +22,10 @@
 //! - `limit --send ADDR FILE` serves: every connection gets FILE, then the close;
 //! - `limit --fetch ADDR DEST` is its client: the stream into DEST (created or
 //!   truncated; `/dev/null` works) until the server closes;
-//! - `limit --recv ADDR DEST` serves the other way: each connection's stream into DEST
-//!   (created or truncated) until the client shuts its side, then the close, which
-//!   tells the client every byte is in DEST;
+//! - `limit --recv ADDR DEST [RESERVE]` serves the other way: each connection's stream
+//!   into DEST (created or truncated; with RESERVE, that many bytes reserved first with
+//!   `fallocate(FALLOC_FL_KEEP_SIZE)`, as ringserve reserves an upload's size) until the
+//!   client shuts its side, then the close, which tells the client every byte is in DEST;
 //! - `limit --push ADDR FILE` is its client: FILE, the shutdown, then it waits for the
 //!   server's close.
 //!
@@ -473,10 +474,8 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
 fn recv_all(sock: RawFd, dest: &File) -> io::Result<u64> {
     let mut fds: [libc::c_int; 2] = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the live array.
-    check(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
-        "pipe2",
-    )?;
+    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    check(ret, "pipe2")?;
     // SAFETY: pipe2 succeeded, so both are new descriptors that nothing else owns.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: F_SETPIPE_SZ / F_GETPIPE_SZ on our own pipe take and return ints. A pipe
@@ -543,13 +542,29 @@ fn stream_send(addr: SocketAddrV4, path: &str) -> io::Result<()> {
     }
 }
 
-/// `--recv`: each connection's stream into DEST, then the close.
-fn stream_recv(addr: SocketAddrV4, dest: &str) -> io::Result<()> {
+/// Reserves `len` bytes of `f` without changing its size.
+fn reserve(f: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("RESERVE too large"))?;
+    // SAFETY: fallocate on a descriptor we own takes no pointers.
+    let ret = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    check(ret, "fallocate").map(drop)
+}
+
+/// `--recv`: each connection's stream into DEST (`reserve` bytes reserved first), then
+/// the close.
+fn stream_recv(addr: SocketAddrV4, dest: &str, reserve_len: u64) -> io::Result<()> {
     let l = TcpListener::bind(addr)?;
-    eprintln!("limit: receiving every connection's stream into {dest} (splice) on {addr}");
+    eprintln!(
+        "limit: receiving every connection's stream into {dest} (splice; {reserve_len} bytes reserved) on {addr}"
+    );
     loop {
         let s = accept(&l)?;
-        let got = create(dest).and_then(|f| recv_all(s.as_raw_fd(), &f));
+        let got = create(dest).and_then(|f| {
+            if reserve_len > 0 {
+                reserve(&f, reserve_len)?;
+            }
+            recv_all(s.as_raw_fd(), &f)
+        });
         if let Err(e) = got {
             eprintln!("limit: {e}");
         }
@@ -580,7 +595,7 @@ fn stream_push(addr: SocketAddrV4, path: &str) -> io::Result<()> {
 const USAGE: &str = "usage: limit 127.0.0.1:PORT FILE          (HTTP: FILE for every request)
        limit --send 127.0.0.1:PORT FILE   (raw stream: FILE to every connection)
        limit --fetch 127.0.0.1:PORT DEST  (its client: the stream into DEST)
-       limit --recv 127.0.0.1:PORT DEST   (raw stream: each connection into DEST)
+       limit --recv 127.0.0.1:PORT DEST [RESERVE]  (raw stream: each connection into DEST)
        limit --push 127.0.0.1:PORT FILE   (its client: FILE into the stream)";
 
 fn main() -> ExitCode {
@@ -589,9 +604,16 @@ fn main() -> ExitCode {
         Some(m @ ("--send" | "--fetch" | "--recv" | "--push")) => (m, &args[1..]),
         _ => ("http", &args[..]),
     };
-    let (Some(addr), Some(path), 2) = (
+    // Only --recv takes a third argument: the bytes to reserve.
+    let reserve_len = match (mode, rest.get(2)) {
+        ("--recv", Some(n)) => n.parse::<u64>().ok(),
+        (_, None) => Some(0),
+        _ => None,
+    };
+    let (Some(addr), Some(path), Some(reserve_len), 2..=3) = (
         rest.first().and_then(|a| a.parse::<SocketAddrV4>().ok()),
         rest.get(1),
+        reserve_len,
         rest.len(),
     ) else {
         eprintln!("{USAGE}");
@@ -605,7 +627,7 @@ fn main() -> ExitCode {
     let done = match mode {
         "--send" => stream_send(addr, path),
         "--fetch" => stream_fetch(addr, path),
-        "--recv" => stream_recv(addr, path),
+        "--recv" => stream_recv(addr, path, reserve_len),
         "--push" => stream_push(addr, path),
         _ => run(addr, path),
     };

@@ -478,7 +478,15 @@ def summarize(samples, workloads, contenders):
                         "%d of %d samples failed: %s"
                         % (len(mine) - len(ok), len(mine), next((s["error"] for s in mine if s["status"] != "ok"), ""))
                     )
-                notes += ["%s: %s" % (s["id"], s["status_note"]) for s in ok if s.get("status_note")]
+                # One line per distinct note, with the samples it came from.
+                by_note = {}
+                for x in ok:
+                    if x.get("status_note"):
+                        by_note.setdefault(x["status_note"], []).append(x["id"])
+                for note, ids in by_note.items():
+                    notes.append(
+                        "%s (all %d samples)" % (note, len(ok)) if len(ids) == len(ok) else "%s: %s" % (", ".join(ids), note)
+                    )
                 starved = [s["id"] for s in ok if s.get("starved")]
                 if starved:
                     entry["starved"] = {"samples": starved, "of": len(ok)}
@@ -789,7 +797,7 @@ def tool_versions(meta):
     """What ran, for the header line: nginx and wrk for HTTP, curl rsync socat for xfer."""
     out = []
     contenders = meta.get("contenders", "").split()
-    if meta.get("nginx_version") or "nginx" in contenders:
+    if "nginx" in contenders:
         out.append(meta.get("nginx_version") or "nginx: not run")
     if meta.get("wrk_version"):
         out.append(meta["wrk_version"].split(" Copyright")[0])
@@ -1031,7 +1039,7 @@ def render_svg(meta, summary, targets):
                     meta.get("cpu_model"),
                     meta.get("cpus"),
                     (meta.get("ringserve_commit") or "?")[:12],
-                    " · ".join(tool_versions(meta)[:2]),
+                    " · ".join(tool_versions(meta)),
                     meta.get("server_cpu"),
                     meta.get("load_cpu"),
                 )

@@ -190,7 +190,7 @@ bench_make_files "${files[@]}"
     if has_contender rsync && command -v rsync >/dev/null; then echo "rsync_version=$(rsync --version | head -n 1)"; fi
     if has_contender socat && command -v socat >/dev/null; then echo "socat_version=$(socat -V | grep -m1 'socat version' || true)"; fi
     echo "nginx_bin=$NGINX_BIN"
-    [[ -n $NGINX_BIN ]] && echo "nginx_version=$("$NGINX_BIN" -v 2>&1 | head -n 1)"
+    if [[ -n $NGINX_BIN ]] && has_contender nginx; then echo "nginx_version=$("$NGINX_BIN" -v 2>&1 | head -n 1)"; fi
     echo "perf_version=$(perf --version 2>/dev/null || echo none)"
     echo "perf_events=$PERF_EVENTS"
     echo "perf_skip=$PERF_SKIP"
