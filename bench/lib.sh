@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # the globals set here are read by the sourcing scripts
 # bench/lib.sh — what bench/run.sh and bench/profile.sh share: tools, builds, test files,
-# contenders (start / wait / stop), workloads, wrk, process accounting, cleanup.
+# contenders (start / wait / stop), workloads, wrk, the xfer clients, process accounting,
+# cleanup.
 # Source it from a script that has `set -euo pipefail`; call bench_init first.
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +24,10 @@ NGINX_BIN=""         # set by bench_ensure_tools; empty when nginx cannot be had
 NGINX_SKIP=""        # why nginx is skipped, when it is
 PERF_SKIP=""         # why syscall counting is skipped, when it is
 PERF_EVENTS=""       # perf stat -e list used for syscall counting
+XFER_TMP=""          # the xfer workloads' dir on tmpfs: out/ (get's files), root/ (put's root)
+XFER_FS=""           # its file system type (tmpfs unless BENCH_XFER_DIR says otherwise)
+XFER_CMD=()          # set by bench_xfer_client: one transfer's client command line
+declare -A XFER_SKIP=() # curl / rsync / socat: why it cannot be had, when it cannot
 
 bench_log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 bench_die() {
@@ -54,6 +59,8 @@ bench_cleanup() {
             rm -rf "$BENCH_TMP"
         fi
     fi
+    # Only empty dirs are left there between samples; never kept (it is memory).
+    if [[ -n $XFER_TMP && -d $XFER_TMP ]]; then rm -rf "$XFER_TMP"; fi
     exit "$rc"
 }
 
@@ -116,15 +123,20 @@ bench_apt_install() {
     ((ok))
 }
 
-# bench_ensure_tools [no-nginx] — installs wrk and (unless no-nginx) nginx when missing
-# (nginx: skipped with a reason when impossible), and checks perf and its syscall
-# tracepoints.
+# bench_ensure_tools [no-nginx] [no-wrk] — installs wrk (unless no-wrk: a run of xfer
+# workloads only) and (unless no-nginx) nginx when missing (nginx: skipped with a reason
+# when impossible), and checks perf and its syscall tracepoints.
 bench_ensure_tools() {
-    local want_nginx=1
-    [[ ${1:-} == no-nginx ]] && want_nginx=0
+    local want_nginx=1 want_wrk=1 a
+    for a in "$@"; do
+        case $a in
+        no-nginx) want_nginx=0 ;;
+        no-wrk) want_wrk=0 ;;
+        esac
+    done
     command -v python3 >/dev/null || bench_die "python3 is required (report and chart)"
     command -v taskset >/dev/null || bench_die "taskset (util-linux) is required"
-    if ! command -v wrk >/dev/null; then
+    if ((want_wrk)) && ! command -v wrk >/dev/null; then
         bench_log "installing wrk with apt-get"
         bench_apt_install wrk || bench_die "wrk is missing and apt-get install wrk failed"
     fi
@@ -156,6 +168,28 @@ bench_ensure_tools() {
         [[ $tracepoints == *syscalls:sys_enter_io_uring_enter* ]] && PERF_EVENTS+=,syscalls:sys_enter_io_uring_enter
     fi
     [[ -n $PERF_SKIP ]] && bench_log "SKIP syscall counts: $PERF_SKIP"
+    return 0
+}
+
+# bench_ensure_xfer_tools TOOL... (of curl rsync socat) — installs the missing ones with
+# apt-get (each is the Debian package of that name); XFER_SKIP[TOOL] says why when one
+# cannot be had.
+bench_ensure_xfer_tools() {
+    local t missing=()
+    for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
+    ((${#missing[@]})) || return 0
+    if [[ $EUID -ne 0 ]]; then
+        for t in "${missing[@]}"; do XFER_SKIP[$t]="not installed, and apt-get needs root"; done
+        return 0
+    fi
+    bench_log "installing ${missing[*]} with apt-get"
+    bench_apt_install "${missing[@]}" && return 0
+    # One package that cannot be had must not cost the others.
+    for t in "${missing[@]}"; do
+        command -v "$t" >/dev/null && continue
+        bench_apt_install "$t" ||
+            XFER_SKIP[$t]="not installed, and 'apt-get install -y $t' failed: $(tail -n 1 "$BENCH_TMP/apt.log")"
+    done
     return 0
 }
 
@@ -239,12 +273,14 @@ bench_file_size() {
 
 # ------------------------------------------------------------------------ workloads
 
-ALL_WORKLOADS=(1k-1 1k-50 1k-256 100k-50 1g-4 idle-10k)
+ALL_WORKLOADS=(1k-1 1k-50 1k-256 100k-50 1g-4 idle-10k get-1g get-1g-null put-1g)
 
-# bench_workload NAME — sets WL_FILE WL_CONNS WL_KIND (wrk|idle) WL_TIMEOUT (wrk's).
+# bench_workload NAME — sets WL_FILE WL_CONNS WL_KIND (wrk|idle|xfer) WL_TIMEOUT (wrk's),
+# and for xfer WL_OP (get|put) and WL_DEST (file: a file on tmpfs; null: /dev/null).
 bench_workload() {
     WL_TIMEOUT=10
     WL_KIND=wrk
+    WL_OP="" WL_DEST=""
     case $1 in
     1k-1) WL_FILE=1k.bin WL_CONNS=1 ;;
     1k-50) WL_FILE=1k.bin WL_CONNS=50 ;;
@@ -252,13 +288,16 @@ bench_workload() {
     100k-50) WL_FILE=100k.bin WL_CONNS=50 ;;
     1g-4) WL_FILE=1g.bin WL_CONNS=4 WL_TIMEOUT=120 ;;
     idle-10k) WL_FILE=1k.bin WL_CONNS=10000 WL_KIND=idle ;;
+    get-1g) WL_FILE=1g.bin WL_CONNS=1 WL_KIND=xfer WL_OP=get WL_DEST=file ;;
+    get-1g-null) WL_FILE=1g.bin WL_CONNS=1 WL_KIND=xfer WL_OP=get WL_DEST=null ;;
+    put-1g) WL_FILE=1g.bin WL_CONNS=1 WL_KIND=xfer WL_OP=put WL_DEST=file ;;
     *) bench_die "unknown workload '$1' (known: ${ALL_WORKLOADS[*]})" ;;
     esac
 }
 
 # ----------------------------------------------------------------------- contenders
 
-ALL_CONTENDERS=(nginx uring epoll limit uring-nocounters)
+ALL_CONTENDERS=(nginx uring epoll limit uring-nocounters curl rsync socat)
 
 bench_port() {
     local i
@@ -316,10 +355,32 @@ http {
 EOF
 }
 
+# bench_runs_in WORKLOAD CONTENDER — whether that contender takes part in that workload.
+# HTTP (wrk, idle): nginx, uring, epoll, limit, and uring-nocounters on 1k-256 only.
+# xfer: uring, epoll, limit, socat, rsync (not into /dev/null: it writes only files) and
+# curl (get only: ringserve's HTTP takes no uploads). Sets the WL_* of WORKLOAD.
+bench_runs_in() {
+    bench_workload "$1"
+    case $WL_KIND:$2 in
+    xfer:uring | xfer:epoll | xfer:limit | xfer:socat) return 0 ;;
+    xfer:rsync) [[ $WL_DEST != null ]] ;;
+    xfer:curl) [[ $WL_OP == get ]] ;;
+    xfer:*) return 1 ;;
+    *:uring-nocounters) [[ $1 == 1k-256 ]] ;;
+    *:nginx | *:uring | *:epoll | *:limit) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
 # Whether CONTENDER can run here; prints the reason when it cannot.
 bench_contender_skip() {
     case $1 in
     nginx) [[ -n $NGINX_SKIP ]] && echo "$NGINX_SKIP" ;;
+    rsync | socat) [[ -n ${XFER_SKIP[$1]:-} ]] && echo "${XFER_SKIP[$1]}" ;;
+    curl)
+        # curl's server is ringserve's HTTP on io_uring.
+        if [[ -n ${XFER_SKIP[curl]:-} ]]; then echo "${XFER_SKIP[curl]}"; else bench_contender_skip uring; fi
+        ;;
     uring | uring-nocounters)
         "$RINGSERVE_BIN" probe --json 2>/dev/null | python3 -c '
 import json, sys
@@ -401,6 +462,167 @@ bench_wait_http() {
     return 1
 }
 
+# bench_wait_listen PORT PID — up to 10 s for a socket listening on PORT, read from
+# /proc/net/tcp{,6} so that no connection is made (a raw-stream server would answer one
+# with a whole file); fails early if PID dies.
+bench_wait_listen() {
+    local port=$1 pid=$2 i hex
+    hex=$(printf ':%04X' "$port")
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+            /proc/net/tcp /proc/net/tcp6 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------- xfer
+
+# socat's read/write size (-b): coreutils cp's and cat's 128 KiB, not socat's 8 KiB.
+SOCAT_BUF=131072
+
+# bench_xfer_init — the xfer workloads' dir on tmpfs (in BENCH_XFER_DIR, default
+# /dev/shm): out/ receives get's files, root/ is put's server root; both are emptied
+# after every transfer. Sets XFER_TMP and XFER_FS (its file system type).
+bench_xfer_init() {
+    local parent=${BENCH_XFER_DIR:-/dev/shm}
+    XFER_TMP=$(mktemp -d "$parent/ringserve-bench.XXXXXX") ||
+        bench_die "cannot make a dir in $parent (set BENCH_XFER_DIR to a tmpfs)"
+    mkdir -p "$XFER_TMP/out" "$XFER_TMP/root"
+    XFER_FS=$(stat -f -c %T "$XFER_TMP")
+    [[ $XFER_FS == tmpfs ]] ||
+        bench_log "WARNING: $XFER_TMP is on $XFER_FS, not tmpfs: the xfer workloads measure its writes too"
+}
+
+# Empties out/ and root/ (the dirs stay: a server holds root/ open).
+bench_xfer_clean() {
+    find "$XFER_TMP/out" "$XFER_TMP/root" -mindepth 1 -delete
+}
+
+# Where the current xfer workload's file lands; nothing for /dev/null.
+bench_xfer_dest() {
+    case $WL_OP:$WL_DEST in
+    get:file) echo "$XFER_TMP/out/$WL_FILE" ;;
+    put:*) echo "$XFER_TMP/root/$WL_FILE" ;;
+    esac
+}
+
+# bench_rsyncd_conf DIR ROOT READ_ONLY — an rsyncd.conf with one module, `bench`, at ROOT.
+bench_rsyncd_conf() {
+    local dir=$1 root=$2 ro=$3 ids=""
+    # The test files live in a 0700 temp dir: as root, the daemon stays root to read them
+    # (it would drop to nobody).
+    [[ $EUID -eq 0 ]] && ids=$'    uid = root\n    gid = root'
+    mkdir -p "$dir"
+    cat >"$dir/rsyncd.conf" <<EOF
+# Written by bench/lib.sh (bench_rsyncd_conf). Started as:
+#   rsync --daemon --no-detach --config=DIR/rsyncd.conf --address=127.0.0.1 --port=PORT
+pid file = $dir/rsyncd.pid
+log file = $dir/rsyncd.log
+use chroot = no
+reverse lookup = no
+
+[bench]
+    path = $root
+    read only = $ro
+    transfer logging = no
+$ids
+EOF
+}
+
+# bench_start_xfer_server CONTENDER LOGDIR — the server side of the current xfer workload
+# (WL_OP), pinned to SERVER_CPU, and waits until it listens: get serves $WWW, put
+# receives into $XFER_TMP/root. Sets SERVER_PID; returns 1 when it does not come up.
+bench_start_xfer_server() {
+    local contender=$1 logdir=$2 port cmd up=() sock root=$WWW ok=0
+    port=$(bench_port "$contender")
+    if bench_port_open "$port"; then
+        echo "port $port is already in use by another process; set BENCH_PORT_BASE to a free range" |
+            tee "$logdir/server.log" >&2
+        return 1
+    fi
+    if [[ $WL_OP == put ]]; then root=$XFER_TMP/root up=(--allow-upload); fi
+    sock="TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork"
+    case $contender:$WL_OP in
+    uring:*) cmd=("$RINGSERVE_BIN" serve "$root" --protocol xfer --listen "127.0.0.1:$port" --backend uring --uring-threads 1 "${up[@]}") ;;
+    epoll:*) cmd=("$RINGSERVE_BIN" serve "$root" --protocol xfer --listen "127.0.0.1:$port" --backend epoll "${up[@]}") ;;
+    curl:get) cmd=("$RINGSERVE_BIN" serve "$WWW" --listen "127.0.0.1:$port" --backend uring --uring-threads 1) ;;
+    rsync:*)
+        bench_rsyncd_conf "$logdir/rsyncd" "$root" "$([[ $WL_OP == put ]] && echo no || echo yes)"
+        cmd=(rsync --daemon --no-detach "--config=$logdir/rsyncd/rsyncd.conf" --address=127.0.0.1 "--port=$port")
+        ;;
+    # The listening address first, so each forked child opens the file anew; -U: the
+    # data flows from the second address to the first.
+    socat:get) cmd=(socat -U -b "$SOCAT_BUF" "$sock" "OPEN:$WWW/$WL_FILE,rdonly") ;;
+    socat:put) cmd=(socat -u -b "$SOCAT_BUF" "$sock" "CREATE:$root/$WL_FILE") ;;
+    limit:get) cmd=("$LIMIT_BIN" --send "127.0.0.1:$port" "$WWW/$WL_FILE") ;;
+    # The size reserved first (fallocate), as ringserve reserves an upload's.
+    limit:put) cmd=("$LIMIT_BIN" --recv "127.0.0.1:$port" "$root/$WL_FILE" "$(bench_file_size "$WL_FILE")") ;;
+    *) bench_die "contender $contender has no xfer $WL_OP server" ;;
+    esac
+    printf '%q ' "${cmd[@]}" >"$logdir/cmd.txt"
+    bench_spawn "$logdir/server.log" taskset -c "$SERVER_CPU" "${cmd[@]}"
+    SERVER_PID=$SPAWNED_PID
+    if [[ $contender == curl ]]; then
+        bench_wait_http "$port" "/$WL_FILE" "$SERVER_PID" && ok=1
+    else
+        bench_wait_listen "$port" "$SERVER_PID" && ok=1
+    fi
+    if ((!ok)); then
+        bench_log "$contender did not listen on port $port; its log:"
+        tail -n 5 "$logdir/server.log" >&2 || true
+        bench_stop_server
+        return 1
+    fi
+}
+
+# bench_xfer_client CONTENDER — sets XFER_CMD: one transfer of the current xfer workload
+# from or to that contender's server, with the same destination for every contender.
+bench_xfer_client() {
+    local contender=$1 port dest src=$WWW/$WL_FILE
+    port=$(bench_port "$contender")
+    dest=$(bench_xfer_dest)
+    [[ $WL_DEST == null ]] && dest=/dev/null
+    case $contender:$WL_OP in
+    uring:get | epoll:get) XFER_CMD=("$RINGSERVE_BIN" get "127.0.0.1:$port" "$WL_FILE" -o "$dest") ;;
+    uring:put | epoll:put) XFER_CMD=("$RINGSERVE_BIN" put "127.0.0.1:$port" "$src" "$WL_FILE") ;;
+    curl:get) XFER_CMD=(curl -sS --fail -o "$dest" -w 'curl: %{size_download} bytes\n' "http://127.0.0.1:$port/$WL_FILE") ;;
+    rsync:get) XFER_CMD=(rsync --whole-file "rsync://127.0.0.1:$port/bench/$WL_FILE" "$dest") ;;
+    rsync:put) XFER_CMD=(rsync --whole-file "$src" "rsync://127.0.0.1:$port/bench/$WL_FILE") ;;
+    socat:get) XFER_CMD=(socat -u -b "$SOCAT_BUF" "TCP:127.0.0.1:$port" "CREATE:$dest") ;;
+    # Both ways, so that after its shutdown socat waits (-t) for the server's close:
+    # only then is every byte in the server's file.
+    socat:put) XFER_CMD=(socat -t 60 -b "$SOCAT_BUF" "OPEN:$src,rdonly!!OPEN:/dev/null,wronly" "TCP:127.0.0.1:$port") ;;
+    limit:get) XFER_CMD=("$LIMIT_BIN" --fetch "127.0.0.1:$port" "$dest") ;;
+    limit:put) XFER_CMD=("$LIMIT_BIN" --push "127.0.0.1:$port" "$src") ;;
+    *) bench_die "contender $contender has no xfer $WL_OP client" ;;
+    esac
+}
+
+# bench_xfer_run OUT — one transfer: XFER_CMD pinned to LOAD_CPU, its output in OUT, and
+# "WALL USER SYS" seconds in OUT.time from bash's `time` (the rusage of the client and of
+# every child it waited for: rsync's receiver too). `timeout` is a backstop.
+bench_xfer_run() {
+    local out=$1 rc=0 TIMEFORMAT='%3R %3U %3S'
+    {
+        time timeout --kill-after=5 300 taskset -c "$LOAD_CPU" "${XFER_CMD[@]}" >"$out" 2>&1 || rc=$?
+    } 2>"$out.time"
+    ((rc == 0)) || bench_log "${XFER_CMD[0]##*/} exited $rc ($out)"
+    return "$rc"
+}
+
+# bench_xfer_bytes DEST CLIENT_OUT — the bytes that arrived: DEST's size; with no DEST
+# (/dev/null), the count the client printed (ringserve, curl, limit), or nothing (socat
+# prints none).
+bench_xfer_bytes() {
+    if [[ -n $1 ]]; then
+        stat -c %s "$1" 2>/dev/null || echo 0
+    else
+        sed -En 's/^(received|curl:|limit: fetched) ([0-9]+) bytes.*/\2/p' "$2" | tail -n 1
+    fi
+}
+
 # ------------------------------------------------------------- process accounting
 
 # bench_pid_tree PID — PID and all its descendants (nginx: master + worker), one line.
@@ -426,6 +648,30 @@ bench_cpu_ticks() {
         sum=$((sum + f[11] + f[12]))
     done
     echo "$sum"
+}
+
+# bench_cpu_ticks_all PID... — as bench_cpu_ticks, plus what each has reaped of its
+# children (cutime + cstime): rsync's and socat's per-connection processes.
+bench_cpu_ticks_all() {
+    local sum=0 p s f
+    for p in "$@"; do
+        s=$(<"/proc/$p/stat") || continue
+        s=${s##*) }
+        read -ra f <<<"$s"
+        sum=$((sum + f[11] + f[12] + f[13] + f[14]))
+    done
+    echo "$sum"
+}
+
+# bench_wait_children PID SECONDS — up to SECONDS until PID has no children left (its
+# per-connection processes have exited and been reaped); 1 if it still has.
+bench_wait_children() {
+    local i
+    for ((i = 0; i < $2 * 50; i++)); do
+        [[ -z $(ps -o pid= --ppid "$1" 2>/dev/null) ]] && return 0
+        sleep 0.02
+    done
+    return 1
 }
 
 # bench_cpu_stat CPU — "BUSY TOTAL" clock ticks of that CPU from /proc/stat. BUSY is

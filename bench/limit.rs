@@ -13,10 +13,29 @@
 //! are not supported. Partial sends wait for `EPOLLOUT`; a peer that shuts down its side
 //! still gets the responses it is owed, then the connection closes; any socket error
 //! closes it at once. SIGTERM ends the process (the default action). Only libc + std.
+//!
+//! The xfer workloads' limit is a raw byte stream instead — no framing, no names, no
+//! sizes: one transfer per connection, blocking descriptors, one at a time. The sender
+//! pushes the file with `sendfile(2)`; the receiver moves what the socket delivers
+//! socket→pipe→destination with `splice(2)` through a 1 MiB pipe (as ringserve's
+//! receive path does), so neither side copies through user memory:
+//! - `limit --send ADDR FILE` serves: every connection gets FILE, then the close;
+//! - `limit --fetch ADDR DEST` is its client: the stream into DEST (created or
+//!   truncated; `/dev/null` works) until the server closes;
+//! - `limit --recv ADDR DEST [RESERVE]` serves the other way: each connection's stream
+//!   into DEST (created or truncated; with RESERVE, that many bytes reserved first with
+//!   `fallocate(FALLOC_FL_KEEP_SIZE)`, as ringserve reserves an upload's size) until the
+//!   client shuts its side, then the close, which tells the client every byte is in DEST;
+//! - `limit --push ADDR FILE` is its client: FILE, the shutdown, then it waits for the
+//!   server's close.
+//!
+//! The clients print `limit: fetched N bytes` / `limit: pushed N bytes` on stderr.
 
 use std::ffi::CString;
-use std::io;
-use std::net::SocketAddrV4;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
@@ -401,17 +420,218 @@ fn run(addr: SocketAddrV4, path: &str) -> io::Result<()> {
     }
 }
 
+// ------------------------------------------------------------------ raw streams
+
+/// What the receiving pipe asks F_SETPIPE_SZ for (ringserve's pipes ask the same).
+const STREAM_PIPE: libc::c_int = 1024 * 1024;
+/// Most bytes one sendfile is asked for.
+const STREAM_CHUNK: usize = 1 << 30;
+
+/// `ret` of a call that returns a count: the count, or the error (`Ok(None)`: EINTR).
+fn count(ret: isize, what: &str) -> io::Result<Option<usize>> {
+    if ret >= 0 {
+        return Ok(Some(ret as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        return Ok(None);
+    }
+    Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+}
+
+/// Sends all of `file` to `sock` with sendfile; returns the bytes sent.
+fn send_all(sock: RawFd, file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut off: libc::off_t = 0;
+    while (off as u64) < len {
+        let left = ((len - off as u64) as usize).min(STREAM_CHUNK);
+        // SAFETY: `off` is a live local that sendfile updates; both descriptors are open.
+        let ret = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, left) };
+        if count(ret, "sendfile")? == Some(0) {
+            return Err(io::Error::other("the file shrank while it was sent"));
+        }
+    }
+    Ok(len)
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
+    // SAFETY: null offsets: both descriptors use (or have) no file position of ours.
+    let ret = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE,
+        )
+    };
+    count(ret, "splice")
+}
+
+/// Moves what `sock` delivers until its end into `dest`, socket→pipe→file by splice;
+/// returns the bytes moved.
+fn recv_all(sock: RawFd, dest: &File) -> io::Result<u64> {
+    let mut fds: [libc::c_int; 2] = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the live array.
+    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    check(ret, "pipe2")?;
+    // SAFETY: pipe2 succeeded, so both are new descriptors that nothing else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ / F_GETPIPE_SZ on our own pipe take and return ints. A pipe
+    // that stays smaller (pipe-max-size) is slower, not wrong.
+    let cap = unsafe {
+        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, STREAM_PIPE);
+        libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)
+    }
+    .max(4096) as usize;
+    let mut total = 0u64;
+    loop {
+        let Some(n) = splice(sock, w.as_raw_fd(), cap)? else {
+            continue;
+        };
+        if n == 0 {
+            return Ok(total);
+        }
+        let mut left = n;
+        while left > 0 {
+            match splice(r.as_raw_fd(), dest.as_raw_fd(), left)? {
+                Some(0) => {
+                    return Err(io::Error::other(
+                        "splice into the destination moved nothing",
+                    ))
+                }
+                Some(m) => left -= m,
+                None => {}
+            }
+        }
+        total += n as u64;
+    }
+}
+
+fn create(path: &str) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+fn accept(l: &TcpListener) -> io::Result<TcpStream> {
+    loop {
+        match l.accept() {
+            Ok((s, _)) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `--send`: FILE to every connection, one after the other, then the close.
+fn stream_send(addr: SocketAddrV4, path: &str) -> io::Result<()> {
+    let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let l = TcpListener::bind(addr)?;
+    let len = file.metadata()?.len();
+    eprintln!("limit: sending {path} ({len} bytes, sendfile) to every connection on {addr}");
+    loop {
+        let s = accept(&l)?;
+        if let Err(e) = send_all(s.as_raw_fd(), &file) {
+            eprintln!("limit: {e}");
+        }
+    }
+}
+
+/// Reserves `len` bytes of `f` without changing its size.
+fn reserve(f: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("RESERVE too large"))?;
+    // SAFETY: fallocate on a descriptor we own takes no pointers.
+    let ret = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    check(ret, "fallocate").map(drop)
+}
+
+/// `--recv`: each connection's stream into DEST (`reserve` bytes reserved first), then
+/// the close.
+fn stream_recv(addr: SocketAddrV4, dest: &str, reserve_len: u64) -> io::Result<()> {
+    let l = TcpListener::bind(addr)?;
+    eprintln!(
+        "limit: receiving every connection's stream into {dest} (splice; {reserve_len} bytes reserved) on {addr}"
+    );
+    loop {
+        let s = accept(&l)?;
+        let got = create(dest).and_then(|f| {
+            if reserve_len > 0 {
+                reserve(&f, reserve_len)?;
+            }
+            recv_all(s.as_raw_fd(), &f)
+        });
+        if let Err(e) = got {
+            eprintln!("limit: {e}");
+        }
+    }
+}
+
+/// `--fetch`: the server's stream into DEST.
+fn stream_fetch(addr: SocketAddrV4, dest: &str) -> io::Result<()> {
+    let f = create(dest)?;
+    let s = TcpStream::connect(addr)?;
+    let n = recv_all(s.as_raw_fd(), &f)?;
+    eprintln!("limit: fetched {n} bytes");
+    Ok(())
+}
+
+/// `--push`: FILE into the stream, the shutdown, then the server's close.
+fn stream_push(addr: SocketAddrV4, path: &str) -> io::Result<()> {
+    let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let mut s = TcpStream::connect(addr)?;
+    let n = send_all(s.as_raw_fd(), &file)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    eprintln!("limit: pushed {n} bytes");
+    Ok(())
+}
+
+const USAGE: &str = "usage: limit 127.0.0.1:PORT FILE          (HTTP: FILE for every request)
+       limit --send 127.0.0.1:PORT FILE   (raw stream: FILE to every connection)
+       limit --fetch 127.0.0.1:PORT DEST  (its client: the stream into DEST)
+       limit --recv 127.0.0.1:PORT DEST [RESERVE]  (raw stream: each connection into DEST)
+       limit --push 127.0.0.1:PORT FILE   (its client: FILE into the stream)";
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(addr), Some(path), 3) = (
-        args.get(1).and_then(|a| a.parse::<SocketAddrV4>().ok()),
-        args.get(2),
-        args.len(),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, rest) = match args.first().map(String::as_str) {
+        Some(m @ ("--send" | "--fetch" | "--recv" | "--push")) => (m, &args[1..]),
+        _ => ("http", &args[..]),
+    };
+    // Only --recv takes a third argument: the bytes to reserve.
+    let reserve_len = match (mode, rest.get(2)) {
+        ("--recv", Some(n)) => n.parse::<u64>().ok(),
+        (_, None) => Some(0),
+        _ => None,
+    };
+    let (Some(addr), Some(path), Some(reserve_len), 2..=3) = (
+        rest.first().and_then(|a| a.parse::<SocketAddrV4>().ok()),
+        rest.get(1),
+        reserve_len,
+        rest.len(),
     ) else {
-        eprintln!("usage: limit 127.0.0.1:PORT FILE");
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    match run(addr, path) {
+    if mode != "http" {
+        // SAFETY: as in run(): SIG_IGN installs no handler code; sendfile to a closed
+        // peer then fails with EPIPE instead of killing the process.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
+    let done = match mode {
+        "--send" => stream_send(addr, path),
+        "--fetch" => stream_fetch(addr, path),
+        "--recv" => stream_recv(addr, path, reserve_len),
+        "--push" => stream_push(addr, path),
+        _ => run(addr, path),
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("limit: {e}");

@@ -4,8 +4,8 @@
     report.py RUN_DIR OUT_PREFIX      # writes OUT_PREFIX.{json,md,svg}
     report.py --summary-line SAMPLE_DIR   # one line about one sample, for run.sh's log
 
-RUN_DIR holds meta.env, nginx.conf, probe.json and raw/<sample>/ with sample.env and
-the raw wrk / perf / idle output. Standard library only.
+RUN_DIR holds meta.env, nginx.conf, rsyncd.conf, probe.json and raw/<sample>/ with
+sample.env and the raw wrk / perf / idle / xfer client output. Standard library only.
 """
 
 import html
@@ -16,12 +16,15 @@ import re
 import statistics
 import sys
 
-CONTENDER_ORDER = ["nginx", "uring", "uring-nocounters", "epoll", "limit"]
+CONTENDER_ORDER = ["nginx", "uring", "uring-nocounters", "epoll", "curl", "rsync", "socat", "limit"]
 CONTENDER_LABEL = {
     "nginx": "nginx",
     "uring": "ringserve uring",
     "uring-nocounters": "uring, counters off",
     "epoll": "ringserve epoll",
+    "curl": "curl, ringserve HTTP",
+    "rsync": "rsync daemon",
+    "socat": "socat stream",
     "limit": "limit reference",
 }
 CONTENDER_COLOR = {
@@ -29,8 +32,13 @@ CONTENDER_COLOR = {
     "uring": "#e8590c",
     "uring-nocounters": "#f59f00",
     "epoll": "#1c7ed6",
+    "curl": "#ae3ec9",
+    "rsync": "#0ca678",
+    "socat": "#74b816",
     "limit": "#868e96",
 }
+# Contenders that are ringserve itself (the rest are what it is compared with).
+RINGSERVE = {"uring", "uring-nocounters", "epoll"}
 
 WORKLOAD_TITLE = {
     "1k-1": "1 KiB file, 1 keep-alive connection",
@@ -39,6 +47,9 @@ WORKLOAD_TITLE = {
     "100k-50": "100 KiB file, 50 connections",
     "1g-4": "1 GiB file, 4 connections",
     "idle-10k": "idle keep-alive connections, one GET each",
+    "get-1g": "xfer get of a 1 GiB file into a file on tmpfs",
+    "get-1g-null": "xfer get of a 1 GiB file into /dev/null (the wire only)",
+    "put-1g": "xfer put of a 1 GiB file into the server's root on tmpfs",
 }
 WORKLOAD_SHORT = {
     "1k-1": "1 KiB, 1 conn",
@@ -47,7 +58,11 @@ WORKLOAD_SHORT = {
     "100k-50": "100 KiB, 50 conns",
     "1g-4": "1 GiB, 4 conns",
     "idle-10k": "idle conns",
+    "get-1g": "get 1 GiB → tmpfs",
+    "get-1g-null": "get 1 GiB → /dev/null",
+    "put-1g": "put 1 GiB → tmpfs",
 }
+XFER_WORKLOADS = {"get-1g", "get-1g-null", "put-1g"}
 
 # metric -> (label, which way is better)
 METRICS = {
@@ -56,15 +71,17 @@ METRICS = {
     "p50_us": ("p50 latency", "lower"),
     "p99_us": ("p99 latency", "lower"),
     "cpu_us_per_req": ("server CPU per request", "lower"),
-    "cpu_ms_per_gb": ("server CPU per GB sent", "lower"),
+    "cpu_ms_per_gb": ("server CPU per GB", "lower"),
+    "client_cpu_ms_per_gb": ("client CPU per GB", "lower"),
     "syscalls_per_req": ("syscalls per request", "lower"),
     "uring_enter_per_req": ("io_uring_enter per request", "lower"),
     "rss_per_conn": ("server RSS per idle connection", "lower"),
     "server_busy": ("server CPU busy", "neither"),
     "wrk_busy": ("wrk CPU busy", "neither"),
+    "client_busy": ("client CPU busy", "neither"),
 }
 # Context, not contest: shown without ratios.
-NO_RATIO = {"server_busy", "wrk_busy"}
+NO_RATIO = {"server_busy", "wrk_busy", "client_busy"}
 # wrk at this share of its CPU or more is probably what limits the run.
 WRK_SATURATED = 0.9
 # With this many connections or more, the server or wrk should keep its CPU busy; when
@@ -73,6 +90,7 @@ STARVED_MIN_CONNS = 50
 STARVED_BELOW = 0.8
 WORKLOAD_CONNS = {"1k-1": 1, "1k-50": 50, "1k-256": 256, "100k-50": 50, "1g-4": 4}
 BUSY = ["server_busy", "wrk_busy"]
+XFER_METRICS = ["gbps", "cpu_ms_per_gb", "client_cpu_ms_per_gb", "server_busy", "client_busy"]
 WORKLOAD_METRICS = {
     "1k-1": ["rps", "p50_us", "p99_us", "cpu_us_per_req"] + BUSY,
     "1k-50": ["rps", "p50_us", "p99_us", "cpu_us_per_req"] + BUSY,
@@ -80,6 +98,9 @@ WORKLOAD_METRICS = {
     "100k-50": ["rps", "gbps", "p99_us", "cpu_us_per_req"] + BUSY,
     "1g-4": ["gbps", "cpu_ms_per_gb"] + BUSY,
     "idle-10k": ["rss_per_conn"],
+    "get-1g": XFER_METRICS,
+    "get-1g-null": XFER_METRICS,
+    "put-1g": XFER_METRICS,
 }
 # The chart's panels: (workload, metric).
 PANELS = [
@@ -93,6 +114,14 @@ PANELS = [
     ("1k-256", "syscalls_per_req"),
     ("1k-256", "cpu_us_per_req"),
     ("100k-50", "cpu_us_per_req"),
+    ("get-1g", "gbps"),
+    ("put-1g", "gbps"),
+    ("get-1g", "cpu_ms_per_gb"),
+    ("put-1g", "cpu_ms_per_gb"),
+    ("get-1g", "client_cpu_ms_per_gb"),
+    ("put-1g", "client_cpu_ms_per_gb"),
+    ("get-1g-null", "gbps"),
+    ("get-1g-null", "client_cpu_ms_per_gb"),
 ]
 
 # The issue's targets. kind "ratio": median(contender)/median(reference) compared with
@@ -105,6 +134,24 @@ TARGETS = [
     ("idle: uring RSS per connection ≤ nginx", "idle-10k", "rss_per_conn", "uring", "ratio", "nginx", "<=", 1.0),
     ("1 KiB / 256 conns: uring syscalls per request ≤ 0.2", "1k-256", "syscalls_per_req", "uring", "abs", None, "<=", 0.2),
     ("1 KiB / 256 conns: epoll req/s ≥ 0.8× nginx", "1k-256", "rps", "epoll", "ratio", "nginx", ">=", 0.8),
+    # xfer (the file transfer issue): the file destinations carry them; /dev/null is the
+    # wire-only view of the first.
+    ("get 1 GiB → tmpfs: uring GB/s ≥ 90 % of the limit", "get-1g", "gbps", "uring", "ratio", "limit", ">=", 0.9),
+    ("get 1 GiB → tmpfs: epoll GB/s ≥ 90 % of the limit", "get-1g", "gbps", "epoll", "ratio", "limit", ">=", 0.9),
+    ("get 1 GiB → tmpfs: uring GB/s ≥ 2× rsync", "get-1g", "gbps", "uring", "ratio", "rsync", ">=", 2.0),
+    ("get 1 GiB → /dev/null: uring GB/s ≥ 90 % of the limit", "get-1g-null", "gbps", "uring", "ratio", "limit", ">=", 0.9),
+    ("put 1 GiB → tmpfs: uring GB/s ≥ 80 % of the limit", "put-1g", "gbps", "uring", "ratio", "limit", ">=", 0.8),
+    ("put 1 GiB → tmpfs: epoll GB/s ≥ 80 % of the limit", "put-1g", "gbps", "epoll", "ratio", "limit", ">=", 0.8),
+    (
+        "get 1 GiB → tmpfs: ringserve get's client CPU per GB ≤ curl's",
+        "get-1g",
+        "client_cpu_ms_per_gb",
+        "uring",
+        "ratio",
+        "curl",
+        "<=",
+        1.0,
+    ),
 ]
 
 # ------------------------------------------------------------------------ parsing
@@ -144,6 +191,123 @@ def parse_wrk(text):
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     out["non_2xx_3xx"] = int(m.group(1)) if m else 0
     return out
+
+
+XFER_SUMMARY = re.compile(
+    r"^(received|sent) (\d+) bytes in " + NUM + r" s \(" + NUM + r" MB/s\), (\d+) (spliced|by sendfile)\s*$", re.M
+)
+
+
+def parse_xfer_summary(text):
+    """The one line `ringserve get` / `put` prints on a non-terminal stderr, or {}."""
+    m = None
+    for m in XFER_SUMMARY.finditer(text or ""):
+        pass
+    if not m:
+        return {}
+    return {
+        "direction": m.group(1),
+        "bytes": int(m.group(2)),
+        "seconds": float(m.group(3)),
+        "mb_per_s": float(m.group(4)),
+        "zero_copy_bytes": int(m.group(5)),
+        "zero_copy": m.group(6),
+    }
+
+
+def pairs(text, n):
+    """`text` as n numbers (ints where they are), or None."""
+    f = (text or "").split()
+    if len(f) != n:
+        return None
+    try:
+        return [int(x) for x in f]
+    except ValueError:
+        try:
+            return [float(x) for x in f]
+        except ValueError:
+            return None
+
+
+def xfer_runs(env, raw):
+    """The measured transfers of one xfer sample, as dicts, from its sample.env."""
+    runs = []
+    for i in range(1, int(env.get("runs", 0) or 0) + 1):
+        k = "run.%d." % i
+        if k + "status" not in env:
+            break
+        r = {"run": i, "status": env[k + "status"]}
+        t = pairs(env.get(k + "time"), 3)
+        if t:
+            r["wall_s"], r["client_user_s"], r["client_sys_s"] = (float(x) for x in t)
+        for key in ("bytes",):
+            if (env.get(k + key) or "").isdigit():
+                r[key] = int(env[k + key])
+        for key in ("cpu_ticks", "server_cpu_stat", "load_cpu_stat"):
+            v = pairs(env.get(k + key), 2 if key == "cpu_ticks" else 4)
+            if v:
+                r[key] = v
+        for key in ("checked", "note"):
+            if env.get(k + key):
+                r[key] = env[k + key]
+        summary = parse_xfer_summary(raw.get("client.%d.txt" % i))
+        if summary:
+            r["client_summary"] = summary
+        runs.append(r)
+    return runs
+
+
+def xfer_metrics(s, env, clk_tck):
+    """GB/s, server and client CPU per GB, and both sides' busy share of one xfer sample:
+    each the median over the sample's measured transfers (one transfer that lands on
+    fresh, slow-to-touch memory must not set the sample), plus the noise on both pinned
+    CPUs during them."""
+    runs = xfer_runs(env, s["raw"])
+    s["runs"] = runs
+    ok = [r for r in runs if r["status"] == "ok" and r.get("wall_s") and r.get("bytes") and "cpu_ticks" in r]
+    if s["status"] == "ok" and (not ok or len(ok) < len(runs) or len(runs) < int(env.get("runs", 0) or 0)):
+        s["status"], s["error"] = "error", s.get("error") or "could not read every transfer's numbers"
+        return
+    if not ok:
+        return
+    for r in ok:
+        gb = r["bytes"] / 1e9
+        client = r["client_user_s"] + r["client_sys_s"]
+        server = (r["cpu_ticks"][1] - r["cpu_ticks"][0]) / clk_tck
+        r["client_cpu_s"], r["server_cpu_s"] = client, server
+        r["metrics"] = {
+            "gbps": gb / r["wall_s"],
+            "cpu_ms_per_gb": server * 1e3 / gb,
+            "client_cpu_ms_per_gb": client * 1e3 / gb,
+            "server_busy": server / r["wall_s"],
+            "client_busy": client / r["wall_s"],
+        }
+    for key in XFER_METRICS:
+        s["metrics"][key] = statistics.median(r["metrics"][key] for r in ok)
+    s["bytes"] = sum(r["bytes"] for r in ok)
+    s["wall_s"] = sum(r["wall_s"] for r in ok)
+    s["client_cpu_s"] = sum(r["client_cpu_s"] for r in ok)
+    s["server_cpu_s"] = sum(r["server_cpu_s"] for r in ok)
+    for key, own in (("server_cpu_stat", s["server_cpu_s"]), ("load_cpu_stat", s["client_cpu_s"])):
+        st = [r[key] for r in ok if key in r]
+        if len(st) == len(ok):
+            busy = sum(x[2] - x[0] for x in st) / clk_tck
+            total = sum(x[3] - x[1] for x in st) / clk_tck
+            if total > 0:
+                s[key.replace("_stat", "_other_load")] = max(0.0, (busy - own) / total)
+    notes = sorted({r["checked"] for r in ok if r.get("checked")} | {r["note"] for r in ok if r.get("note")})
+    # The first bytes of a download arrive with its DATA frame and are copied; more than
+    # that means the zero-copy path was not taken.
+    copied = [
+        r for r in ok if r.get("client_summary") and r["client_summary"]["zero_copy_bytes"] < 0.99 * r["bytes"]
+    ]
+    if copied:
+        notes.append(
+            "the client moved %d of %d bytes by copying, not zero-copy"
+            % (sum(r["bytes"] - r["client_summary"]["zero_copy_bytes"] for r in copied), sum(r["bytes"] for r in copied))
+        )
+    if notes:
+        s["status_note"] = "; ".join(notes)
 
 
 def parse_perf_csv(text):
@@ -189,11 +353,17 @@ def load_sample(sdir, clk_tck):
         "metrics": {},
         "raw": {},
     }
-    for name in ("cmd.txt", "wrk.txt", "wrk.txt.time", "wrk-sys.txt", "perf.csv", "idle.txt", "warmup.txt"):
+    names = ["cmd.txt", "wrk.txt", "wrk.txt.time", "wrk-sys.txt", "perf.csv", "idle.txt", "warmup.txt"]
+    names += ["client-cmd.txt", "warmup.txt.time", "rsyncd/rsyncd.log"]
+    for i in range(1, int(env.get("runs", 0) or 0) + 1):
+        names += ["client.%d.txt" % i, "client.%d.txt.time" % i]
+    for name in names:
         text = read(os.path.join(sdir, name))
         if text is not None:
             s["raw"][name] = text
     m = s["metrics"]
+    if s["workload"] in XFER_WORKLOADS:
+        xfer_metrics(s, env, clk_tck)
     if "wrk.txt" in s["raw"]:
         w = parse_wrk(s["raw"]["wrk.txt"])
         s["wrk"] = w
@@ -272,7 +442,7 @@ def fmt_value(metric, v):
         return "%.3f" % v
     if metric in ("cpu_us_per_req",):
         return "%.2f µs" % v
-    if metric == "cpu_ms_per_gb":
+    if metric in ("cpu_ms_per_gb", "client_cpu_ms_per_gb"):
         return "%.0f ms" % v
     if metric in NO_RATIO:
         return "%.0f %%" % (100 * v)
@@ -308,7 +478,15 @@ def summarize(samples, workloads, contenders):
                         "%d of %d samples failed: %s"
                         % (len(mine) - len(ok), len(mine), next((s["error"] for s in mine if s["status"] != "ok"), ""))
                     )
-                notes += ["%s: %s" % (s["id"], s["status_note"]) for s in ok if s.get("status_note")]
+                # One line per distinct note, with the samples it came from.
+                by_note = {}
+                for x in ok:
+                    if x.get("status_note"):
+                        by_note.setdefault(x["status_note"], []).append(x["id"])
+                for note, ids in by_note.items():
+                    notes.append(
+                        "%s (all %d samples)" % (note, len(ok)) if len(ids) == len(ok) else "%s: %s" % (", ".join(ids), note)
+                    )
                 starved = [s["id"] for s in ok if s.get("starved")]
                 if starved:
                     entry["starved"] = {"samples": starved, "of": len(ok)}
@@ -343,6 +521,8 @@ def median_of(summary, wl, c, metric):
 def evaluate_targets(summary):
     out = []
     for text, wl, metric, who, kind, ref, op, need in TARGETS:
+        if wl not in summary:
+            continue  # a narrowed run: not a workload of this run
         v = median_of(summary, wl, who, metric)
         r = median_of(summary, wl, ref, metric) if ref else None
         t = {"target": text, "workload": wl, "metric": metric, "contender": who, "op": op, "need": need}
@@ -423,7 +603,10 @@ def noise_text(meta):
         100 * srv["max"],
     )
     if load:
-        text += ", on wrk's CPU: median %.0f %% (max %.0f %%)" % (100 * load["median"], 100 * load["max"])
+        text += ", on the load CPU (wrk's, the xfer clients'): median %.0f %% (max %.0f %%)" % (
+            100 * load["median"],
+            100 * load["max"],
+        )
     return text
 
 
@@ -445,6 +628,7 @@ def build_meta(run_dir):
         (int(l.split()[1]) for l in (read("/proc/meminfo") or "").splitlines() if l.startswith("MemTotal:")), None
     )
     meta["nginx_config"] = read(os.path.join(run_dir, "nginx.conf"))
+    meta["rsyncd_config"] = read(os.path.join(run_dir, "rsyncd.conf"))
     probe = read(os.path.join(run_dir, "probe.json"))
     try:
         meta["ringserve_probe"] = json.loads(probe) if probe else None
@@ -475,17 +659,20 @@ def md_cell(c, entry, metric):
 def render_md(meta, summary, targets, svg_name):
     quick = meta.get("mode") == "quick"
     L = []
-    L.append("# ringserve bench — %s%s" % (meta.get("date"), " (quick)" if quick else ""))
+    L.append(
+        "# ringserve bench — %s%s%s"
+        % (meta.get("date"), " (%s)" % meta["tag"] if meta.get("tag") else "", " (quick)" if quick else "")
+    )
     L.append("")
     if quick:
         L.append(
-            "> **Quick run**: %s repetition(s) of %s s, %s idle connections. A functional check of the "
-            "harness, not a measurement; read nothing into these ratios." % (meta.get("reps"), meta.get("duration_s"), meta.get("idle_connections"))
+            "> **Quick run**: %s repetition(s); %s. A functional check of the harness, not a measurement; "
+            "read nothing into these ratios." % (meta.get("reps"), runs_text(meta))
         )
         L.append("")
     dirty = meta.get("ringserve_dirty", "0") not in ("0", "")
     L.append(
-        "Kernel %s · %s · %s CPUs · ringserve `%s`%s · %s · %s · servers on CPU %s, load on CPU %s · "
+        "Kernel %s · %s · %s CPUs · ringserve `%s`%s · %s · servers on CPU %s, load on CPU %s · "
         "%s repetition(s), medians with (min – max)."
         % (
             meta.get("kernel"),
@@ -493,8 +680,7 @@ def render_md(meta, summary, targets, svg_name):
             meta.get("cpus"),
             (meta.get("ringserve_commit") or "?")[:12],
             " (+ uncommitted changes)" if dirty else "",
-            meta.get("nginx_version") or "nginx: not run",
-            meta.get("wrk_version", "").split(" Copyright")[0],
+            " · ".join(tool_versions(meta)),
             meta.get("server_cpu"),
             meta.get("load_cpu"),
             meta.get("reps"),
@@ -518,7 +704,7 @@ def render_md(meta, summary, targets, svg_name):
     skipped = meta.get("skipped_contenders") or {}
     for c, why in sorted(skipped.items()):
         L.append("**SKIP %s**: %s  " % (c, why))
-    if meta.get("perf_skip"):
+    if meta.get("perf_skip") and "1k-256" in meta.get("workloads", "").split():
         L.append("**SKIP syscall counts**: %s  " % meta["perf_skip"])
     L.append("")
     L.append("## Results")
@@ -562,24 +748,29 @@ def render_md(meta, summary, targets, svg_name):
             )
     L.append("")
     L.append("## How these were measured")
-    L.append("")
-    L.append(
-        "`wrk -t1 -cN -d%ss --latency` per sample (1 GiB: %s s), after a %s s warm-up; every server is started "
-        "fresh per sample and contenders alternate within each repetition. Server CPU is utime+stime from "
-        "/proc/PID/stat over all the server's processes during the measured run. Syscalls per request come from "
-        "a separate %s s run of the same load right after the measured one, under "
-        "`perf stat -e %s -p PIDS` (the tracepoint would slow the measured run), divided by that run's request "
-        "count. Idle: RSS (VmRSS summed over the server's processes) with %s connections that each completed one "
-        "GET, minus RSS before them, divided by the connections; kernel socket memory is not in RSS. GB = 10^9 bytes."
-        % (
-            meta.get("duration_s"),
-            meta.get("duration_1g_s"),
-            meta.get("warmup_s"),
-            meta.get("syscall_duration_s"),
-            meta.get("perf_events") or "raw_syscalls:sys_enter",
-            meta.get("idle_connections"),
+    workloads = meta.get("workloads", "").split()
+    if any(w not in XFER_WORKLOADS for w in workloads):
+        L.append("")
+        L.append(
+            "`wrk -t1 -cN -d%ss --latency` per sample (1 GiB: %s s), after a %s s warm-up; every server is started "
+            "fresh per sample and contenders alternate within each repetition. Server CPU is utime+stime from "
+            "/proc/PID/stat over all the server's processes during the measured run. Syscalls per request come from "
+            "a separate %s s run of the same load right after the measured one, under "
+            "`perf stat -e %s -p PIDS` (the tracepoint would slow the measured run), divided by that run's request "
+            "count. Idle: RSS (VmRSS summed over the server's processes) with %s connections that each completed one "
+            "GET, minus RSS before them, divided by the connections; kernel socket memory is not in RSS. GB = 10^9 bytes."
+            % (
+                meta.get("duration_s"),
+                meta.get("duration_1g_s"),
+                meta.get("warmup_s"),
+                meta.get("syscall_duration_s"),
+                meta.get("perf_events") or "raw_syscalls:sys_enter",
+                meta.get("idle_connections"),
+            )
         )
-    )
+    if any(w in XFER_WORKLOADS for w in workloads):
+        L.append("")
+        L.extend(xfer_how(meta))
     if meta.get("nginx_config"):
         L.append("")
         L.append("<details><summary>nginx config (port and paths vary per sample)</summary>")
@@ -589,8 +780,67 @@ def render_md(meta, summary, targets, svg_name):
         L.append("```")
         L.append("")
         L.append("</details>")
+    if meta.get("rsyncd_config") and any(w in XFER_WORKLOADS for w in meta.get("workloads", "").split()):
+        L.append("")
+        L.append("<details><summary>rsyncd.conf (port and paths vary per sample; put: read only = no)</summary>")
+        L.append("")
+        L.append("```ini")
+        L.append(meta["rsyncd_config"].rstrip())
+        L.append("```")
+        L.append("")
+        L.append("</details>")
     L.append("")
     return "\n".join(L)
+
+
+def tool_versions(meta):
+    """What ran, for the header line: nginx and wrk for HTTP, curl rsync socat for xfer."""
+    out = []
+    contenders = meta.get("contenders", "").split()
+    if "nginx" in contenders:
+        out.append(meta.get("nginx_version") or "nginx: not run")
+    if meta.get("wrk_version"):
+        out.append(meta["wrk_version"].split(" Copyright")[0])
+    for key in ("curl_version", "rsync_version", "socat_version"):
+        if meta.get(key):
+            m = re.match(r"\s*(\w+)\s+(?:version\s+)?v?([0-9][\w.]*)", meta[key])
+            out.append("%s %s" % m.groups() if m else meta[key].strip())
+    return out or ["no other tools"]
+
+
+def xfer_how(meta):
+    """The xfer section of "How these were measured": what a sample is, where the bytes
+    go, how each number is taken, and every contender's command lines."""
+    L = []
+    runs = meta.get("xfer_runs")
+    warm = "one warm-up transfer, then " if str(meta.get("warmup_s", "0")) not in ("0", "") else ""
+    L.append(
+        "xfer: per sample a fresh server, %s%s measured transfer(s) of the 1 GiB file, each its own client process. "
+        "Every receiver writes the same kind of destination: `get-1g` a new file in a %s dir (%s), deleted after "
+        "each transfer, so page-cache writes are in the numbers; `get-1g-null` /dev/null, the wire only (rsync "
+        "writes only files, so it is not in it); `put-1g` a new file in the server's root in that dir. GB/s is "
+        "10^9 file bytes over the client's wall time (start to exit: connect, handshake and, for put, the "
+        "server's answer that the file is complete). Client CPU is user+sys from bash's `time` (rusage of "
+        "the client and every child it waited for); server CPU is utime+stime+cutime+cstime from "
+        "/proc/PID/stat of the server process (its per-connection children reaped: rsync, socat) before and "
+        "after each transfer, in clock ticks. Each number is taken per transfer; a sample is the median of its "
+        "transfers (one transfer onto fresh, slow-to-touch memory must not set it), a cell the median (min – "
+        "max) of the samples. Loopback's softirq time is in neither side's CPU."
+        % (warm, runs, meta.get("xfer_dir_fs") or "tmpfs", meta.get("xfer_dir") or "/dev/shm")
+    )
+    cmds = meta.get("xfer_commands") or {}
+    if cmds:
+        L.append("")
+        L.append("<details><summary>xfer command lines (one sample each; ports and temp paths vary)</summary>")
+        L.append("")
+        for wl in [w for w in meta.get("workloads", "").split() if w in cmds]:
+            L.append("`%s`:" % wl)
+            L.append("")
+            for c in ordered(cmds[wl]):
+                L.append("- %s — server: `%s`; client: `%s`" % (CONTENDER_LABEL.get(c, c), cmds[wl][c]["server"], cmds[wl][c]["client"]))
+            L.append("")
+        L.append("</details>")
+    return L
 
 
 def metric_header(metric):
@@ -727,6 +977,26 @@ def render_panel(x0, y0, wl, metric, summary, meta):
     return out, h + (14 if tgt else 0)
 
 
+def svg_title(meta):
+    others = [c for c in ordered({c: 1 for c in meta.get("contenders", "").split()}) if c not in RINGSERVE]
+    names = [{"limit": "the limit"}.get(c, c) for c in others]
+    if not names:
+        return "ringserve"
+    return "ringserve vs " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+
+
+def runs_text(meta):
+    workloads = meta.get("workloads", "").split()
+    parts = []
+    if any(w not in XFER_WORKLOADS for w in workloads):
+        parts.append("wrk: %s s runs (1 GiB: %s s)" % (meta.get("duration_s"), meta.get("duration_1g_s")))
+    if "idle-10k" in workloads:
+        parts.append("{:,} idle connections".format(int(meta.get("idle_connections") or 0)))
+    if any(w in XFER_WORKLOADS for w in workloads):
+        parts.append("xfer: %s transfer(s) of 1 GiB per sample into %s" % (meta.get("xfer_runs"), meta.get("xfer_dir_fs") or "tmpfs"))
+    return "; ".join(parts)
+
+
 def render_svg(meta, summary, targets):
     panels = [(wl, m) for wl, m in PANELS if summary.get(wl) and m in WORKLOAD_METRICS[wl]]
     gap = 16
@@ -757,19 +1027,19 @@ def render_svg(meta, summary, targets):
         '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" %s>'
         % (width, height, width, height, FONT),
         '<rect width="100%" height="100%" fill="#ffffff"/>',
-        '<text x="%d" y="34" font-size="22" font-weight="700" fill="#212529">ringserve vs nginx vs the limit — %s%s</text>'
-        % (gap, esc(meta.get("date")), " (QUICK: functional check, not a measurement)" if quick else ""),
+        '<text x="%d" y="34" font-size="22" font-weight="700" fill="#212529">%s — %s%s</text>'
+        % (gap, esc(svg_title(meta)), esc(meta.get("date")), " (QUICK: functional check, not a measurement)" if quick else ""),
         '<text x="%d" y="58" font-size="13" fill="#495057">%s</text>'
         % (
             gap,
             esc(
-                "kernel %s · %s · %s CPUs · ringserve %s · %s · servers pinned to CPU %s, wrk -t1 to CPU %s"
+                "kernel %s · %s · %s CPUs · ringserve %s · %s · servers pinned to CPU %s, load to CPU %s"
                 % (
                     meta.get("kernel"),
                     meta.get("cpu_model"),
                     meta.get("cpus"),
                     (meta.get("ringserve_commit") or "?")[:12],
-                    meta.get("nginx_version") or "nginx not run",
+                    " · ".join(tool_versions(meta)),
                     meta.get("server_cpu"),
                     meta.get("load_cpu"),
                 )
@@ -779,8 +1049,8 @@ def render_svg(meta, summary, targets):
         % (
             gap,
             esc(
-                "%s repetition(s), contenders alternating; %s s runs (1 GiB: %s s); bars are medians, whiskers min–max"
-                % (meta.get("reps"), meta.get("duration_s"), meta.get("duration_1g_s"))
+                "%s repetition(s), contenders alternating; %s; bars are medians, whiskers min–max"
+                % (meta.get("reps"), runs_text(meta))
             ),
         ),
         '<text x="%d" y="98" font-size="12" fill="#868e96">%s</text>' % (gap, esc(noise_text(meta))),
@@ -789,6 +1059,18 @@ def render_svg(meta, summary, targets):
 
 
 # ---------------------------------------------------------------------------- main
+
+
+def xfer_commands(samples):
+    """{workload: {contender: {"server", "client"}}} from the first sample that has both."""
+    out = {}
+    for s in samples:
+        if s["workload"] not in XFER_WORKLOADS:
+            continue
+        server, client = s["raw"].get("cmd.txt"), s["raw"].get("client-cmd.txt")
+        if server and client and s["contender"] not in out.get(s["workload"], {}):
+            out.setdefault(s["workload"], {})[s["contender"]] = {"server": server.strip(), "client": client.strip()}
+    return out
 
 
 def summary_line(sdir):
@@ -820,6 +1102,7 @@ def main(argv):
     contenders = ordered({c: 1 for c in meta.get("contenders", "").split()})
     summary = summarize(samples, workloads, contenders)
     meta["noise"] = noise_stats(samples)
+    meta["xfer_commands"] = xfer_commands(samples)
     targets = evaluate_targets(summary)
     base = os.path.basename(prefix)
     doc = {
