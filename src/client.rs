@@ -315,18 +315,15 @@ pub fn get(a: GetArgs) -> std::result::Result<(), Failure> {
     std::fs::write(&record, meta.identity.to_hex())
         .with_context(|| format!("writing the resume record {}", record.display()))?;
     let total = meta.len - offset;
-    let progress = Progress::start(conn.stats(), total, Direction::Down, &a.remote);
-    let r = conn.get(&a.remote, &file, offset, identity);
-    let stats = conn.stats();
-    drop(conn);
+    let r = tracked(conn, total, Direction::Down, &a.remote, |c| {
+        c.get(&a.remote, &file, offset, identity)
+    });
     match r {
         Ok(_) => {
-            progress.finish(total, &stats, Direction::Down);
             let _ = std::fs::remove_file(&record);
             Ok(())
         }
         Err(e) => {
-            progress.abandon();
             if let Some(Refused {
                 code: Code::Changed,
                 ..
@@ -364,20 +361,11 @@ fn get_to_stream(a: GetArgs, addr: SocketAddr, local: &Path) -> std::result::Res
     if meta.kind != EntryKind::File {
         return Err(anyhow!("{}: not a regular file", a.remote).into());
     }
-    let progress = Progress::start(conn.stats(), meta.len, Direction::Down, &a.remote);
-    let r = conn.get(&a.remote, &file, 0, meta.identity);
-    let stats = conn.stats();
-    drop(conn);
-    match r {
-        Ok(_) => {
-            progress.finish(meta.len, &stats, Direction::Down);
-            Ok(())
-        }
-        Err(e) => {
-            progress.abandon();
-            Err(e.context(format!("downloading {}", a.remote)).into())
-        }
-    }
+    tracked(conn, meta.len, Direction::Down, &a.remote, |c| {
+        c.get(&a.remote, &file, 0, meta.identity)
+    })
+    .map(drop)
+    .map_err(|e| e.context(format!("downloading {}", a.remote)).into())
 }
 
 /// `ringserve put ADDR LOCAL [REMOTE] [--replace]`.
@@ -402,7 +390,7 @@ pub fn put(a: PutArgs) -> std::result::Result<(), Failure> {
         return Err(anyhow!("{}: not a regular file", a.local.display()).into());
     }
     let len = m.len();
-    let mut conn = Conn::connect(addr, a.limits)?;
+    let conn = Conn::connect(addr, a.limits)?;
     if !conn.uploads {
         return Err(
             anyhow!("{addr} does not accept uploads (it runs without --allow-upload)").into(),
@@ -419,22 +407,35 @@ pub fn put(a: PutArgs) -> std::result::Result<(), Failure> {
         )
         .into());
     }
-    let progress = Progress::start(conn.stats(), len, Direction::Up, &remote);
-    let r = conn.put(&remote, &file, len, a.replace);
+    tracked(conn, len, Direction::Up, &remote, |c| {
+        c.put(&remote, &file, len, a.replace)
+    })
+    .map(drop)
+    .map_err(|e| {
+        e.context(format!("uploading {} as {remote}", a.local.display()))
+            .into()
+    })
+}
+
+/// Runs one transfer of `total` bytes on `conn` under a progress bar (or its summary
+/// line), then closes the connection: the bar finishes on success and is abandoned on
+/// failure. What all three transfer commands share.
+fn tracked<T>(
+    mut conn: Conn,
+    total: u64,
+    d: Direction,
+    name: &str,
+    run: impl FnOnce(&mut Conn) -> Result<T>,
+) -> Result<T> {
+    let progress = Progress::start(conn.stats(), total, d, name);
+    let r = run(&mut conn);
     let stats = conn.stats();
     drop(conn);
-    match r {
-        Ok(_) => {
-            progress.finish(len, &stats, Direction::Up);
-            Ok(())
-        }
-        Err(e) => {
-            progress.abandon();
-            Err(e
-                .context(format!("uploading {} as {remote}", a.local.display()))
-                .into())
-        }
+    match &r {
+        Ok(_) => progress.finish(total, &stats, d),
+        Err(_) => progress.abandon(),
     }
+    r
 }
 
 /// `ringserve ls ADDR [DIR] [--json]`.
