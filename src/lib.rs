@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+pub mod access_log;
 pub mod backend;
 pub mod client;
 pub mod config;

@@ -278,7 +278,9 @@ struct ServeArgs {
     /// Serve an HTML listing for directories without index.html [default: off].
     #[arg(long)]
     listing: bool,
-    /// Write one access-log line per response to stdout [default: off].
+    /// Write one access-log line per response to stdout, nginx's "combined" format with
+    /// the body bytes actually sent [default: off]. Never blocks serving: when stdout's
+    /// reader falls behind, lines are dropped, counted (log_dropped) and reported.
     #[arg(long)]
     access_log: bool,
     /// Largest request header section in bytes; larger gets 431.
@@ -615,6 +617,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     for (_, s) in servers {
         s.wait();
     }
+    // The last responses' lines reach a reader that keeps reading; a stalled one
+    // costs the exit at most this (the writer is detached, never joined).
+    ringserve::access_log::flush(Duration::from_secs(1));
     ExitCode::SUCCESS
 }
 

@@ -2,11 +2,21 @@
 //! cache): descriptors and metadata of recently served paths, so a hot file costs no
 //! open, no stat and no close per request.
 //!
-//! An entry is trusted for `valid` after it was opened and then dropped; the next
-//! request opens the path again. So a file replaced, changed or deleted on disk is seen
-//! at most `valid` late (1 s by default, `--open-file-cache-valid`), and a file that
-//! shrinks meanwhile ends the connection exactly as one that shrinks mid-send does (the
-//! backends never pad). Only successful opens are cached: a 404 is never stale.
+//! An entry is kept for `valid` after it was opened and then dropped; the next
+//! request opens the path again. Within `valid`, the driver checks every hit against
+//! an `fstat` of its descriptor (one syscall, no path walk) and serves it only if the
+//! size, mtime, inode and device are those it was cached with; otherwise it drops the
+//! entry and opens the path again. So the metadata a hit carries (the length, the
+//! ETag, Last-Modified) is always what a fresh open of the same inode would report at
+//! that moment: a file rewritten in place is never sent with its old length or ETag.
+//! What the cache can still lag on, by at most `valid` (1 s by default,
+//! `--open-file-cache-valid`), is *which* inode a path names: a file replaced by
+//! rename or deleted behind the server's back keeps being served whole and
+//! self-consistent, old bytes with old metadata, as nginx's `open_file_cache_valid`
+//! does. (Changes made through this server forget the path at once.) A file that
+//! changes between that check and the send is the same race every server has: one that
+//! shrinks ends the connection, never padded. Only successful opens are cached: a 404
+//! is never stale.
 //!
 //! Keys are the protocol's normalised relative paths, and every cached descriptor was
 //! opened beneath the root by [`crate::fs::Root`], so a hit can never reach anything a
@@ -115,6 +125,12 @@ impl OpenCache {
             self.map.clear();
         }
         self.seen = before + 1;
+    }
+
+    /// Drops this cache's entry for `path` (its file changed in place): the next
+    /// lookup misses and opens the path again.
+    pub fn remove(&mut self, path: &str) {
+        self.map.remove(path);
     }
 
     /// Drops every entry expired at `now`, closing descriptors nothing else holds, so an

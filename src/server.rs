@@ -12,7 +12,7 @@ use crate::stats::{Snapshot, StatsHub};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 /// Why a server did not start.
@@ -65,6 +65,26 @@ pub struct Server {
     running: Box<dyn Running>,
 }
 
+/// The name lock of TCP port `port` (any address: `0.0.0.0:P` and `127.0.0.1:P`
+/// conflict), waited for while another ringserve holds it (it holds it only while it
+/// binds, milliseconds).
+fn port_lock(port: u16) -> io::Result<OwnedFd> {
+    let name = format!("ringserve-bind-port-{port}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(fd) = crate::sys::net::name_lock(&name)? {
+            return Ok(fd);
+        }
+        if std::time::Instant::now() >= until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("port {port}: another ringserve has been binding it for 5 s"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 impl Server {
     /// Binds `cfg.listen`, opens `cfg.root`, picks the backend and starts serving.
     pub fn start<F: ProtocolFactory>(
@@ -81,15 +101,26 @@ impl Server {
         }
         // io_uring rings each get their own SO_REUSEPORT listener unless told to share.
         let reuseport = backend == BackendKind::Uring && !cfg.uring_shared_listener;
+        // A port someone holds is exit 2, whatever the backend and listener mode. A
+        // SO_REUSEPORT bind would join a group of this same user (another ringserve)
+        // instead of failing, so a reuseport server first checks that the port is free,
+        // holding the port's name lock from the check until all its rings are bound
+        // (two servers started at once cannot both pass the check).
+        let mut port_locks = Vec::new();
         let mut listeners = Vec::with_capacity(cfg.listen.len());
         for &addr in &cfg.listen {
-            let fd = bind_listener(addr, &cfg, reuseport).map_err(|e| {
+            let cannot = |e: io::Error| {
                 let why = match e.raw_os_error() {
                     Some(libc::EADDRINUSE) => "address already in use".to_string(),
                     _ => e.to_string(),
                 };
                 StartError::Config(format!("cannot listen on {addr}: {why}"))
-            })?;
+            };
+            if reuseport && addr.port() != 0 {
+                port_locks.push(port_lock(addr.port()).map_err(StartError::Io)?);
+                crate::sys::net::check_free(addr).map_err(cannot)?;
+            }
+            let fd = bind_listener(addr, &cfg, reuseport).map_err(cannot)?;
             let bound = crate::sys::net::local_addr(fd.as_fd()).map_err(StartError::Io)?;
             listeners.push((fd, bound));
         }
@@ -111,6 +142,7 @@ impl Server {
             BackendKind::Uring => UringBackend::start(ctx),
         }
         .map_err(StartError::Io)?;
+        drop(port_locks);
         for note in running.notes() {
             reason = format!("{reason}; {note}");
         }

@@ -145,6 +145,12 @@ stats! {
         recv_timeouts,
         /// Connection handlers that panicked (the connection was closed, the server lived).
         panics,
+        /// Access-log lines dropped because the log's reader was not keeping up (the
+        /// queue in front of stdout was full).
+        log_dropped,
+        /// Responses cut short: the connection ended before every byte of the response
+        /// was in the kernel (the access log shows the body bytes that were).
+        responses_cut,
     }
     gauges {
         /// Connections open now.
@@ -165,6 +171,19 @@ impl Stats {
         if cfg!(not(feature = "no-counters")) {
             c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
         }
+    }
+
+    /// Adds `n` to the counter `which` picks in the calling thread's own block, for
+    /// code that holds no block (a connection's drop, the access log). Every server
+    /// thread is bound; an unbound thread's count goes nowhere.
+    pub(crate) fn add_here(which: fn(&Stats) -> &AtomicU64, n: u64) {
+        let _ = LOCAL.try_with(|l| {
+            if let Ok(l) = l.try_borrow() {
+                if let Some((_, s)) = &*l {
+                    Stats::add(which(s), n);
+                }
+            }
+        });
     }
 }
 

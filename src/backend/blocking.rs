@@ -12,7 +12,7 @@
 //! Nothing here is handed to the kernel asynchronously, so nothing outlives a call.
 
 use super::driver::{Action, Core, Env, Timeouts};
-use super::epoll::send::send_all;
+use super::epoll::send::{send_all, Report};
 use super::sink::{Poll, Sink};
 use super::CloseReason;
 use crate::fs::Root;
@@ -106,15 +106,14 @@ impl<P: Protocol> Blocking<P> {
             let mut e = Env::single(&self.timeouts, &self.root, &mut self.cache, &self.stats);
             match self.core.next(&mut e) {
                 Action::Send(chunks) => {
-                    let st = &self.stats;
-                    send_all(
-                        self.fd.as_fd(),
-                        &chunks,
-                        self.send_timeout,
-                        &self.abort,
-                        st,
-                        &|| {},
-                    )?;
+                    let core = &mut self.core;
+                    let mut report = Report {
+                        stats: &self.stats,
+                        wrote: &mut |n| core.wrote(n),
+                        before_wait: &|| {},
+                    };
+                    let fd = self.fd.as_fd();
+                    send_all(fd, chunks, self.send_timeout, &self.abort, &mut report)?;
                     self.core.sent();
                 }
                 Action::Recv { deadline } => {

@@ -25,13 +25,14 @@
 //! quinn-proto's tests. Nothing in it needs a listener or a pool, so a blocking client
 //! on one socket can drive a protocol through it the same way.
 
-use super::{access_log, refuse, CloseReason, Ctx};
+use super::{refuse, CloseReason, Ctx};
 use crate::config::Config;
 use crate::conn::Key;
 use crate::fs::{Root, Temp};
 use crate::open_cache::OpenCache;
 use crate::proto::{
-    Chunk, FileRef, FsDone, FsOp, Protocol, ProtocolFactory, RecvFile, Step, TempFile, Wait,
+    Chunk, FileRef, FsDone, FsOp, LogLine, Protocol, ProtocolFactory, RecvFile, Step, TempFile,
+    Wait,
 };
 use crate::stats::{Gauges, Stats};
 use std::io;
@@ -87,6 +88,13 @@ impl Cache<'_> {
         match self {
             Cache::Own(c) => c.forget(path),
             Cache::Shared(m) => super::lock(m).forget(path),
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        match self {
+            Cache::Own(c) => c.remove(path),
+            Cache::Shared(m) => super::lock(m).remove(path),
         }
     }
 }
@@ -178,6 +186,9 @@ pub(crate) struct Core<P> {
     /// timeout. Asked for an expired wait again, the connection closes (a protocol
     /// that ignores timeouts must not loop here).
     expired: bool,
+    /// The access-log line of the response being sent and the bytes of it in the
+    /// kernel so far: written when the send ends, however it ends.
+    log: Option<Box<(LogLine, u64)>>,
 }
 
 /// The steps of an operation the driver splits so that every fsync can go to the
@@ -222,6 +233,7 @@ impl<P: Protocol> Core<P> {
             doing: Doing::Nothing,
             files: None,
             expired: false,
+            log: None,
         }
     }
 
@@ -255,11 +267,9 @@ impl<P: Protocol> Core<P> {
             match self.proto.poll(env.wall) {
                 Step::Send(chunks) => {
                     Stats::add(&env.st.responses, 1);
-                    // Logged as the response is handed over: log order is response
-                    // order even when another thread finishes its send sooner.
-                    if let Some(line) = self.proto.take_log_line() {
-                        access_log(&line);
-                    }
+                    // Written when the send ends, with the bytes that went out.
+                    self.finish_log();
+                    self.log = self.proto.take_log_line().map(|l| Box::new((l, 0)));
                     self.mid_request = false;
                     self.doing = Doing::Send;
                     return Action::Send(chunks);
@@ -306,7 +316,16 @@ impl<P: Protocol> Core<P> {
         let root = env.root;
         let done = match op {
             FsOp::Open(path) => match env.cache.get(&path, env.now) {
-                Some(hit) => FsDone::Opened(Ok(hit)),
+                // A hit is served only if its descriptor's inode still has the size
+                // and mtime it was cached with: a file rewritten in place is opened
+                // again, never sent with its old length and ETag.
+                Some(hit) if crate::fs::meta_of(hit.file.file()).ok() == Some(hit.meta) => {
+                    FsDone::Opened(Ok(hit))
+                }
+                Some(_) => {
+                    env.cache.remove(&path);
+                    return Some(Action::Open(path));
+                }
                 None => return Some(Action::Open(path)),
             },
             FsOp::Sync(file) => return Some(Action::Sync(file)),
@@ -409,10 +428,19 @@ impl<P: Protocol> Core<P> {
         self.proto.handle_timeout();
     }
 
+    /// `n` more bytes of the response in flight are in the kernel. A backend reports
+    /// every byte, so a response cut short is logged with what went out.
+    pub(crate) fn wrote(&mut self, n: u64) {
+        if let Some(l) = &mut self.log {
+            l.1 += n;
+        }
+    }
+
     /// The whole response is in the kernel (promise 2).
     pub(crate) fn sent(&mut self) {
         self.doing = Doing::Nothing;
         self.wait = None;
+        self.finish_log();
     }
 
     /// The backend's open of `path` finished; a success is cached.
@@ -481,6 +509,28 @@ impl<P: Protocol> Core<P> {
     /// Waiting for a request (idle, or part-received): nothing in hand to answer.
     fn waits_for_request(&self) -> bool {
         !self.mid_request && matches!(self.doing, Doing::Recv | Doing::Nothing)
+    }
+}
+
+impl<P> Core<P> {
+    /// Writes the access-log line of the response whose send has ended, completed or
+    /// cut short (counted in `responses_cut`).
+    fn finish_log(&mut self) {
+        if let Some(l) = self.log.take() {
+            let (line, sent) = *l;
+            if sent < line.head.saturating_add(line.body) {
+                Stats::add_here(|s| &s.responses_cut, 1);
+            }
+            crate::access_log::write(line.finish(sent));
+        }
+    }
+}
+
+impl<P> Drop for Core<P> {
+    /// A connection that ends with a response in flight (a reset, a send timeout, a
+    /// shutdown, a panic) still logs it, with the bytes that went out.
+    fn drop(&mut self) {
+        self.finish_log();
     }
 }
 

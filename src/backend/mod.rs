@@ -150,14 +150,6 @@ pub(crate) fn refuse(fd: OwnedFd, response: Option<&'static [u8]>) {
     close_socket(fd, CloseReason::Done, false);
 }
 
-/// Writes one access-log line to stdout.
-pub(crate) fn access_log(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.write_all(b"\n");
-}
-
 /// Locks a mutex whose data stays usable after a panic elsewhere: every handler that
 /// can panic runs under `catch_unwind`, and none leaves shared state half-updated.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -230,9 +230,34 @@ pub trait Protocol: Send + 'static {
     fn handle_drain(&mut self) {}
     /// The next step. `now` is the wall clock, for protocols that stamp dates.
     fn poll(&mut self, now: SystemTime) -> Step;
-    /// A finished exchange's access-log line, if this protocol keeps a log.
-    fn take_log_line(&mut self) -> Option<String> {
+    /// The access-log line of the response just returned by `poll` as a
+    /// [`Step::Send`], if this protocol keeps a log. The driver completes it with the
+    /// body bytes that reached the kernel and writes it once the send has ended.
+    fn take_log_line(&mut self) -> Option<LogLine> {
         None
+    }
+}
+
+/// An access-log line waiting for its byte count. The driver writes `before`, the
+/// number of body bytes actually handed to the kernel, then `after`: the response's
+/// bytes sent, less `head` (the header bytes the send starts with), at most `body`.
+/// So a download cut short logs what went out, as nginx's `$body_bytes_sent` does, not
+/// what was planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub before: String,
+    pub after: String,
+    /// Bytes of the send before the body (the status line and fields).
+    pub head: u64,
+    /// The body's length as planned (0 for HEAD and 304).
+    pub body: u64,
+}
+
+impl LogLine {
+    /// The finished line, for a send that handed `sent` bytes to the kernel.
+    pub fn finish(&self, sent: u64) -> String {
+        let body = sent.saturating_sub(self.head).min(self.body);
+        format!("{}{body}{}", self.before, self.after)
     }
 }
 

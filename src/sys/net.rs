@@ -87,6 +87,26 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
 /// sets SO_REUSEPORT, so several listeners (one per io_uring ring) share the address
 /// and the kernel spreads connections among them.
 pub fn listen(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<OwnedFd> {
+    let fd = bound(addr, libc::SOCK_NONBLOCK, reuseport)?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: plain listen(2) on a socket we own.
+    unsafe { syscall!(listen(fd.as_raw_fd(), backlog)) }?;
+    Ok(fd)
+}
+
+/// Whether `addr` is free for a listener of our own, whoever holds it: binds a socket
+/// *without* SO_REUSEPORT (but with SO_REUSEADDR, as our listeners have, so a
+/// connection in TIME_WAIT is no conflict) and closes it. Any listener on the port,
+/// a SO_REUSEPORT group of this same user included, makes it fail with EADDRINUSE;
+/// without it, a second server of the same user would join the first one's
+/// SO_REUSEPORT group and silently take half its connections.
+pub fn check_free(addr: SocketAddr) -> io::Result<()> {
+    bound(addr, 0, false).map(drop)
+}
+
+/// A close-on-exec TCP socket (`flags` added to its type) bound to `addr`, with
+/// SO_REUSEADDR, IPV6_V6ONLY for v6, and SO_REUSEPORT if asked.
+fn bound(addr: SocketAddr, flags: i32, reuseport: bool) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -95,7 +115,7 @@ pub fn listen(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<Own
     let raw = unsafe {
         syscall!(socket(
             family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
             0
         ))
     }?;
@@ -117,10 +137,47 @@ pub fn listen(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<Own
             len
         ))
     }?;
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    // SAFETY: plain listen(2) on a socket we own.
-    unsafe { syscall!(listen(raw, backlog)) }?;
     Ok(fd)
+}
+
+/// A lock named `name` in the network namespace, held while the descriptor is open:
+/// a unix socket bound to that abstract address (no file, gone with the process).
+/// `None` when another process holds it now. Abstract names are per network
+/// namespace, as TCP ports are, so two servers that could share a port see one lock.
+pub fn name_lock(name: &str) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: plain socket(2); the result is checked before it is wrapped.
+    let raw = unsafe {
+        syscall!(socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0
+        ))
+    }?;
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // sun_path[0] stays 0: the abstract namespace.
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(sun.sun_path.len() - 1);
+    for (d, &b) in sun.sun_path[1..=n].iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + n;
+    // SAFETY: `sun` is a valid sockaddr_un; `len` covers the family and the name.
+    let r = unsafe {
+        syscall!(bind(
+            raw,
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t
+        ))
+    };
+    match r {
+        Ok(_) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The address a socket is bound to.

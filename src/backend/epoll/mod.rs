@@ -13,7 +13,9 @@
 //!   is the blocking send ([`send`]), an open or fsync is the syscall on the worker, a
 //!   receive into a file is a [`Sink`](super::sink::Sink) that parks between bursts.
 //! - **Blocking send** ([`send`]): the owner sends a whole response before it asks the
-//!   protocol for anything else.
+//!   protocol for anything else. A socket that stays full for [`send::PARK_AFTER`]
+//!   parks the connection with its send cursor, armed EPOLLOUT|EPOLLONESHOT, so a slow
+//!   reader holds no worker; the worker that gets its event goes on with the send.
 //! - **The pool** starts at `workers_min`. When a worker is about to block on a peer
 //!   (a send that must wait for writability) and finds every worker busy, it starts
 //!   one more, up to `workers_max`. The seed checks this when a worker takes an event;
@@ -21,8 +23,8 @@
 //!   worker merely preempted mid-request also counts as busy, and on a loaded core
 //!   that fed itself: 25 threads on one CPU, and a 150 ms p99). A worker that waits
 //!   `worker_idle_timeout` for an event while the pool is above the minimum leaves.
-//! - **Timeouts.** A parked connection carries the deadline of its wait (header or
-//!   keep-alive). One coordinator thread scans parked connections every [`TICK`]; an
+//! - **Timeouts.** A parked connection carries the deadline of its wait (header,
+//!   keep-alive, body, or a parked send's `send_timeout` from its last progress). One coordinator thread scans parked connections every [`TICK`]; an
 //!   expired one is taken out of the table (so it has exactly one owner, the
 //!   coordinator), told of the timeout, given one non-blocking chance to send what the
 //!   protocol answers (a 408) and closed. Owners also check the deadline themselves
@@ -46,6 +48,7 @@ use crate::proto::ProtocolFactory;
 use crate::stats::{Gauges, Seq, Stats};
 use crate::sys::epoll::{self, Epoll, EventFd};
 use crate::sys::net;
+use send::{Report, Sending, Sent};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -75,6 +78,10 @@ const TOKEN_STOP: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 
 const CONN_EVENTS: i32 = epoll::EPOLLIN | epoll::EPOLLRDHUP | epoll::EPOLLET | epoll::EPOLLONESHOT;
+/// A parked send waits for room only: input (a pipelined request, a FIN) must not wake
+/// it, or every re-arm would fire at once on a readable socket. Errors and hang-ups
+/// are always reported.
+const SEND_EVENTS: i32 = epoll::EPOLLOUT | epoll::EPOLLET | epoll::EPOLLONESHOT;
 const LISTEN_EVENTS: i32 = epoll::EPOLLIN | epoll::EPOLLONESHOT;
 
 /// The epoll worker-pool backend.
@@ -156,6 +163,8 @@ enum Resume {
     Recv,
     /// A receive into a file.
     Sink(Box<Sink>),
+    /// A send the socket had no room for: its cursor, until its send deadline.
+    Send(Box<Sending>),
 }
 
 enum Entry<P> {
@@ -374,24 +383,22 @@ impl<F: ProtocolFactory> Shared<F> {
                     };
                     continue;
                 }
+                Resume::Send(sending) => {
+                    conn = match self.send(st, key, conn, sending) {
+                        Ok(c) => c,
+                        Err(out) => return out,
+                    };
+                    continue;
+                }
                 Resume::Next => conn.core.next(&mut self.env(st)),
             };
             match action {
                 Action::Send(chunks) => {
-                    let r = send::send_all(
-                        conn.fd.as_fd(),
-                        &chunks,
-                        self.ctx.cfg.send_timeout,
-                        &self.stop,
-                        st,
-                        &|| self.maybe_grow(),
-                    );
-                    if let Err(why) = r {
-                        conn.cut = true;
-                        return Outcome::Close(conn, why);
-                    }
-                    conn.core.sent();
-                    self.check_close(key, &mut conn.core);
+                    let sending = Box::new(Sending::new(chunks, Instant::now()));
+                    conn = match self.send(st, key, conn, sending) {
+                        Ok(c) => c,
+                        Err(out) => return out,
+                    };
                 }
                 Action::Recv { deadline } => {
                     // Owners check the deadline too, so a trickling client cannot
@@ -433,6 +440,47 @@ impl<F: ProtocolFactory> Shared<F> {
                     conn.core.synced(&mut self.env(st), r);
                 }
                 Action::Close(why) => return Outcome::Close(conn, why),
+            }
+        }
+    }
+
+    /// Moves a send on: done (the connection comes back to be driven on), parked with
+    /// its cursor because the socket stayed full, or ended.
+    fn send(
+        self: &Arc<Self>,
+        st: &Stats,
+        key: Key,
+        mut conn: Box<Conn<F::Proto>>,
+        mut sending: Box<Sending>,
+    ) -> Result<Box<Conn<F::Proto>>, Outcome<F::Proto>> {
+        let timeout = self.ctx.cfg.send_timeout;
+        let core = &mut conn.core;
+        let mut report = Report {
+            stats: st,
+            wrote: &mut |n| core.wrote(n),
+            before_wait: &|| self.maybe_grow(),
+        };
+        let r = sending.advance(
+            conn.fd.as_fd(),
+            send::PARK_AFTER,
+            timeout,
+            &self.stop,
+            &mut report,
+        );
+        match r {
+            Ok(Sent::Done) => {
+                conn.core.sent();
+                self.check_close(key, &mut conn.core);
+                Ok(conn)
+            }
+            Ok(Sent::Full) => {
+                let deadline = sending.deadline(timeout);
+                conn.resume = Resume::Send(sending);
+                Err(Outcome::Park(conn, deadline))
+            }
+            Err(why) => {
+                conn.cut = true;
+                Err(Outcome::Close(conn, why))
             }
         }
     }
@@ -510,10 +558,14 @@ impl<F: ProtocolFactory> Shared<F> {
             return self.close(st, key, *conn, CloseReason::Shutdown);
         }
         let fd = conn.fd.as_fd();
+        let events = match conn.resume {
+            Resume::Send(_) => SEND_EVENTS,
+            _ => CONN_EVENTS,
+        };
         let armed = if new {
-            self.epoll.add(fd, CONN_EVENTS, key.to_u64())
+            self.epoll.add(fd, events, key.to_u64())
         } else {
-            self.epoll.modify(fd, CONN_EVENTS, key.to_u64())
+            self.epoll.modify(fd, events, key.to_u64())
         };
         if let Err(e) = armed {
             drop(t);
@@ -650,8 +702,14 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     /// Tells an expired connection of its timeout, lets its answer (a 408) go out if it
-    /// fits the socket buffer right now, and closes it. Never blocks.
+    /// fits the socket buffer right now, and closes it. Never blocks. A parked send
+    /// whose reader took nothing for `send_timeout` is simply cut.
     fn expire(&self, st: &Stats, key: Key, mut conn: Conn<F::Proto>) {
+        if let Resume::Send(_) = conn.resume {
+            Stats::add(&st.send_timeouts, 1);
+            conn.cut = true;
+            return self.close(st, key, conn, CloseReason::SendTimeout);
+        }
         // Protocol code, on the coordinator: a panic closes this connection only.
         let told = catch_unwind(AssertUnwindSafe(|| {
             match std::mem::replace(&mut conn.resume, Resume::Next) {
@@ -664,7 +722,8 @@ impl<F: ProtocolFactory> Shared<F> {
             for _ in 0..4 {
                 match conn.core.next(&mut self.env(st)) {
                     Action::Send(chunks) => {
-                        send::send_once(conn.fd.as_fd(), &chunks);
+                        let n = send::send_once(conn.fd.as_fd(), &chunks);
+                        conn.core.wrote(n);
                         conn.core.sent();
                     }
                     _ => break,

@@ -1,11 +1,21 @@
-//! Promise 2 on epoll: the blocking send.
+//! Promise 2 on epoll: the blocking send, without holding a worker hostage.
 //!
 //! Every byte of a [`Step::Send`](crate::proto::Step::Send) goes out in order. Memory
 //! chunks go by gathered `sendmsg` (MSG_MORE while more follows), file chunks by
 //! `sendfile`, looping past its per-call cap. On EAGAIN the owning worker waits for
-//! writability with `poll(2)`, bounded by the send timeout, which restarts whenever
-//! bytes move: a slow reader is served, a stalled one is dropped after `send_timeout`
-//! and costs only its own connection and this worker (the pool grows around it).
+//! writability with `poll(2)`, but only for [`PARK_AFTER`]: a peer that drains its
+//! window within that bound (any reader on a LAN or loopback) is served without a park;
+//! one that does not is *parked* with its cursor ([`Sending`]) and re-armed
+//! EPOLLOUT|EPOLLONESHOT, and whichever worker gets that one-shot event is its one
+//! owner and goes on from the cursor. The protocol is still not polled until the last
+//! byte is in the kernel, so the semantics are the blocking send's; only the waiting
+//! moved from a thread to epoll. A send that makes no progress for `send_timeout`
+//! (the seed's BLOCKING_SEND_TIMEOUT, 20 s) ends the connection, whether a worker is
+//! waiting on it or it is parked (the coordinator's scan). So a thousand slow readers
+//! hold no workers, and the others keep being served.
+//!
+//! [`send_all`] is the same cursor driven to the end on the calling thread: the xfer
+//! client's blocking send, which has nothing else to do meanwhile.
 
 use crate::backend::chunks::{advance, gather, more_after};
 use crate::backend::CloseReason;
@@ -21,111 +31,188 @@ use std::time::{Duration, Instant};
 /// Bytes read per step when a file must be copied out.
 const COPY_CHUNK: usize = 256 * 1024;
 
-/// Sends `chunks` completely or fails with the reason to close the connection.
-/// `before_wait` runs each time the send is about to block on the peer: the pool
-/// uses it to decide whether to grow.
-pub(crate) fn send_all(
-    fd: BorrowedFd<'_>,
-    chunks: &[Chunk],
-    timeout: Duration,
-    abort: &EventFd,
-    stats: &Stats,
-    before_wait: &dyn Fn(),
-) -> Result<(), CloseReason> {
-    let mut i = 0; // current chunk
-    let mut off = 0u64; // bytes of chunk i already sent
-    let mut last_progress = Instant::now();
-    // The copy fallback's buffer, made the first time sendfile refuses.
-    let mut copy: Option<Vec<u8>> = None;
-    while i < chunks.len() {
-        let res = match &chunks[i] {
-            Chunk::File { file, offset, len } => {
-                if off == *len {
-                    i += 1;
-                    off = 0;
-                    continue;
-                }
-                let mut pos = offset.saturating_add(off);
-                let r = if copy.is_some() {
-                    Err(io::Error::from_raw_os_error(libc::EINVAL))
-                } else {
-                    net::sendfile(fd, file.file().as_fd(), &mut pos, len - off)
-                };
-                match r {
-                    Ok(0) => return Err(CloseReason::FileShrunk),
-                    Ok(n) => {
-                        Stats::add(&stats.bytes_sendfile, n as u64);
-                        off += n as u64;
-                        Ok(())
+/// How long a worker waits for a full socket to drain before it parks the send. Long
+/// enough that a reader keeping up (loopback, a LAN: the window drains in well under a
+/// millisecond) never costs a park's two epoll_ctl and a wakeup; short enough that a
+/// slow reader holds a worker for at most this per window it fills.
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(10);
+
+/// A response on its way out: the chunks and where the send stands. Moves with the
+/// connection when it parks; nothing of it is in the kernel between calls.
+pub(crate) struct Sending {
+    chunks: Vec<Chunk>,
+    /// The chunk being sent, and how many of its bytes are sent.
+    i: usize,
+    off: u64,
+    /// When bytes last moved: `send_timeout` runs from here.
+    last_progress: Instant,
+    /// The copy fallback's buffer, made the first time sendfile refuses.
+    copy: Option<Vec<u8>>,
+}
+
+/// What [`Sending::advance`] left the send as.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Every byte is in the kernel.
+    Done,
+    /// The socket stayed full for the wait allowed: park, re-armed for EPOLLOUT.
+    Full,
+}
+
+/// Where the bytes of a send are reported, as they reach the kernel.
+pub(crate) struct Report<'a> {
+    pub stats: &'a Stats,
+    /// Every byte count handed to the kernel (the access log's bytes sent).
+    pub wrote: &'a mut dyn FnMut(u64),
+    /// Runs each time the send is about to wait on the peer: the pool uses it to
+    /// decide whether to grow.
+    pub before_wait: &'a dyn Fn(),
+}
+
+impl Sending {
+    pub(crate) fn new(chunks: Vec<Chunk>, now: Instant) -> Sending {
+        Sending {
+            chunks,
+            i: 0,
+            off: 0,
+            last_progress: now,
+            copy: None,
+        }
+    }
+
+    /// When the send times out if no byte moves before then.
+    pub(crate) fn deadline(&self, timeout: Duration) -> Instant {
+        self.last_progress + timeout
+    }
+
+    /// Sends until every byte is in the kernel (`Done`), the socket has stayed full for
+    /// `wait` (`Full`: park it), or the connection must end (the reason). `abort`
+    /// readable (the server stopping) ends a wait at once.
+    pub(crate) fn advance(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        wait: Duration,
+        timeout: Duration,
+        abort: &EventFd,
+        r: &mut Report<'_>,
+    ) -> Result<Sent, CloseReason> {
+        let stats = r.stats;
+        let chunks = &self.chunks;
+        while self.i < chunks.len() {
+            let res = match &chunks[self.i] {
+                Chunk::File { file, offset, len } => {
+                    if self.off == *len {
+                        self.i += 1;
+                        self.off = 0;
+                        continue;
                     }
-                    // A file sendfile cannot read (EINVAL: some FUSE and special
-                    // files; ENOSYS): the same bytes by pread and send.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                        let buf = copy.get_or_insert_with(|| vec![0; COPY_CHUNK]);
-                        let want = (len - off).min(buf.len() as u64) as usize;
-                        let at = offset.saturating_add(off);
-                        match file.file().read_at(&mut buf[..want], at) {
-                            Ok(0) => return Err(CloseReason::FileShrunk),
-                            Ok(n) => {
-                                match net::send_vectored(fd, &[io::IoSlice::new(&buf[..n])], false)
-                                {
-                                    Ok(sent) => {
-                                        Stats::add(&stats.bytes_copy, sent as u64);
-                                        off += sent as u64;
-                                        Ok(())
-                                    }
-                                    Err(e) => Err(e),
-                                }
-                            }
-                            Err(e) => return Err(CloseReason::Error(e.kind())),
+                    let left = len - self.off;
+                    let at = offset.saturating_add(self.off);
+                    let r = if self.copy.is_some() {
+                        Err(io::Error::from_raw_os_error(libc::EINVAL))
+                    } else {
+                        let mut pos = at;
+                        net::sendfile(fd, file.file().as_fd(), &mut pos, left)
+                    };
+                    match r {
+                        Ok(0) => return Err(CloseReason::FileShrunk),
+                        Ok(n) => {
+                            Stats::add(&stats.bytes_sendfile, n as u64);
+                            Ok(n as u64)
                         }
+                        // A file sendfile cannot read (EINVAL: some FUSE and special
+                        // files; ENOSYS): the same bytes by pread and send.
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                            let buf = self.copy.get_or_insert_with(|| vec![0; COPY_CHUNK]);
+                            let want = left.min(buf.len() as u64) as usize;
+                            match file.file().read_at(&mut buf[..want], at) {
+                                Ok(0) => return Err(CloseReason::FileShrunk),
+                                Ok(n) => {
+                                    let slice = [io::IoSlice::new(&buf[..n])];
+                                    net::send_vectored(fd, &slice, false).map(|sent| {
+                                        Stats::add(&stats.bytes_copy, sent as u64);
+                                        sent as u64
+                                    })
+                                }
+                                Err(e) => return Err(CloseReason::Error(e.kind())),
+                            }
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
                 }
-            }
-            _ => {
-                let (slices, end) = gather(chunks, i, off);
-                let more = more_after(chunks, end);
-                if slices.is_empty() {
-                    i = end;
-                    off = 0;
-                    continue;
-                }
-                match net::send_vectored(fd, &slices, more) {
-                    Ok(n) => {
+                _ => {
+                    let (slices, end) = gather(chunks, self.i, self.off);
+                    if slices.is_empty() {
+                        self.i = end;
+                        self.off = 0;
+                        continue;
+                    }
+                    let more = more_after(chunks, end);
+                    net::send_vectored(fd, &slices, more).map(|n| {
                         Stats::add(&stats.bytes_copy, n as u64);
-                        (i, off) = advance(chunks, i, off, n as u64);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+                        n as u64
+                    })
                 }
-            }
-        };
-        match res {
-            Ok(()) => last_progress = Instant::now(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                before_wait();
-                let left = timeout.saturating_sub(last_progress.elapsed());
-                match net::wait_writable(fd, abort.as_fd(), left) {
-                    Ok(Writable::Ready) => {}
-                    Ok(Writable::Aborted) => return Err(CloseReason::Shutdown),
-                    Ok(Writable::TimedOut) => {
+            };
+            match res {
+                Ok(n) => {
+                    (r.wrote)(n);
+                    if matches!(chunks[self.i], Chunk::File { .. }) {
+                        self.off += n;
+                    } else {
+                        (self.i, self.off) = advance(chunks, self.i, self.off, n);
+                    }
+                    self.last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = timeout.saturating_sub(self.last_progress.elapsed());
+                    if left.is_zero() {
                         Stats::add(&stats.send_timeouts, 1);
                         return Err(CloseReason::SendTimeout);
                     }
-                    Err(e) => return Err(CloseReason::Error(e.kind())),
+                    (r.before_wait)();
+                    match net::wait_writable(fd, abort.as_fd(), wait.min(left)) {
+                        Ok(Writable::Ready) => {}
+                        Ok(Writable::Aborted) => return Err(CloseReason::Shutdown),
+                        Ok(Writable::TimedOut) if wait < left => return Ok(Sent::Full),
+                        Ok(Writable::TimedOut) => {
+                            Stats::add(&stats.send_timeouts, 1);
+                            return Err(CloseReason::SendTimeout);
+                        }
+                        Err(e) => return Err(CloseReason::Error(e.kind())),
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CloseReason::Error(e.kind())),
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(CloseReason::Error(e.kind())),
+        }
+        Ok(Sent::Done)
+    }
+}
+
+/// Sends `chunks` completely, waiting on the calling thread as long as bytes keep
+/// moving, or fails with the reason to close the connection.
+pub(crate) fn send_all(
+    fd: BorrowedFd<'_>,
+    chunks: Vec<Chunk>,
+    timeout: Duration,
+    abort: &EventFd,
+    r: &mut Report<'_>,
+) -> Result<(), CloseReason> {
+    let mut s = Sending::new(chunks, Instant::now());
+    loop {
+        // Waiting the whole timeout each time: `Full` cannot come back.
+        match s.advance(fd, timeout, timeout, abort, r)? {
+            Sent::Done => return Ok(()),
+            Sent::Full => continue,
         }
     }
-    Ok(())
 }
 
 /// One non-blocking attempt to send the memory chunks at the head of `chunks`, for a
 /// connection about to be closed anyway (a 408 after a timeout). Never waits.
-pub(super) fn send_once(fd: BorrowedFd<'_>, chunks: &[Chunk]) {
+/// Returns the bytes that went.
+pub(super) fn send_once(fd: BorrowedFd<'_>, chunks: &[Chunk]) -> u64 {
     let (slices, _) = gather(chunks, 0, 0);
-    let _ = net::send_vectored(fd, &slices, false);
+    net::send_vectored(fd, &slices, false).map_or(0, |n| n as u64)
 }

@@ -2,6 +2,7 @@
 
 use super::date;
 use super::status::Status;
+use crate::proto::LogLine;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -40,22 +41,30 @@ impl LogFields {
     }
 }
 
-/// `PEER - - [time] "request" status bytes "referer" "agent"`. Without fields (a request
+/// `PEER - - [time] "request" status bytes "referer" "agent"`, bytes being the body
+/// bytes that reached the kernel, which the driver fills in once the send has ended
+/// (`head` header bytes precede a body of `body` bytes). Without fields (a request
 /// rejected before its request line was understood) the quoted parts are `-`.
 pub fn line(
     peer: IpAddr,
     imf_date: &str,
     fields: Option<&LogFields>,
     status: Status,
-    bytes: u64,
-) -> String {
+    head: u64,
+    body: u64,
+) -> LogLine {
     let (request, referer, agent) =
         fields.map_or(("-", "-", "-"), |f| (&f.request, &f.referer, &f.agent));
-    format!(
-        "{peer} - - [{}] \"{request}\" {} {bytes} \"{referer}\" \"{agent}\"",
-        date::log_stamp(imf_date),
-        status.code()
-    )
+    LogLine {
+        before: format!(
+            "{peer} - - [{}] \"{request}\" {} ",
+            date::log_stamp(imf_date),
+            status.code()
+        ),
+        after: format!(" \"{referer}\" \"{agent}\""),
+        head,
+        body,
+    }
 }
 
 /// Appends `bytes` with `"`, `\`, control and non-ASCII bytes as `\xHH`, as nginx does,
@@ -75,6 +84,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cut_response_logs_the_body_bytes_that_went_out() {
+        let l = line(
+            [10, 0, 0, 1].into(),
+            "Mon, 23 Nov 2026 04:27:00 GMT",
+            None,
+            Status::Ok,
+            100,
+            209_715_200,
+        );
+        assert!(l.finish(0).contains("\" 200 0 \""), "{}", l.finish(0));
+        assert!(l.finish(60).contains(" 200 0 "));
+        assert!(l.finish(100 + 65_536).contains(" 200 65536 "));
+        assert!(l.finish(u64::MAX).contains(" 200 209715200 "));
+    }
+
+    #[test]
     fn combined_format_escapes_fields() {
         let f = LogFields::new("GET", "/a\"b", 1, Some(b"http://r/\n"), None);
         let l = line(
@@ -82,8 +107,10 @@ mod tests {
             "Mon, 23 Nov 2026 04:27:00 GMT",
             Some(&f),
             Status::Ok,
+            100,
             1234,
-        );
+        )
+        .finish(100 + 1234);
         assert_eq!(
             l,
             r#"10.0.0.1 - - [23/Nov/2026:04:27:00 +0000] "GET /a\x22b HTTP/1.1" 200 1234 "http://r/\x0A" "-""#
@@ -93,8 +120,10 @@ mod tests {
             "Mon, 23 Nov 2026 04:27:00 GMT",
             None,
             Status::BadRequest,
+            80,
             0,
-        );
+        )
+        .finish(80);
         assert_eq!(
             l,
             r#"10.0.0.1 - - [23/Nov/2026:04:27:00 +0000] "-" 400 0 "-" "-""#

@@ -25,7 +25,7 @@ mod status;
 mod tests;
 
 use super::{
-    Chunk, DirEntry, FileKind, FsDone, FsOp, Opened, Protocol, ProtocolFactory, Step, Wait,
+    Chunk, DirEntry, FileKind, FsDone, FsOp, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
 };
 use head::{Method, Persist, Request};
 use reader::Reader;
@@ -126,7 +126,7 @@ pub struct Http1 {
     /// The server is shutting down: the next response is the last.
     draining: bool,
     responses: u64,
-    log_line: Option<String>,
+    log_line: Option<LogLine>,
 }
 
 impl Http1 {
@@ -271,9 +271,10 @@ impl Http1 {
             (false, _) => "",
         });
         out.push_str("\r\n");
-        let sent = if head { 0 } else { len };
         if self.cfg.access_log {
-            self.log_line = Some(log::line(self.peer.ip(), date, log, reply.status, sent));
+            let body = if head { 0 } else { len };
+            let (ip, status) = (self.peer.ip(), reply.status);
+            self.log_line = Some(log::line(ip, date, log, status, out.len() as u64, body));
         }
         let mut chunks = Vec::with_capacity(1 + reply.body.len());
         chunks.push(Chunk::Mem(out.into_bytes()));
@@ -349,7 +350,7 @@ impl Protocol for Http1 {
         }
     }
 
-    fn take_log_line(&mut self) -> Option<String> {
+    fn take_log_line(&mut self) -> Option<LogLine> {
         self.log_line.take()
     }
 }

@@ -196,8 +196,11 @@ impl Driver {
         loop {
             match self.p.poll(now()) {
                 Step::Send(chunks) => {
-                    self.t.sends.push(flatten(chunks));
-                    self.t.logs.extend(self.p.take_log_line());
+                    let bytes = flatten(chunks);
+                    let sent = bytes.len() as u64;
+                    self.t.sends.push(bytes);
+                    let line = self.p.take_log_line();
+                    self.t.logs.extend(line.map(|l| l.finish(sent)));
                 }
                 Step::Fs(FsOp::Open(path)) => {
                     let r = self.fs.open(&path);

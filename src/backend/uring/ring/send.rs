@@ -286,6 +286,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
         }
         if let Some(m) = r_out {
+            if m > 0 {
+                conn.core.wrote(m as u64);
+            }
             match m {
                 m if m > 0 && !is_file => {
                     Stats::add(&stats.bytes_copy, m as u64);
