@@ -258,11 +258,17 @@ impl Root {
     /// name must be a plain one: not empty, `.` or `..`, and not hidden.
     fn parent_of(&self, rel: &str) -> io::Result<(OwnedFd, CString)> {
         let rel = validate(rel)?;
-        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        if matches!(name, "" | "." | "..") {
+        let rel = rel.as_bytes();
+        let (dir, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        if matches!(name, b"" | b"." | b"..") {
             return Err(einval());
         }
-        let dir = self.resolve(dir, libc::O_DIRECTORY)?;
+        let dir =
+            CString::new(if dir.is_empty() { &b"."[..] } else { dir }).map_err(|_| einval())?;
+        let dir = self.resolve_path(&dir, libc::O_DIRECTORY)?;
         Ok((dir, CString::new(name).map_err(|_| einval())?))
     }
 
@@ -303,25 +309,24 @@ impl Root {
         if self.method != Resolve::Openat2 {
             return None;
         }
-        Some(validate(rel).and_then(|rel| {
-            Ok(Openat2Args {
-                dir: self.fd.as_fd(),
-                path: CString::new(rel).map_err(|_| einval())?,
-                flags: OPEN_FLAGS as u64,
-                resolve: RESOLVE,
-            })
+        Some(validate(rel).map(|path| Openat2Args {
+            dir: self.fd.as_fd(),
+            path,
+            flags: OPEN_FLAGS as u64,
+            resolve: RESOLVE,
         }))
     }
 
     /// Opens `rel` beneath the root with [`OPEN_FLAGS`] plus `extra`.
     fn resolve(&self, rel: &str, extra: libc::c_int) -> io::Result<OwnedFd> {
-        let rel = validate(rel)?;
+        self.resolve_path(&validate(rel)?, extra)
+    }
+
+    /// [`Root::resolve`] of a path already validated: raw bytes, "." for the root.
+    fn resolve_path(&self, path: &CStr, extra: libc::c_int) -> io::Result<OwnedFd> {
         match self.method {
-            Resolve::Openat2 => {
-                let path = CString::new(rel).map_err(|_| einval())?;
-                sys::openat2(self.fd.as_fd(), &path, OPEN_FLAGS | extra, RESOLVE)
-            }
-            Resolve::Walk => self.walk(rel.as_bytes(), extra),
+            Resolve::Openat2 => sys::openat2(self.fd.as_fd(), path, OPEN_FLAGS | extra, RESOLVE),
+            Resolve::Walk => self.walk(path.to_bytes(), extra),
         }
     }
 
@@ -401,16 +406,24 @@ fn probe_openat2(root: &OwnedFd) -> io::Result<()> {
 }
 
 /// Refuses, without resolving, what the HTTP layer should already have removed: an
-/// absolute path, a NUL, a `..` component. Returns the path to open: "" is the root, ".".
-fn validate(rel: &str) -> io::Result<&str> {
-    if rel.starts_with('/') || rel.contains('\0') || rel.split('/').any(|c| c == "..") {
+/// absolute path, a NUL that is no escape, a `..` component. Returns the path to open,
+/// as the raw bytes it stands for (`proto::path_bytes`): "" is the root, ".".
+fn validate(rel: &str) -> io::Result<CString> {
+    let bytes = crate::proto::path_bytes(rel).ok_or_else(einval)?;
+    let mut comps = bytes.split(|&b| b == b'/');
+    if bytes.first() == Some(&b'/') || comps.any(|c| c == b"..") {
         return Err(einval());
     }
-    if rel.split('/').any(|c| c.starts_with(HIDDEN_PREFIX)) {
+    if bytes
+        .split(|&b| b == b'/')
+        .any(|c| c.starts_with(HIDDEN_PREFIX.as_bytes()))
+    {
         // An upload not yet linked is not there, whatever the name says.
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
-    Ok(if rel.is_empty() { "." } else { rel })
+    let path = if bytes.is_empty() { &b"."[..] } else { &bytes };
+    // An escape may have produced a NUL: no name holds one.
+    CString::new(path).map_err(|_| einval())
 }
 
 /// A file [`Root::create`] made, waiting to be linked. Dropping it unlinked abandons

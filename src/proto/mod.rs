@@ -38,8 +38,10 @@ pub mod http1;
 pub mod xfer;
 
 mod file;
+mod name;
 
 pub use file::{FileRef, TempFile};
+pub use name::{path_bytes, path_from_bytes};
 
 use std::io;
 use std::net::SocketAddr;
@@ -129,7 +131,8 @@ pub struct RecvFile {
 }
 
 /// A file-system operation. Every path is relative, `/`-separated and already
-/// normalised ("" is the root itself); the backend resolves it beneath the root exactly
+/// normalised ("" is the root itself), with any byte of a name that is not UTF-8
+/// escaped as [`path_from_bytes`] does; the backend resolves it beneath the root exactly
 /// as it opens files (`openat2(RESOLVE_BENEATH)` or the safe walk) and still refuses any
 /// escape. One enum rather than a trait method per operation, so the contract grows in
 /// one place.
