@@ -6,7 +6,7 @@ use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
-use ringserve::proto::http1::{HttpConfig, HttpFactory};
+use ringserve::proto::http1::{Dotfiles, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
@@ -117,6 +117,14 @@ enum BackendArg {
     Auto,
     Uring,
     Epoll,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DotfilesArg {
+    /// 404 for any path with a segment starting with `.`; left out of listings.
+    Deny,
+    /// Served and listed like other names.
+    Allow,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -287,6 +295,9 @@ struct ServeArgs {
     /// Longest request-target in bytes; longer gets 414.
     #[arg(long, value_name = "BYTES", default_value_t = 8192)]
     max_uri_bytes: usize,
+    /// HTTP: names starting with `.` (`.git`, `.env`). /.well-known/ is always served.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "deny")]
+    dotfiles: DotfilesArg,
 }
 
 impl ServeArgs {
@@ -348,6 +359,10 @@ impl ServeArgs {
             access_log: self.access_log,
             max_header_bytes: self.max_header_bytes,
             max_uri_bytes: self.max_uri_bytes,
+            dotfiles: match self.dotfiles {
+                DotfilesArg::Deny => Dotfiles::Deny,
+                DotfilesArg::Allow => Dotfiles::Allow,
+            },
             ..HttpConfig::default()
         };
         (cfg, http, xfer, listens)

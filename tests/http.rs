@@ -556,3 +556,115 @@ backend_test! {
         assert_eq!(got[..], body[..100], "[{b}]");
     }
 }
+
+/// The links of an HTML listing, as they appear in `href`.
+fn hrefs(html: &str) -> Vec<String> {
+    html.match_indices("<a href=\"")
+        .map(|(i, _)| &html[i + 9..])
+        .map(|s| s[..s.find('"').unwrap()].to_string())
+        .collect()
+}
+
+backend_test! {
+    fn dotfiles_are_hidden_by_default_but_well_known_is_served(b) {
+        let root = temp_dir("dotfiles");
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir_all(root.join(".well-known/acme-challenge")).unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join(".git/config"), "[core]\n").unwrap();
+        std::fs::write(root.join("sub/.env"), "SECRET=1\n").unwrap();
+        std::fs::write(root.join("sub/ok.txt"), "ok").unwrap();
+        std::fs::write(root.join(".well-known/security.txt"), "Contact: x\n").unwrap();
+        std::fs::write(root.join(".well-known/acme-challenge/tok"), "tok").unwrap();
+        let srv = Srv::start(b, &root, &["--listing"]);
+        for path in ["/.git/config", "/.git/", "/%2egit/config", "/sub/.env", "/sub/../.git/config"] {
+            assert_eq!(get(srv.addr, path).status, 404, "[{b}] {path}");
+        }
+        assert_eq!(get(srv.addr, "/.well-known/security.txt").body, b"Contact: x\n", "[{b}]");
+        assert_eq!(get(srv.addr, "/.well-known/acme-challenge/tok").body, b"tok", "[{b}]");
+        let top = String::from_utf8(get(srv.addr, "/").body).unwrap();
+        assert_eq!(hrefs(&top), [".well-known/", "sub/"], "[{b}] {top}");
+        let sub = String::from_utf8(get(srv.addr, "/sub/").body).unwrap();
+        assert_eq!(hrefs(&sub), ["../", "ok.txt"], "[{b}] {sub}");
+
+        let srv = Srv::start(b, &root, &["--listing", "--dotfiles", "allow"]);
+        assert_eq!(get(srv.addr, "/.git/config").body, b"[core]\n", "[{b}] allow");
+        assert_eq!(get(srv.addr, "/sub/.env").status, 200, "[{b}] allow");
+        let sub = String::from_utf8(get(srv.addr, "/sub/").body).unwrap();
+        assert_eq!(hrefs(&sub), ["../", ".env", "ok.txt"], "[{b}] {sub}");
+    }
+}
+
+backend_test! {
+    fn a_file_asked_for_as_a_directory_is_not_found(b) {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        for path in ["/hello.txt/", "/hello.txt/.", "/site/index.html/", "/inside/"] {
+            assert_eq!(get(srv.addr, path).status, 404, "[{b}] {path}");
+        }
+        assert_eq!(get(srv.addr, "/hello.txt").status, 200, "[{b}]");
+    }
+}
+
+backend_test! {
+    fn every_listed_name_is_fetchable_by_its_link(b) {
+        use std::os::unix::ffi::OsStrExt;
+        let root = temp_dir("names");
+        let dir = root.join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: [&[u8]; 9] = [
+            b"back\\slash.txt",
+            b"100%.txt",
+            b"hash#tag",
+            b"what?.txt",
+            b"with space",
+            b"quote\"and'apos",
+            b"\xff\xfe.bin",
+            b"caf\xc3\xa9 <&>",
+            b"sub dir\\#?%\xff",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            if i == names.len() - 1 {
+                std::fs::create_dir(&path).unwrap();
+                std::fs::write(path.join("inner.txt"), "inner").unwrap();
+            } else {
+                std::fs::write(&path, format!("file {i}")).unwrap();
+            }
+        }
+        let srv = Srv::start(b, &root, &["--listing"]);
+        let l = get(srv.addr, "/d/");
+        assert_eq!(l.status, 200, "[{b}]");
+        let html = String::from_utf8(l.body).unwrap();
+        let links: Vec<String> = hrefs(&html).into_iter().filter(|h| h != "../").collect();
+        assert_eq!(links.len(), names.len(), "[{b}] {html}");
+        let mut bodies = Vec::new();
+        for link in &links {
+            let r = get(srv.addr, &format!("/d/{link}"));
+            assert_eq!(r.status, 200, "[{b}] /d/{link}");
+            if link.ends_with('/') {
+                let sub = String::from_utf8(r.body).unwrap();
+                let inner = format!("/d/{link}inner.txt");
+                assert!(hrefs(&sub).contains(&"inner.txt".to_string()), "[{b}] {sub}");
+                bodies.push(get(srv.addr, &inner).body);
+            } else {
+                bodies.push(r.body);
+            }
+        }
+        bodies.sort();
+        let mut want: Vec<Vec<u8>> = (0..names.len() - 1)
+            .map(|i| format!("file {i}").into_bytes())
+            .chain([b"inner".to_vec()])
+            .collect();
+        want.sort();
+        assert_eq!(bodies, want, "[{b}]");
+        // The text is escaped, never raw markup.
+        assert!(html.contains("caf\u{e9} &lt;&amp;&gt;"), "[{b}] {html}");
+        assert!(html.contains("quote&quot;and&#39;apos"), "[{b}] {html}");
+        // And a directory whose name needs escaping redirects to itself, escaped.
+        let link = links.iter().find(|l| l.ends_with('/')).unwrap();
+        let r = get(srv.addr, &format!("/d/{}", link.trim_end_matches('/')));
+        assert_eq!(r.status, 301, "[{b}]");
+        assert_eq!(r.header("location"), Some(format!("/d/{link}").as_str()), "[{b}]");
+    }
+}

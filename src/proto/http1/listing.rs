@@ -2,20 +2,29 @@
 
 use super::date;
 use super::path::push_encoded;
-use crate::proto::{DirEntry, FileKind};
+use super::Dotfiles;
+use crate::proto::{path_bytes, DirEntry, FileKind};
 use std::fmt::Write;
 
 /// Renders the listing of directory `rel` ("" is the root). Directories come first, then
 /// names in byte order. A name is shown lossily decoded and HTML-escaped, but linked
-/// byte-exactly, percent-encoded, so even a non-UTF-8 name can be fetched.
-pub fn render(rel: &str, mut entries: Vec<DirEntry>) -> Vec<u8> {
+/// byte-exactly, percent-encoded, so even a non-UTF-8 name can be fetched. With
+/// [`Dotfiles::Deny`] names starting with `.` are left out, as they would be 404
+/// (`.well-known` at the root stays).
+pub fn render(rel: &str, mut entries: Vec<DirEntry>, dotfiles: Dotfiles) -> Vec<u8> {
     entries.retain(|e| e.name != b"." && e.name != b"..");
+    if dotfiles == Dotfiles::Deny {
+        entries.retain(|e| {
+            e.name.first() != Some(&b'.') || (rel.is_empty() && e.name == b".well-known")
+        });
+    }
     entries.sort_unstable_by(|a, b| {
         (a.kind != FileKind::Dir, &a.name).cmp(&(b.kind != FileKind::Dir, &b.name))
     });
     let mut title = String::from("/");
     if !rel.is_empty() {
-        html_escape(&mut title, rel);
+        let rel = path_bytes(rel).unwrap_or_default();
+        html_escape(&mut title, &String::from_utf8_lossy(&rel));
         title.push('/');
     }
     let mut out = String::with_capacity(256 + entries.len() * 160);
@@ -87,6 +96,7 @@ mod tests {
                 entry(b"bad\xffname", FileKind::File, 2),
                 entry(b"..", FileKind::Dir, 0),
             ],
+            Dotfiles::Deny,
         );
         let html = String::from_utf8(html).unwrap();
         assert!(html.contains("<title>Index of /a&lt;b/</title>"));
@@ -113,8 +123,22 @@ mod tests {
     }
 
     #[test]
+    fn dotfiles_are_left_out_unless_allowed() {
+        let names = |rel: &str, d| {
+            let entries = [".git", ".well-known", "a", ".env"]
+                .map(|n| entry(n.as_bytes(), FileKind::Dir, 0))
+                .to_vec();
+            let html = String::from_utf8(render(rel, entries, d)).unwrap();
+            [".git", ".well-known", ".env"].map(|n| html.contains(&format!(">{n}/<")))
+        };
+        assert_eq!(names("", Dotfiles::Deny), [false, true, false]);
+        assert_eq!(names("sub", Dotfiles::Deny), [false, false, false]);
+        assert_eq!(names("sub", Dotfiles::Allow), [true, true, true]);
+    }
+
+    #[test]
     fn no_parent_link_at_root() {
-        let html = String::from_utf8(render("", vec![])).unwrap();
+        let html = String::from_utf8(render("", vec![], Dotfiles::Deny)).unwrap();
         assert!(html.contains("<title>Index of /</title>"));
         assert!(!html.contains("../"));
     }

@@ -52,6 +52,19 @@ pub struct HttpConfig {
     pub max_body_discard: u64,
     /// Most ranges honoured in one Range header; more and the header is ignored.
     pub max_ranges: usize,
+    /// Whether names starting with `.` are served and listed.
+    pub dotfiles: Dotfiles,
+}
+
+/// What HTTP does with dotfiles: a path segment that starts with `.` (`.git`, `.env`,
+/// `.htpasswd`). `/.well-known/` is always served (RFC 8615).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dotfiles {
+    /// 404 for any path with such a segment, and left out of listings.
+    #[default]
+    Deny,
+    /// Served and listed like any other name.
+    Allow,
 }
 
 impl Default for HttpConfig {
@@ -63,6 +76,7 @@ impl Default for HttpConfig {
             max_header_bytes: 16 * 1024,
             max_body_discard: 1024 * 1024,
             max_ranges: 64,
+            dotfiles: Dotfiles::Deny,
         }
     }
 }
@@ -166,6 +180,10 @@ impl Http1 {
         match target {
             None => self.reply(now, &req, Reply::error(Status::MethodNotAllowed)),
             Some(None) => self.reply(now, &req, Reply::error(Status::BadRequest)),
+            // Not there as far as a client can tell: no hint that something is hidden.
+            Some(Some(t)) if t.dotfile && self.cfg.dotfiles == Dotfiles::Deny => {
+                self.reply(now, &req, Reply::error(Status::NotFound))
+            }
             Some(Some(t)) => self.pending(Box::new(Job {
                 req,
                 rel: t.rel,
@@ -188,6 +206,10 @@ impl Http1 {
             Err(e) => return self.reply(now, &job.req, Reply::open_error(&e)),
         };
         match (job.look, opened.meta.kind) {
+            // `/file.txt/` or `/file.txt/.`: a file is no directory (POSIX ENOTDIR).
+            (Look::Target, FileKind::File) if job.dir => {
+                self.reply(now, &job.req, Reply::error(Status::NotFound))
+            }
             (_, FileKind::File) => {
                 let path = if job.look == Look::Index {
                     "index.html"
@@ -341,7 +363,7 @@ impl Protocol for Http1 {
             Stage::Pending(job) => self.pending(job),
             Stage::Opened(job, result) => self.opened(now, job, result),
             Stage::Listed(job, Ok(entries)) => {
-                let reply = Reply::listing(&job.rel, entries);
+                let reply = Reply::listing(&job.rel, entries, self.cfg.dotfiles);
                 self.reply(now, &job.req, reply)
             }
             Stage::Listed(job, Err(e)) => self.reply(now, &job.req, Reply::open_error(&e)),

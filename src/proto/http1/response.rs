@@ -7,7 +7,8 @@ use super::listing;
 use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
-use crate::proto::{Chunk, DirEntry, FileMeta, Opened};
+use super::Dotfiles;
+use crate::proto::{path_bytes, Chunk, DirEntry, FileMeta, Opened};
 use std::fmt::Write;
 use std::io;
 
@@ -61,7 +62,7 @@ impl Reply {
     pub fn redirect(rel: &str, target: &str) -> Reply {
         let mut fields = String::from(HTML);
         fields.push_str("Location: /");
-        push_encoded(&mut fields, rel.as_bytes());
+        push_encoded(&mut fields, &path_bytes(rel).unwrap_or_default());
         if !rel.is_empty() {
             fields.push('/');
         }
@@ -77,11 +78,11 @@ impl Reply {
         }
     }
 
-    pub fn listing(rel: &str, entries: Vec<DirEntry>) -> Reply {
+    pub fn listing(rel: &str, entries: Vec<DirEntry>, dotfiles: Dotfiles) -> Reply {
         Reply {
             status: Status::Ok,
             fields: HTML.into(),
-            body: vec![Chunk::Mem(listing::render(rel, entries))],
+            body: vec![Chunk::Mem(listing::render(rel, entries, dotfiles))],
         }
     }
 

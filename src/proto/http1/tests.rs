@@ -697,11 +697,13 @@ fn targets_are_decoded_and_normalised() {
             get("/x/../a%2Etxt?q=1", ""),
             get("http://other/./a.txt", ""),
             get("/%C3%A9", ""),
+            get("/a%5c%FF", ""),
         ]
         .concat(),
     );
-    assert_eq!(t.opens, ["a.txt", "a.txt", "é"]);
-    for bad in ["/a%00", "/a%5c", "/..", "/a%zz", "/%FF", "*"] {
+    // Raw bytes reach the backend: `\` as itself, a non-UTF-8 byte escaped.
+    assert_eq!(t.opens, ["a.txt", "a.txt", "é", "a\\\0ff"]);
+    for bad in ["/a%00", "/..", "/a%zz", "*"] {
         let t = exchange(&get(bad, ""));
         assert_eq!((t.only().status, t.wait), (400, Some(Wait::Idle)), "{bad}");
         assert!(t.opens.is_empty());
@@ -746,6 +748,55 @@ fn directories_redirect_index_list_or_forbid() {
     );
     assert_eq!(t.opens, ["", "index.html"]);
     assert!(!String::from_utf8_lossy(&t.only().body).contains("../"));
+}
+
+#[test]
+fn dotfiles_are_404_unless_allowed_and_well_known_is_served() {
+    let tree = || {
+        Fs::new()
+            .file(".git/config", b"[core]")
+            .file("a/.env", b"SECRET=1")
+            .file(".well-known/security.txt", b"Contact: x")
+    };
+    for path in [
+        "/.git/config",
+        "/%2Egit/config",
+        "/a/.env",
+        "/.git/",
+        "/x/../.git/config",
+    ] {
+        let t = exchange_with(HttpConfig::default(), tree(), get(path, "").as_bytes());
+        assert_eq!(t.only().status, 404, "{path}");
+        assert!(
+            t.opens.is_empty(),
+            "{path}: asked the backend {:?}",
+            t.opens
+        );
+    }
+    let t = exchange_with(
+        HttpConfig::default(),
+        tree(),
+        get("/.well-known/security.txt", "").as_bytes(),
+    );
+    assert_eq!(t.only().status, 200);
+    let allow = HttpConfig {
+        dotfiles: Dotfiles::Allow,
+        ..HttpConfig::default()
+    };
+    for path in ["/.git/config", "/a/.env"] {
+        let t = exchange_with(allow.clone(), tree(), get(path, "").as_bytes());
+        assert_eq!(t.only().status, 200, "{path}");
+    }
+}
+
+#[test]
+fn a_file_with_a_trailing_slash_is_not_found() {
+    for path in ["/a.txt/", "/a.txt/.", "/a.txt/./", "/d/index.html/"] {
+        let r = one(&get(path, ""));
+        assert_eq!(r.status, 404, "{path}");
+    }
+    assert_eq!(one(&get("/a.txt/x/..", "")).status, 404);
+    assert_eq!(one(&get("/a.txt", "")).status, 200);
 }
 
 #[test]
