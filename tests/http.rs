@@ -668,3 +668,23 @@ backend_test! {
         assert_eq!(r.header("location"), Some(format!("/d/{link}").as_str()), "[{b}]");
     }
 }
+
+backend_test! {
+    fn names_too_long_and_special_files_are_client_errors(b) {
+        let root = tree();
+        std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        let srv = Srv::start(b, &root, &[]);
+        let long_name = format!("/{}", "n".repeat(256));
+        // Past PATH_MAX (4096) with every component short, within --max-uri-bytes.
+        let long_path = format!("{}/x", "/d".repeat(2100));
+        for (path, status) in [
+            (long_name.as_str(), 404),
+            (long_path.as_str(), 404),
+            ("/sock", 403),
+        ] {
+            let r = get(srv.addr, path);
+            assert_eq!(r.status, status, "[{b}] {}", &path[..20.min(path.len())]);
+        }
+        assert_eq!(get(srv.addr, "/hello.txt").status, 200, "[{b}]");
+    }
+}

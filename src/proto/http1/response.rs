@@ -40,13 +40,28 @@ impl Reply {
         }
     }
 
-    /// The answer to a failed open or listing.
+    /// The answer to a failed open or listing. A 5xx means the server failed; what the
+    /// request asked for (a name too long, a path through a file, a symlink loop, a
+    /// file it may not read) is the client's problem, a 4xx.
     pub fn open_error(e: &io::Error) -> Reply {
         let status = match e.raw_os_error() {
-            Some(libc::ENOTDIR) => Status::NotFound,
-            Some(libc::EXDEV | libc::ELOOP) => Status::Forbidden,
-            // Out of descriptors is transient: ask the client to come back.
-            Some(libc::EMFILE | libc::ENFILE) => Status::ServiceUnavailable,
+            // Nothing there by that name: missing, through a non-directory, longer than
+            // NAME_MAX or PATH_MAX, or a name this file system cannot spell.
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::EILSEQ) => {
+                Status::NotFound
+            }
+            // There, but not to be served: permissions, an escape from the root, a
+            // symlink loop, a special file that cannot be opened (a socket, a device
+            // without its driver).
+            Some(
+                libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP | libc::ENXIO | libc::ENODEV,
+            ) => Status::Forbidden,
+            // Out of descriptors or memory, or a lease in the way: transient, so ask the
+            // client to come back.
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => {
+                Status::ServiceUnavailable
+            }
+            // EIO, ESTALE, EINVAL (a path the HTTP layer should never have sent), ...
             _ => match e.kind() {
                 io::ErrorKind::NotFound => Status::NotFound,
                 io::ErrorKind::PermissionDenied => Status::Forbidden,

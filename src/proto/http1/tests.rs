@@ -828,9 +828,16 @@ fn open_errors_map_to_statuses() {
         (libc::EPERM, 403),
         (libc::EXDEV, 403),
         (libc::ELOOP, 403),
+        (libc::ENAMETOOLONG, 404),
+        (libc::EILSEQ, 404),
+        (libc::ENXIO, 403),
+        (libc::ENODEV, 403),
         (libc::EMFILE, 503),
         (libc::ENFILE, 503),
+        (libc::ENOMEM, 503),
+        (libc::EAGAIN, 503),
         (libc::EIO, 500),
+        (libc::EINVAL, 500),
     ] {
         let t = exchange_with(
             HttpConfig::default(),
