@@ -6,7 +6,7 @@ use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
-use ringserve::proto::http1::{Dotfiles, HttpConfig, HttpFactory};
+use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
@@ -125,6 +125,14 @@ enum DotfilesArg {
     Deny,
     /// Served and listed like other names.
     Allow,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EtagArg {
+    /// Modification time (ns) and size: copies made with `cp -a` or rsync -t agree.
+    MtimeSize,
+    /// Device, inode, mtime and size: unique to this host's file.
+    Inode,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -298,6 +306,10 @@ struct ServeArgs {
     /// HTTP: names starting with `.` (`.git`, `.env`). /.well-known/ is always served.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "deny")]
     dotfiles: DotfilesArg,
+    /// HTTP: what a file's ETag is made of. Servers of copies of one tree agree on
+    /// mtime-size ETags, so a client may switch between them and keep its cache.
+    #[arg(long, value_enum, value_name = "FORM", default_value = "mtime-size")]
+    etag: EtagArg,
 }
 
 impl ServeArgs {
@@ -362,6 +374,10 @@ impl ServeArgs {
             dotfiles: match self.dotfiles {
                 DotfilesArg::Deny => Dotfiles::Deny,
                 DotfilesArg::Allow => Dotfiles::Allow,
+            },
+            etag: match self.etag {
+                EtagArg::MtimeSize => Etag::MtimeSize,
+                EtagArg::Inode => Etag::Inode,
             },
             ..HttpConfig::default()
         };

@@ -688,3 +688,64 @@ backend_test! {
         assert_eq!(get(srv.addr, "/hello.txt").status, 200, "[{b}]");
     }
 }
+
+/// `GET path` with extra header lines.
+fn get_with(addr: std::net::SocketAddr, path: &str, extra: &str) -> Resp {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
+    )
+}
+
+backend_test! {
+    fn a_future_mtime_is_never_a_later_last_modified_than_date(b) {
+        use std::os::unix::fs::MetadataExt;
+        let root = temp_dir("future");
+        let f = root.join("f");
+        std::fs::write(&f, "future").unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(86_400 * 365);
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(later).unwrap();
+        let srv = Srv::start(b, &root, &[]);
+        let r = get(srv.addr, "/f");
+        assert_eq!(r.status, 200, "[{b}]");
+        assert_eq!(r.header("last-modified"), r.header("date"), "[{b}]");
+        // The ETag still names the real version.
+        let m = std::fs::metadata(&f).unwrap();
+        let etag = format!("\"{:x}{:08x}-{:x}\"", m.mtime(), m.mtime_nsec(), m.len());
+        assert_eq!(r.header("etag"), Some(etag.as_str()), "[{b}]");
+    }
+}
+
+backend_test! {
+    fn servers_of_copies_made_with_cp_a_agree_on_etags(b) {
+        let top = temp_dir("replicas");
+        let a = top.join("a");
+        std::fs::create_dir_all(a.join("sub")).unwrap();
+        std::fs::write(a.join("sub/f.txt"), "0123456789").unwrap();
+        let copy = Command::new("cp").arg("-a").arg(&a).arg(top.join("b")).status();
+        assert!(copy.is_ok_and(|s| s.success()), "cp -a");
+        let one = Srv::start(b, &a, &[]);
+        let two = Srv::start(b, &top.join("b"), &[]);
+        let etag = get(one.addr, "/sub/f.txt").header("etag").unwrap().to_string();
+        assert_eq!(
+            get(two.addr, "/sub/f.txt").header("etag"),
+            Some(etag.as_str()),
+            "[{b}] replicas disagree"
+        );
+        let inm = get_with(two.addr, "/sub/f.txt", &format!("If-None-Match: {etag}\r\n"));
+        assert_eq!(inm.status, 304, "[{b}] the other's If-None-Match");
+        let ir = get_with(
+            two.addr,
+            "/sub/f.txt",
+            &format!("Range: bytes=2-4\r\nIf-Range: {etag}\r\n"),
+        );
+        assert_eq!((ir.status, &ir.body[..]), (206, &b"234"[..]), "[{b}] the other's If-Range");
+        // --etag inode: each host's own, so copies differ.
+        let one = Srv::start(b, &a, &["--etag", "inode"]);
+        let two = Srv::start(b, &top.join("b"), &["--etag", "inode"]);
+        let e1 = get(one.addr, "/sub/f.txt").header("etag").unwrap().to_string();
+        let e2 = get(two.addr, "/sub/f.txt").header("etag").unwrap().to_string();
+        assert_ne!(e1, e2, "[{b}] inode etags of two copies");
+        assert!(e1.ends_with(&etag[1..]), "[{b}] {e1} carries {etag}");
+    }
+}

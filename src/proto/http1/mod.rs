@@ -54,6 +54,20 @@ pub struct HttpConfig {
     pub max_ranges: usize,
     /// Whether names starting with `.` are served and listed.
     pub dotfiles: Dotfiles,
+    /// What a file's ETag is made of.
+    pub etag: Etag,
+}
+
+/// What a file's strong ETag is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Etag {
+    /// Modification time (ns) and size: what a copy (`cp -a`, rsync `-t`) keeps, so
+    /// servers of replicated trees give one file one ETag.
+    #[default]
+    MtimeSize,
+    /// Device and inode too: a file replaced by one with the same size and mtime still
+    /// gets a new ETag, but only on this host.
+    Inode,
 }
 
 /// What HTTP does with dotfiles: a path segment that starts with `.` (`.git`, `.env`,
@@ -77,6 +91,7 @@ impl Default for HttpConfig {
             max_body_discard: 1024 * 1024,
             max_ranges: 64,
             dotfiles: Dotfiles::Deny,
+            etag: Etag::MtimeSize,
         }
     }
 }
@@ -220,12 +235,12 @@ impl Http1 {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
                     ^ self.responses;
-                let max_ranges = self.cfg.max_ranges;
                 let reply = Reply::file(
                     opened,
                     mime::content_type(path),
                     &job.req.conditions,
-                    max_ranges,
+                    &self.cfg,
+                    date::secs(now),
                     seed,
                 );
                 self.reply(now, &job.req, reply)

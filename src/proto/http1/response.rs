@@ -7,7 +7,7 @@ use super::listing;
 use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
-use super::Dotfiles;
+use super::{Dotfiles, Etag, HttpConfig};
 use crate::proto::{path_bytes, Chunk, DirEntry, FileMeta, Opened};
 use std::fmt::Write;
 use std::io;
@@ -101,17 +101,18 @@ impl Reply {
         }
     }
 
-    /// A regular file, after preconditions and ranges. `seed` varies the multipart
-    /// boundary between responses.
+    /// A regular file, after preconditions and ranges. `now` is the response's Date in
+    /// seconds; `seed` varies the multipart boundary between responses.
     pub fn file(
         opened: Opened,
         content_type: &str,
         c: &Conditions,
-        max_ranges: usize,
+        cfg: &HttpConfig,
+        now: u64,
         seed: u64,
     ) -> Reply {
         let meta = opened.meta;
-        let v = validators(&meta);
+        let v = validators(&meta, cfg.etag, now);
         let mut fields = String::with_capacity(256);
         let _ = write!(
             fields,
@@ -138,7 +139,7 @@ impl Reply {
                     .as_deref()
                     .map_or(true, |ir| cond::if_range_holds(ir, &v)) =>
             {
-                range::resolve(r, meta.len, max_ranges)
+                range::resolve(r, meta.len, cfg.max_ranges)
             }
             _ => Ranges::Whole,
         };
@@ -211,15 +212,20 @@ impl Reply {
     }
 }
 
-/// A strong ETag from the identity and the version of the file: device, inode, size and
-/// modification time to the nanosecond.
-fn validators(m: &FileMeta) -> Validators {
+/// The validators of a file's version. The strong ETag is its modification time to the
+/// nanosecond and its size, in hex (`"<sec><nsec as 8 digits>-<size>"`, nginx's
+/// mtime-size with nanoseconds): what `cp -a` and rsync `-t` keep, so replicas of one
+/// tree agree. [`Etag::Inode`] puts the device and inode first, as before.
+/// Last-Modified is never later than `now`, the response's Date (RFC 9110 §8.8.2.1: a
+/// file with a future mtime); the ETag keeps the real time.
+fn validators(m: &FileMeta, form: Etag, now: u64) -> Validators {
+    let version = format!("{:x}{:08x}-{:x}", m.mtime_sec, m.mtime_nsec, m.len);
     Validators {
-        etag: format!(
-            "\"{:x}-{:x}-{:x}-{:x}{:08x}\"",
-            m.dev, m.ino, m.len, m.mtime_sec, m.mtime_nsec
-        ),
-        modified: date::clamp(m.mtime_sec),
+        etag: match form {
+            Etag::MtimeSize => format!("\"{version}\""),
+            Etag::Inode => format!("\"{:x}-{:x}-{version}\"", m.dev, m.ino),
+        },
+        modified: date::clamp(m.mtime_sec).min(now),
     }
 }
 

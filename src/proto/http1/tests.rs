@@ -79,6 +79,14 @@ impl Fs {
         self
     }
 
+    /// Gives the file at `rel` another modification time.
+    pub fn mtime(mut self, rel: &str, secs: i64) -> Fs {
+        if let Some(Node::File(_, meta)) = self.nodes.get_mut(rel) {
+            meta.mtime_sec = secs;
+        }
+        self
+    }
+
     /// A sparse file: large without using disk.
     pub fn sparse(mut self, rel: &str, len: u64) -> Fs {
         let path = self.dir.join(format!("f{}", self.next_ino));
@@ -366,11 +374,53 @@ fn get_serves_file_with_validators() {
     assert_eq!(r.header("last-modified"), Some(MTIME_HTTP));
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
     assert_eq!(r.header("connection"), None);
-    let etag = r.header("etag").unwrap();
+    // mtime (seconds, then 8 digits of nanoseconds) and size, in hex: no inode.
+    assert_eq!(r.header("etag"), Some("\"6553f10000000005-64\""));
+}
+
+#[test]
+fn inode_etags_on_request() {
+    let t = exchange_with(
+        HttpConfig {
+            etag: Etag::Inode,
+            ..HttpConfig::default()
+        },
+        fs(),
+        get("/a.txt", "").as_bytes(),
+    );
+    let etag = t.only().header("etag").unwrap().to_owned();
     assert!(
-        etag.starts_with("\"801-") && etag.ends_with("-64-6553f10000000005\""),
+        etag.starts_with("\"801-") && etag.ends_with("-6553f10000000005-64\""),
         "{etag}"
     );
+}
+
+#[test]
+fn a_future_mtime_is_last_modified_now_and_keeps_its_etag() {
+    let future = NOW_SECS as i64 + 3600;
+    let t = exchange_with(
+        HttpConfig::default(),
+        Fs::new().file("f", b"x").mtime("f", future),
+        get("/f", "").as_bytes(),
+    );
+    let r = t.only();
+    assert_eq!(r.header("last-modified"), r.header("date"));
+    assert_eq!(
+        r.header("last-modified"),
+        Some(date::format(NOW_SECS).as_str())
+    );
+    assert_eq!(
+        r.header("etag"),
+        Some(format!("\"{future:x}00000005-1\"").as_str())
+    );
+    // Validated against the clamped time, as the client was told.
+    let lm = date::format(NOW_SECS);
+    let t = exchange_with(
+        HttpConfig::default(),
+        Fs::new().file("f", b"x").mtime("f", future),
+        get("/f", &format!("If-Modified-Since: {lm}\r\n")).as_bytes(),
+    );
+    assert_eq!(t.only().status, 304);
 }
 
 #[test]
