@@ -22,7 +22,7 @@
 //! that no open or listing here ever shows.
 #![forbid(unsafe_code)]
 
-use crate::proto::{DirEntry, FileKind, FileMeta, FileRef, Opened};
+use crate::proto::{DirEntry, FileKind, FileMeta, FileRef, Listing, Opened};
 use crate::sys::fs as sys;
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -44,9 +44,9 @@ const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 /// Symlinks one lookup may follow before `ELOOP`: the kernel's `MAXSYMLINKS`.
 const MAX_LINKS: u32 = 40;
 
-/// A listing stops after this many entries, so one request cannot make the server
-/// allocate and stat without bound. Beyond it the listing is partial (which entries make
-/// it is up to the file system's order), not an error.
+/// A listing keeps this many entries, so one request cannot make the server allocate
+/// and stat without bound. Beyond it the listing is partial (which entries make it is up
+/// to the file system's order) and says how many it left out ([`Listing::omitted`]).
 pub const MAX_DIR_ENTRIES: usize = 10_000;
 
 /// Names beginning with this are upload files not yet linked (the fallback where
@@ -276,14 +276,13 @@ impl Root {
     /// name bytes and capped at [`MAX_DIR_ENTRIES`]. Entries are not followed: a symlink
     /// is listed as [`FileKind::Other`] with its own `lstat`, so a listing never stats what
     /// an escaping link points at. An entry removed while listing is left out.
-    pub fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
+    pub fn read_dir(&self, rel: &str) -> io::Result<Listing> {
         let dir = self.resolve(rel, libc::O_DIRECTORY)?;
-        let names = sys::dir_names(dir.as_fd(), MAX_DIR_ENTRIES)?;
+        let (names, omitted) = sys::dir_names(dir.as_fd(), MAX_DIR_ENTRIES, |name| {
+            !name.to_bytes().starts_with(HIDDEN_PREFIX.as_bytes())
+        })?;
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
-            if name.to_bytes().starts_with(HIDDEN_PREFIX.as_bytes()) {
-                continue;
-            }
             let st = match sys::lstatat(dir.as_fd(), &name) {
                 Ok(st) => st,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -298,7 +297,7 @@ impl Root {
             });
         }
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok(Listing { entries, omitted })
     }
 
     /// The arguments of the `openat2` that [`Root::open_beneath`] would make, for a
@@ -873,7 +872,7 @@ mod tests {
         let _g = serial();
         let tree = Tree::new("readdir");
         for root in roots(&tree) {
-            let entries = root.read_dir("").unwrap();
+            let entries = root.read_dir("").unwrap().entries;
             let names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
             assert!(
                 names.windows(2).all(|w| w[0] < w[1]),
@@ -897,13 +896,14 @@ mod tests {
             let sub: Vec<Vec<u8>> = root
                 .read_dir("link_sub")
                 .unwrap()
+                .entries
                 .into_iter()
                 .map(|e| e.name)
                 .collect();
             let want: [&[u8]; 5] = [b"deep", b"file.txt", b"link_out", b"link_up", b"to_root"];
             assert_eq!(sub, want);
-            assert_eq!(root.read_dir("emptydir").unwrap(), vec![]);
-            assert_eq!(root.read_dir("sub/to_root").unwrap(), entries);
+            assert_eq!(root.read_dir("emptydir").unwrap(), Listing::default());
+            assert_eq!(root.read_dir("sub/to_root").unwrap().entries, entries);
 
             let err = |rel| root.read_dir(rel).unwrap_err().raw_os_error();
             assert_eq!(err("hello.txt"), Some(libc::ENOTDIR));
@@ -924,7 +924,9 @@ mod tests {
         let tree = Tree::new("cap");
         for root in roots(&tree) {
             let dir = root.resolve("", libc::O_DIRECTORY).unwrap();
-            assert_eq!(sys::dir_names(dir.as_fd(), 3).unwrap().len(), 3);
+            let (names, more) = sys::dir_names(dir.as_fd(), 3, |_| true).unwrap();
+            let all = std::fs::read_dir(tree.root()).unwrap().count() as u64;
+            assert_eq!((names.len() as u64, more), (3, all - 3));
         }
     }
 
@@ -957,7 +959,7 @@ mod tests {
                 write_temp(&t, b"fresh");
                 // Not there yet, by any lookup or listing.
                 assert_eq!(outcome(&root, "sub/new.txt"), E(libc::ENOENT), "{how}");
-                let listed: Vec<_> = root.read_dir("sub").unwrap();
+                let listed = root.read_dir("sub").unwrap().entries;
                 assert!(listed.iter().all(|e| e.name != b"new.txt"), "{how}");
                 assert!(
                     listed

@@ -749,3 +749,26 @@ backend_test! {
         assert!(e1.ends_with(&etag[1..]), "[{b}] {e1} carries {etag}");
     }
 }
+
+backend_test! {
+    fn a_listing_cut_at_its_cap_says_how_many_it_left_out(b) {
+        let root = temp_dir("big-dir");
+        let dir = root.join("many");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The cap is 10,000 (fs::MAX_DIR_ENTRIES).
+        for i in 0..10_003 {
+            std::fs::File::create(dir.join(format!("f{i:05}"))).unwrap();
+        }
+        std::fs::create_dir_all(root.join("few")).unwrap();
+        std::fs::File::create(root.join("few/one")).unwrap();
+        let srv = Srv::start(b, &root, &["--listing"]);
+        let html = String::from_utf8(get(srv.addr, "/many/").body).unwrap();
+        assert_eq!(hrefs(&html).len(), 1 + 10_000, "[{b}] the parent link and the cap");
+        assert!(
+            html.contains("Partial listing:</strong> 3 more entries in this directory are not shown"),
+            "[{b}] a cut listing must say so"
+        );
+        let html = String::from_utf8(get(srv.addr, "/few/").body).unwrap();
+        assert!(!html.contains("Partial"), "[{b}] {html}");
+    }
+}

@@ -167,7 +167,7 @@ pub enum FsOp {
 #[derive(Debug)]
 pub enum FsDone {
     Opened(io::Result<Opened>),
-    Listed(io::Result<Vec<DirEntry>>),
+    Listed(io::Result<Listing>),
     Created(io::Result<TempFile>),
     Linked(io::Result<()>),
     Removed(io::Result<()>),
@@ -202,6 +202,25 @@ pub struct FileMeta {
 pub struct Opened {
     pub file: FileRef,
     pub meta: FileMeta,
+}
+
+/// A directory's entries, as many as the backend keeps (`fs::MAX_DIR_ENTRIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<DirEntry>,
+    /// Entries the directory has beyond those kept: 0 when the listing is whole.
+    pub omitted: u64,
+}
+
+impl Listing {
+    /// The entries kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// One entry of a directory listing.

@@ -25,7 +25,7 @@ mod status;
 mod tests;
 
 use super::{
-    Chunk, DirEntry, FileKind, FsDone, FsOp, Opened, Protocol, ProtocolFactory, Step, Wait,
+    Chunk, FileKind, FsDone, FsOp, Listing, Opened, Protocol, ProtocolFactory, Step, Wait,
 };
 use head::{Method, Persist, Request};
 use reader::Reader;
@@ -138,7 +138,7 @@ enum Stage {
     /// requests (`Read`) carries no request-sized state: idle connections are cheap.
     Pending(Box<Job>),
     Opened(Box<Job>, io::Result<Opened>),
-    Listed(Box<Job>, io::Result<Vec<DirEntry>>),
+    Listed(Box<Job>, io::Result<Listing>),
     /// The last response asked for the connection to close.
     Closed,
 }
@@ -377,8 +377,8 @@ impl Protocol for Http1 {
             // Asked again before the answer came: ask again.
             Stage::Pending(job) => self.pending(job),
             Stage::Opened(job, result) => self.opened(now, job, result),
-            Stage::Listed(job, Ok(entries)) => {
-                let reply = Reply::listing(&job.rel, entries, self.cfg.dotfiles);
+            Stage::Listed(job, Ok(listing)) => {
+                let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles);
                 self.reply(now, &job.req, reply)
             }
             Stage::Listed(job, Err(e)) => self.reply(now, &job.req, Reply::open_error(&e)),

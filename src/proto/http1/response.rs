@@ -8,7 +8,7 @@ use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
 use super::{Dotfiles, Etag, HttpConfig};
-use crate::proto::{path_bytes, Chunk, DirEntry, FileMeta, Opened};
+use crate::proto::{path_bytes, Chunk, FileMeta, Listing, Opened};
 use std::fmt::Write;
 use std::io;
 
@@ -93,11 +93,11 @@ impl Reply {
         }
     }
 
-    pub fn listing(rel: &str, entries: Vec<DirEntry>, dotfiles: Dotfiles) -> Reply {
+    pub fn listing(rel: &str, listing: Listing, dotfiles: Dotfiles) -> Reply {
         Reply {
             status: Status::Ok,
             fields: HTML.into(),
-            body: vec![Chunk::Mem(listing::render(rel, entries, dotfiles))],
+            body: vec![Chunk::Mem(listing::render(rel, listing, dotfiles))],
         }
     }
 

@@ -1,7 +1,7 @@
 //! Whole exchanges, driven against an in-memory backend that opens real temp files.
 
 use super::*;
-use crate::proto::{FileMeta, FileRef};
+use crate::proto::{DirEntry, FileMeta, FileRef};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
@@ -131,9 +131,12 @@ impl Fs {
         }
     }
 
-    fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
+    fn read_dir(&self, rel: &str) -> io::Result<Listing> {
         match self.nodes.get(rel) {
-            Some(Node::Dir(entries)) => Ok(entries.clone()),
+            Some(Node::Dir(entries)) => Ok(Listing {
+                entries: entries.clone(),
+                omitted: 0,
+            }),
             Some(Node::Fail(errno)) => Err(io::Error::from_raw_os_error(*errno)),
             _ => Err(io::ErrorKind::NotFound.into()),
         }
@@ -1244,11 +1247,11 @@ fn unsolicited_backend_answers_are_ignored() {
     d.recv(get("/a.txt", "Connection: close\r\n").as_bytes());
     assert!(d.t.closed());
     d.p.handle_fs(FsDone::Opened(Err(io::ErrorKind::NotFound.into())));
-    d.p.handle_fs(FsDone::Listed(Ok(Vec::new())));
+    d.p.handle_fs(FsDone::Listed(Ok(Listing::default())));
     assert!(matches!(d.p.poll(now()), Step::Close));
     let mut d = Driver::new(HttpConfig::default(), fs());
     d.p.handle_recv(get("/a.txt", "").as_bytes());
     assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
-    d.p.handle_fs(FsDone::Listed(Ok(Vec::new())));
+    d.p.handle_fs(FsDone::Listed(Ok(Listing::default())));
     assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
 }
