@@ -303,6 +303,10 @@ struct ServeArgs {
     /// Longest request-target in bytes; longer gets 414.
     #[arg(long, value_name = "BYTES", default_value_t = 8192)]
     max_uri_bytes: usize,
+    /// Most header field lines in one request (1 to 10000); more gets 431.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    max_header_fields: u16,
     /// HTTP: names starting with `.` (`.git`, `.env`). /.well-known/ is always served.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "deny")]
     dotfiles: DotfilesArg,
@@ -371,6 +375,7 @@ impl ServeArgs {
             access_log: self.access_log,
             max_header_bytes: self.max_header_bytes,
             max_uri_bytes: self.max_uri_bytes,
+            max_header_fields: usize::from(self.max_header_fields),
             dotfiles: match self.dotfiles {
                 DotfilesArg::Deny => Dotfiles::Deny,
                 DotfilesArg::Allow => Dotfiles::Allow,

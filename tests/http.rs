@@ -772,3 +772,37 @@ backend_test! {
         assert!(!html.contains("Partial"), "[{b}] {html}");
     }
 }
+
+backend_test! {
+    fn methods_codings_versions_and_limits_as_rfc_9110_and_9112_say(b) {
+        let root = tree();
+        std::fs::write(root.join("empty"), "").unwrap();
+        let srv = Srv::start(b, &root, &["--max-header-fields", "5"]);
+        let req = |raw: &str| request(srv.addr, raw);
+        for m in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let r = req(&format!("{m} /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+            assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")), "[{b}] {m}");
+        }
+        let r = req("BREW /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.status, 501, "[{b}] unknown method");
+        let r = req("OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!((r.status, r.header("allow")), (200, Some("GET, HEAD")), "[{b}] OPTIONS *");
+        let r = req("GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(r.status, 501, "[{b}] unknown transfer coding");
+        let r = req("GET /hello.txt HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!((r.status, &r.body[..]), (200, &b"hello world\n"[..]), "[{b}] HTTP/1.2");
+        assert!(r.header("date").is_some());
+        assert_eq!(req("GET /hello.txt HTTP/2.0\r\nHost: t\r\n\r\n").status, 505, "[{b}]");
+        let r = req("GET /empty HTTP/1.1\r\nHost: t\r\nConnection: close\r\nRange: bytes=-5\r\n\r\n");
+        assert_eq!(
+            (r.status, r.header("content-range")),
+            (416, Some("bytes */0")),
+            "[{b}] a suffix range of an empty file"
+        );
+        // --max-header-fields 5: Host and four more pass, a sixth is 431.
+        let fields = |n: usize| -> String { (0..n).map(|i| format!("X-{i}: v\r\n")).collect() };
+        let head = |n| format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{}\r\n", fields(n));
+        assert_eq!(req(&head(3)).status, 200, "[{b}]");
+        assert_eq!(req(&head(4)).status, 431, "[{b}] over --max-header-fields");
+    }
+}

@@ -50,6 +50,8 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Largest request body read and discarded; larger gets 413 and close.
     pub max_body_discard: u64,
+    /// Most field lines in one request head; more gets 431.
+    pub max_header_fields: usize,
     /// Most ranges honoured in one Range header; more and the header is ignored.
     pub max_ranges: usize,
     /// Whether names starting with `.` are served and listed.
@@ -89,6 +91,7 @@ impl Default for HttpConfig {
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             max_body_discard: 1024 * 1024,
+            max_header_fields: 100,
             max_ranges: 64,
             dotfiles: Dotfiles::Deny,
             etag: Etag::MtimeSize,
@@ -189,17 +192,22 @@ impl Http1 {
 
     fn start(&mut self, now: SystemTime, req: Request) -> Step {
         let target = match req.method {
-            Method::Other => None,
-            Method::Get | Method::Head => Some(path::resolve(&req.target)),
+            Method::Unknown => return self.reply(now, &req, Reply::error(Status::NotImplemented)),
+            // The server as a whole (RFC 9110 §9.3.7): what its resources allow.
+            Method::Options if req.target == "*" => return self.reply(now, &req, Reply::options()),
+            // No resource here allows anything but GET and HEAD, OPTIONS included.
+            Method::NotAllowed | Method::Options => {
+                return self.reply(now, &req, Reply::error(Status::MethodNotAllowed))
+            }
+            Method::Get | Method::Head => path::resolve(&req.target),
         };
         match target {
-            None => self.reply(now, &req, Reply::error(Status::MethodNotAllowed)),
-            Some(None) => self.reply(now, &req, Reply::error(Status::BadRequest)),
+            None => self.reply(now, &req, Reply::error(Status::BadRequest)),
             // Not there as far as a client can tell: no hint that something is hidden.
-            Some(Some(t)) if t.dotfile && self.cfg.dotfiles == Dotfiles::Deny => {
+            Some(t) if t.dotfile && self.cfg.dotfiles == Dotfiles::Deny => {
                 self.reply(now, &req, Reply::error(Status::NotFound))
             }
-            Some(Some(t)) => self.pending(Box::new(Job {
+            Some(t) => self.pending(Box::new(Job {
                 req,
                 rel: t.rel,
                 dir: t.dir,

@@ -40,6 +40,15 @@ impl Reply {
         }
     }
 
+    /// `OPTIONS *`: what the server's resources allow, and no body.
+    pub fn options() -> Reply {
+        Reply {
+            status: Status::Ok,
+            fields: "Allow: GET, HEAD\r\n".into(),
+            body: Vec::new(),
+        }
+    }
+
     /// The answer to a failed open or listing. A 5xx means the server failed; what the
     /// request asked for (a name too long, a path through a file, a symlink loop, a
     /// file it may not read) is the client's problem, a 4xx.

@@ -478,6 +478,75 @@ fn other_methods_get_405_and_keep_the_connection() {
 }
 
 #[test]
+fn known_methods_get_405_unknown_ones_501_and_options_star_200() {
+    for m in [
+        "POST", "PUT", "DELETE", "PATCH", "TRACE", "OPTIONS", "PROPFIND",
+    ] {
+        let t = exchange(&format!("{m} /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = t.only();
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, Some("GET, HEAD")),
+            "{m}"
+        );
+        assert_eq!(t.wait, Some(Wait::Idle), "{m}");
+    }
+    for m in ["BREW", "get", "Head", "FOO"] {
+        let t = exchange(&format!("{m} /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = t.only();
+        r.check(false);
+        assert_eq!((r.status, r.header("allow")), (501, None), "{m}");
+        assert_eq!(t.wait, Some(Wait::Idle), "{m}");
+    }
+    let t = exchange("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = t.only();
+    r.check(false);
+    assert_eq!((r.status, r.header("allow")), (200, Some("GET, HEAD")));
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(t.opens.is_empty());
+    assert_eq!(one("GET * HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+}
+
+#[test]
+fn transfer_codings_it_cannot_undo_are_501() {
+    for te in ["gzip, chunked", "x-custom, chunked", "deflate,chunked"] {
+        let raw =
+            format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n0\r\n\r\n");
+        let t = exchange(&raw);
+        assert_eq!(t.only().status, 501, "{te}");
+        assert!(t.closed(), "{te}");
+    }
+    // Without chunked last the body's length cannot be known: 400 (RFC 9112 §6.3).
+    for te in ["gzip", "chunked, gzip", "chunked, chunked"] {
+        let raw = format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(exchange(&raw).only().status, 400, "{te}");
+    }
+}
+
+#[test]
+fn the_header_field_limit_is_a_knob() {
+    let head = |n: usize| {
+        let fields: String = (0..n).map(|i| format!("X-{i}: v\r\n")).collect();
+        format!("GET /a.txt HTTP/1.1\r\nHost: x\r\n{fields}\r\n")
+    };
+    // Host plus 99 is the default's 100.
+    assert_eq!(one(&head(99)).status, 200);
+    assert_eq!(exchange(&head(100)).only().status, 431);
+    for (max, ok, over) in [(5, 4, 5), (300, 299, 300)] {
+        let cfg = HttpConfig {
+            max_header_fields: max,
+            ..HttpConfig::default()
+        };
+        let status = |n| {
+            exchange_with(cfg.clone(), fs(), head(n).as_bytes())
+                .only()
+                .status
+        };
+        assert_eq!((status(ok), status(over)), (200, 431), "{max}");
+    }
+}
+
+#[test]
 fn http10_closes_unless_keep_alive() {
     let t = exchange("GET /a.txt HTTP/1.0\r\n\r\n");
     assert_eq!(t.only().header("connection"), Some("close"));
@@ -491,7 +560,8 @@ fn http10_closes_unless_keep_alive() {
 fn other_versions() {
     for (line, status) in [
         ("GET / HTTP/2.0", 505),
-        ("GET / HTTP/1.2", 505),
+        ("GET / HTTP/0.9", 505),
+        ("GET / HTTP/3.1", 505),
         ("GET / HTTX/1.1", 400),
         ("GET /", 400),
         ("GET / HTTP/1.1x", 400),
@@ -501,6 +571,32 @@ fn other_versions() {
         assert_eq!(t.only().header("connection"), Some("close"));
         assert!(t.closed());
     }
+}
+
+#[test]
+fn later_http1_minor_versions_are_read_as_1_1() {
+    for v in ["1.2", "1.9"] {
+        let t = exchange(&format!(
+            "GET /a.txt HTTP/{v}\r\nHost: x\r\n\r\n{}",
+            get("/a.txt", "")
+        ));
+        assert_eq!((t.resp(0).status, t.resp(0).body.len()), (200, 100), "{v}");
+        assert_eq!(
+            t.resp(0).header("connection"),
+            None,
+            "{v}: kept alive as 1.1"
+        );
+        assert_eq!(t.resp(1).status, 200, "{v}: the next request follows");
+        // 1.1 rules: Host is required.
+        let t = exchange(&format!("GET /a.txt HTTP/{v}\r\n\r\n"));
+        assert_eq!(t.only().status, 400, "{v}");
+    }
+    // Split anywhere, the answer is the same.
+    let mut d = Driver::new(HttpConfig::default(), fs());
+    d.recv(b"GET /a.txt HTTP/1.2\r\nHo");
+    assert!(d.t.sends.is_empty());
+    d.recv(b"st: x\r\n\r\n");
+    assert_eq!(d.t.only().status, 200);
 }
 
 #[test]
@@ -672,7 +768,7 @@ fn size_limits() {
 fn bodies_are_discarded_in_any_split() {
     let raw = [
         "GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
-        "GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
         "4;ext=\"v\"\r\nGET \r\n0\r\nTrailer: t\r\n\r\n",
         &get("/missing", ""),
     ]
