@@ -409,14 +409,11 @@ fn probe_openat2(root: &OwnedFd) -> io::Result<()> {
 /// as the raw bytes it stands for (`proto::path_bytes`): "" is the root, ".".
 fn validate(rel: &str) -> io::Result<CString> {
     let bytes = crate::proto::path_bytes(rel).ok_or_else(einval)?;
-    let mut comps = bytes.split(|&b| b == b'/');
-    if bytes.first() == Some(&b'/') || comps.any(|c| c == b"..") {
+    let comps = || bytes.split(|&b| b == b'/');
+    if bytes.first() == Some(&b'/') || comps().any(|c| c == b"..") {
         return Err(einval());
     }
-    if bytes
-        .split(|&b| b == b'/')
-        .any(|c| c.starts_with(HIDDEN_PREFIX.as_bytes()))
-    {
+    if comps().any(|c| c.starts_with(HIDDEN_PREFIX.as_bytes())) {
         // An upload not yet linked is not there, whatever the name says.
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
