@@ -22,7 +22,7 @@
 //! that no open or listing here ever shows.
 #![forbid(unsafe_code)]
 
-use crate::proto::{DirEntry, FileKind, FileMeta, FileRef, Opened};
+use crate::proto::{DirEntry, FileKind, FileMeta, FileRef, Listing, Opened};
 use crate::sys::fs as sys;
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -44,9 +44,9 @@ const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 /// Symlinks one lookup may follow before `ELOOP`: the kernel's `MAXSYMLINKS`.
 const MAX_LINKS: u32 = 40;
 
-/// A listing stops after this many entries, so one request cannot make the server
-/// allocate and stat without bound. Beyond it the listing is partial (which entries make
-/// it is up to the file system's order), not an error.
+/// A listing keeps this many entries, so one request cannot make the server allocate
+/// and stat without bound. Beyond it the listing is partial (which entries make it is up
+/// to the file system's order) and says how many it left out ([`Listing::omitted`]).
 pub const MAX_DIR_ENTRIES: usize = 10_000;
 
 /// Names beginning with this are upload files not yet linked (the fallback where
@@ -258,11 +258,17 @@ impl Root {
     /// name must be a plain one: not empty, `.` or `..`, and not hidden.
     fn parent_of(&self, rel: &str) -> io::Result<(OwnedFd, CString)> {
         let rel = validate(rel)?;
-        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        if matches!(name, "" | "." | "..") {
+        let rel = rel.as_bytes();
+        let (dir, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        if matches!(name, b"" | b"." | b"..") {
             return Err(einval());
         }
-        let dir = self.resolve(dir, libc::O_DIRECTORY)?;
+        let dir =
+            CString::new(if dir.is_empty() { &b"."[..] } else { dir }).map_err(|_| einval())?;
+        let dir = self.resolve_path(&dir, libc::O_DIRECTORY)?;
         Ok((dir, CString::new(name).map_err(|_| einval())?))
     }
 
@@ -270,14 +276,13 @@ impl Root {
     /// name bytes and capped at [`MAX_DIR_ENTRIES`]. Entries are not followed: a symlink
     /// is listed as [`FileKind::Other`] with its own `lstat`, so a listing never stats what
     /// an escaping link points at. An entry removed while listing is left out.
-    pub fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
+    pub fn read_dir(&self, rel: &str) -> io::Result<Listing> {
         let dir = self.resolve(rel, libc::O_DIRECTORY)?;
-        let names = sys::dir_names(dir.as_fd(), MAX_DIR_ENTRIES)?;
+        let (names, omitted) = sys::dir_names(dir.as_fd(), MAX_DIR_ENTRIES, |name| {
+            !name.to_bytes().starts_with(HIDDEN_PREFIX.as_bytes())
+        })?;
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
-            if name.to_bytes().starts_with(HIDDEN_PREFIX.as_bytes()) {
-                continue;
-            }
             let st = match sys::lstatat(dir.as_fd(), &name) {
                 Ok(st) => st,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -292,7 +297,7 @@ impl Root {
             });
         }
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok(Listing { entries, omitted })
     }
 
     /// The arguments of the `openat2` that [`Root::open_beneath`] would make, for a
@@ -303,25 +308,24 @@ impl Root {
         if self.method != Resolve::Openat2 {
             return None;
         }
-        Some(validate(rel).and_then(|rel| {
-            Ok(Openat2Args {
-                dir: self.fd.as_fd(),
-                path: CString::new(rel).map_err(|_| einval())?,
-                flags: OPEN_FLAGS as u64,
-                resolve: RESOLVE,
-            })
+        Some(validate(rel).map(|path| Openat2Args {
+            dir: self.fd.as_fd(),
+            path,
+            flags: OPEN_FLAGS as u64,
+            resolve: RESOLVE,
         }))
     }
 
     /// Opens `rel` beneath the root with [`OPEN_FLAGS`] plus `extra`.
     fn resolve(&self, rel: &str, extra: libc::c_int) -> io::Result<OwnedFd> {
-        let rel = validate(rel)?;
+        self.resolve_path(&validate(rel)?, extra)
+    }
+
+    /// [`Root::resolve`] of a path already validated: raw bytes, "." for the root.
+    fn resolve_path(&self, path: &CStr, extra: libc::c_int) -> io::Result<OwnedFd> {
         match self.method {
-            Resolve::Openat2 => {
-                let path = CString::new(rel).map_err(|_| einval())?;
-                sys::openat2(self.fd.as_fd(), &path, OPEN_FLAGS | extra, RESOLVE)
-            }
-            Resolve::Walk => self.walk(rel.as_bytes(), extra),
+            Resolve::Openat2 => sys::openat2(self.fd.as_fd(), path, OPEN_FLAGS | extra, RESOLVE),
+            Resolve::Walk => self.walk(path.to_bytes(), extra),
         }
     }
 
@@ -401,16 +405,21 @@ fn probe_openat2(root: &OwnedFd) -> io::Result<()> {
 }
 
 /// Refuses, without resolving, what the HTTP layer should already have removed: an
-/// absolute path, a NUL, a `..` component. Returns the path to open: "" is the root, ".".
-fn validate(rel: &str) -> io::Result<&str> {
-    if rel.starts_with('/') || rel.contains('\0') || rel.split('/').any(|c| c == "..") {
+/// absolute path, a NUL that is no escape, a `..` component. Returns the path to open,
+/// as the raw bytes it stands for (`proto::path_bytes`): "" is the root, ".".
+fn validate(rel: &str) -> io::Result<CString> {
+    let bytes = crate::proto::path_bytes(rel).ok_or_else(einval)?;
+    let comps = || bytes.split(|&b| b == b'/');
+    if bytes.first() == Some(&b'/') || comps().any(|c| c == b"..") {
         return Err(einval());
     }
-    if rel.split('/').any(|c| c.starts_with(HIDDEN_PREFIX)) {
+    if comps().any(|c| c.starts_with(HIDDEN_PREFIX.as_bytes())) {
         // An upload not yet linked is not there, whatever the name says.
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
-    Ok(if rel.is_empty() { "." } else { rel })
+    let path = if bytes.is_empty() { &b"."[..] } else { &bytes };
+    // An escape may have produced a NUL: no name holds one.
+    CString::new(path).map_err(|_| einval())
 }
 
 /// A file [`Root::create`] made, waiting to be linked. Dropping it unlinked abandons
@@ -860,7 +869,7 @@ mod tests {
         let _g = serial();
         let tree = Tree::new("readdir");
         for root in roots(&tree) {
-            let entries = root.read_dir("").unwrap();
+            let entries = root.read_dir("").unwrap().entries;
             let names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
             assert!(
                 names.windows(2).all(|w| w[0] < w[1]),
@@ -884,13 +893,14 @@ mod tests {
             let sub: Vec<Vec<u8>> = root
                 .read_dir("link_sub")
                 .unwrap()
+                .entries
                 .into_iter()
                 .map(|e| e.name)
                 .collect();
             let want: [&[u8]; 5] = [b"deep", b"file.txt", b"link_out", b"link_up", b"to_root"];
             assert_eq!(sub, want);
-            assert_eq!(root.read_dir("emptydir").unwrap(), vec![]);
-            assert_eq!(root.read_dir("sub/to_root").unwrap(), entries);
+            assert_eq!(root.read_dir("emptydir").unwrap(), Listing::default());
+            assert_eq!(root.read_dir("sub/to_root").unwrap().entries, entries);
 
             let err = |rel| root.read_dir(rel).unwrap_err().raw_os_error();
             assert_eq!(err("hello.txt"), Some(libc::ENOTDIR));
@@ -911,7 +921,9 @@ mod tests {
         let tree = Tree::new("cap");
         for root in roots(&tree) {
             let dir = root.resolve("", libc::O_DIRECTORY).unwrap();
-            assert_eq!(sys::dir_names(dir.as_fd(), 3).unwrap().len(), 3);
+            let (names, more) = sys::dir_names(dir.as_fd(), 3, |_| true).unwrap();
+            let all = std::fs::read_dir(tree.root()).unwrap().count() as u64;
+            assert_eq!((names.len() as u64, more), (3, all - 3));
         }
     }
 
@@ -944,7 +956,7 @@ mod tests {
                 write_temp(&t, b"fresh");
                 // Not there yet, by any lookup or listing.
                 assert_eq!(outcome(&root, "sub/new.txt"), E(libc::ENOENT), "{how}");
-                let listed: Vec<_> = root.read_dir("sub").unwrap();
+                let listed = root.read_dir("sub").unwrap().entries;
                 assert!(listed.iter().all(|e| e.name != b"new.txt"), "{how}");
                 assert!(
                     listed

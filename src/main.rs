@@ -6,7 +6,7 @@ use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
-use ringserve::proto::http1::{HttpConfig, HttpFactory};
+use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
@@ -117,6 +117,22 @@ enum BackendArg {
     Auto,
     Uring,
     Epoll,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DotfilesArg {
+    /// 404 for any path with a segment starting with `.`; left out of listings.
+    Deny,
+    /// Served and listed like other names.
+    Allow,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EtagArg {
+    /// Modification time (ns) and size: copies made with `cp -a` or rsync -t agree.
+    MtimeSize,
+    /// Device, inode, mtime and size: unique to this host's file.
+    Inode,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -289,6 +305,17 @@ struct ServeArgs {
     /// Longest request-target in bytes; longer gets 414.
     #[arg(long, value_name = "BYTES", default_value_t = 8192)]
     max_uri_bytes: usize,
+    /// Most header field lines in one request (1 to 10000); more gets 431.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    max_header_fields: u16,
+    /// HTTP: names starting with `.` (`.git`, `.env`). /.well-known/ is always served.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "deny")]
+    dotfiles: DotfilesArg,
+    /// HTTP: what a file's ETag is made of. Servers of copies of one tree agree on
+    /// mtime-size ETags, so a client may switch between them and keep its cache.
+    #[arg(long, value_enum, value_name = "FORM", default_value = "mtime-size")]
+    etag: EtagArg,
 }
 
 impl ServeArgs {
@@ -350,6 +377,15 @@ impl ServeArgs {
             access_log: self.access_log,
             max_header_bytes: self.max_header_bytes,
             max_uri_bytes: self.max_uri_bytes,
+            max_header_fields: usize::from(self.max_header_fields),
+            dotfiles: match self.dotfiles {
+                DotfilesArg::Deny => Dotfiles::Deny,
+                DotfilesArg::Allow => Dotfiles::Allow,
+            },
+            etag: match self.etag {
+                EtagArg::MtimeSize => Etag::MtimeSize,
+                EtagArg::Inode => Etag::Inode,
+            },
             ..HttpConfig::default()
         };
         (cfg, http, xfer, listens)

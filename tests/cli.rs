@@ -189,6 +189,9 @@ fn serve_help_documents_every_knob_and_its_default() {
         "--access-log",
         "--max-header-bytes",
         "--max-uri-bytes",
+        "--max-header-fields",
+        "--dotfiles",
+        "--etag",
         "--backlog",
         "--sndbuf",
     ] {

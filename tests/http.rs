@@ -461,13 +461,15 @@ backend_test! {
         get(srv.addr, "/nope");
         assert_eq!(srv.stop_with(libc::SIGTERM), Some(0));
         let text = std::fs::read_to_string(Path::new(&log)).unwrap();
+        // Written as each send ends, so two connections' lines may come in either
+        // order (as with nginx's workers); one connection's are in request order.
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "[{b}] {text}");
         assert!(
-            lines[0].contains("\"GET /hello.txt HTTP/1.1\" 200 12"),
+            lines.iter().any(|l| l.contains("\"GET /hello.txt HTTP/1.1\" 200 12 ")),
             "{text}"
         );
-        assert!(lines[1].contains("\" 404 "), "{text}");
+        assert!(lines.iter().any(|l| l.contains("\"GET /nope HTTP/1.1\" 404 ")), "{text}");
     }
 }
 
@@ -551,5 +553,255 @@ backend_test! {
         let (status, len, got) = get_raw(srv.addr, "/s").expect("a response");
         assert_eq!((status, len, got.len()), (200, 100, 100), "[{b}]");
         assert_eq!(got[..], body[..100], "[{b}]");
+    }
+}
+
+/// The links of an HTML listing, as they appear in `href`.
+fn hrefs(html: &str) -> Vec<String> {
+    html.match_indices("<a href=\"")
+        .map(|(i, _)| &html[i + 9..])
+        .map(|s| s[..s.find('"').unwrap()].to_string())
+        .collect()
+}
+
+backend_test! {
+    fn dotfiles_are_hidden_by_default_but_well_known_is_served(b) {
+        let root = temp_dir("dotfiles");
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir_all(root.join(".well-known/acme-challenge")).unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join(".git/config"), "[core]\n").unwrap();
+        std::fs::write(root.join("sub/.env"), "SECRET=1\n").unwrap();
+        std::fs::write(root.join("sub/ok.txt"), "ok").unwrap();
+        std::fs::write(root.join(".well-known/security.txt"), "Contact: x\n").unwrap();
+        std::fs::write(root.join(".well-known/acme-challenge/tok"), "tok").unwrap();
+        let srv = Srv::start(b, &root, &["--listing"]);
+        for path in ["/.git/config", "/.git/", "/%2egit/config", "/sub/.env", "/sub/../.git/config"] {
+            assert_eq!(get(srv.addr, path).status, 404, "[{b}] {path}");
+        }
+        assert_eq!(get(srv.addr, "/.well-known/security.txt").body, b"Contact: x\n", "[{b}]");
+        assert_eq!(get(srv.addr, "/.well-known/acme-challenge/tok").body, b"tok", "[{b}]");
+        let top = String::from_utf8(get(srv.addr, "/").body).unwrap();
+        assert_eq!(hrefs(&top), [".well-known/", "sub/"], "[{b}] {top}");
+        let sub = String::from_utf8(get(srv.addr, "/sub/").body).unwrap();
+        assert_eq!(hrefs(&sub), ["../", "ok.txt"], "[{b}] {sub}");
+
+        let srv = Srv::start(b, &root, &["--listing", "--dotfiles", "allow"]);
+        assert_eq!(get(srv.addr, "/.git/config").body, b"[core]\n", "[{b}] allow");
+        assert_eq!(get(srv.addr, "/sub/.env").status, 200, "[{b}] allow");
+        let sub = String::from_utf8(get(srv.addr, "/sub/").body).unwrap();
+        assert_eq!(hrefs(&sub), ["../", ".env", "ok.txt"], "[{b}] {sub}");
+    }
+}
+
+backend_test! {
+    fn a_file_asked_for_as_a_directory_is_not_found(b) {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[]);
+        for path in ["/hello.txt/", "/hello.txt/.", "/site/index.html/", "/inside/"] {
+            assert_eq!(get(srv.addr, path).status, 404, "[{b}] {path}");
+        }
+        assert_eq!(get(srv.addr, "/hello.txt").status, 200, "[{b}]");
+    }
+}
+
+backend_test! {
+    fn every_listed_name_is_fetchable_by_its_link(b) {
+        use std::os::unix::ffi::OsStrExt;
+        let root = temp_dir("names");
+        let dir = root.join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: [&[u8]; 9] = [
+            b"back\\slash.txt",
+            b"100%.txt",
+            b"hash#tag",
+            b"what?.txt",
+            b"with space",
+            b"quote\"and'apos",
+            b"\xff\xfe.bin",
+            b"caf\xc3\xa9 <&>",
+            b"sub dir\\#?%\xff",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            if i == names.len() - 1 {
+                std::fs::create_dir(&path).unwrap();
+                std::fs::write(path.join("inner.txt"), "inner").unwrap();
+            } else {
+                std::fs::write(&path, format!("file {i}")).unwrap();
+            }
+        }
+        let srv = Srv::start(b, &root, &["--listing"]);
+        let l = get(srv.addr, "/d/");
+        assert_eq!(l.status, 200, "[{b}]");
+        let html = String::from_utf8(l.body).unwrap();
+        let links: Vec<String> = hrefs(&html).into_iter().filter(|h| h != "../").collect();
+        assert_eq!(links.len(), names.len(), "[{b}] {html}");
+        let mut bodies = Vec::new();
+        for link in &links {
+            let r = get(srv.addr, &format!("/d/{link}"));
+            assert_eq!(r.status, 200, "[{b}] /d/{link}");
+            if link.ends_with('/') {
+                let sub = String::from_utf8(r.body).unwrap();
+                let inner = format!("/d/{link}inner.txt");
+                assert!(hrefs(&sub).contains(&"inner.txt".to_string()), "[{b}] {sub}");
+                bodies.push(get(srv.addr, &inner).body);
+            } else {
+                bodies.push(r.body);
+            }
+        }
+        bodies.sort();
+        let mut want: Vec<Vec<u8>> = (0..names.len() - 1)
+            .map(|i| format!("file {i}").into_bytes())
+            .chain([b"inner".to_vec()])
+            .collect();
+        want.sort();
+        assert_eq!(bodies, want, "[{b}]");
+        // The text is escaped, never raw markup.
+        assert!(html.contains("caf\u{e9} &lt;&amp;&gt;"), "[{b}] {html}");
+        assert!(html.contains("quote&quot;and&#39;apos"), "[{b}] {html}");
+        // And a directory whose name needs escaping redirects to itself, escaped.
+        let link = links.iter().find(|l| l.ends_with('/')).unwrap();
+        let r = get(srv.addr, &format!("/d/{}", link.trim_end_matches('/')));
+        assert_eq!(r.status, 301, "[{b}]");
+        assert_eq!(r.header("location"), Some(format!("/d/{link}").as_str()), "[{b}]");
+    }
+}
+
+backend_test! {
+    fn names_too_long_and_special_files_are_client_errors(b) {
+        let root = tree();
+        std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        let srv = Srv::start(b, &root, &[]);
+        let long_name = format!("/{}", "n".repeat(256));
+        // Past PATH_MAX (4096) with every component short, within --max-uri-bytes.
+        let long_path = format!("{}/x", "/d".repeat(2100));
+        for (path, status) in [
+            (long_name.as_str(), 404),
+            (long_path.as_str(), 404),
+            ("/sock", 403),
+        ] {
+            let r = get(srv.addr, path);
+            assert_eq!(r.status, status, "[{b}] {}", &path[..20.min(path.len())]);
+        }
+        assert_eq!(get(srv.addr, "/hello.txt").status, 200, "[{b}]");
+    }
+}
+
+/// `GET path` with extra header lines.
+fn get_with(addr: std::net::SocketAddr, path: &str, extra: &str) -> Resp {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n"),
+    )
+}
+
+backend_test! {
+    fn a_future_mtime_is_never_a_later_last_modified_than_date(b) {
+        use std::os::unix::fs::MetadataExt;
+        let root = temp_dir("future");
+        let f = root.join("f");
+        std::fs::write(&f, "future").unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(86_400 * 365);
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(later).unwrap();
+        let srv = Srv::start(b, &root, &[]);
+        let r = get(srv.addr, "/f");
+        assert_eq!(r.status, 200, "[{b}]");
+        assert_eq!(r.header("last-modified"), r.header("date"), "[{b}]");
+        // The ETag still names the real version.
+        let m = std::fs::metadata(&f).unwrap();
+        let etag = format!("\"{:x}{:08x}-{:x}\"", m.mtime(), m.mtime_nsec(), m.len());
+        assert_eq!(r.header("etag"), Some(etag.as_str()), "[{b}]");
+    }
+}
+
+backend_test! {
+    fn servers_of_copies_made_with_cp_a_agree_on_etags(b) {
+        let top = temp_dir("replicas");
+        let a = top.join("a");
+        std::fs::create_dir_all(a.join("sub")).unwrap();
+        std::fs::write(a.join("sub/f.txt"), "0123456789").unwrap();
+        let copy = Command::new("cp").arg("-a").arg(&a).arg(top.join("b")).status();
+        assert!(copy.is_ok_and(|s| s.success()), "cp -a");
+        let one = Srv::start(b, &a, &[]);
+        let two = Srv::start(b, &top.join("b"), &[]);
+        let etag = get(one.addr, "/sub/f.txt").header("etag").unwrap().to_string();
+        assert_eq!(
+            get(two.addr, "/sub/f.txt").header("etag"),
+            Some(etag.as_str()),
+            "[{b}] replicas disagree"
+        );
+        let inm = get_with(two.addr, "/sub/f.txt", &format!("If-None-Match: {etag}\r\n"));
+        assert_eq!(inm.status, 304, "[{b}] the other's If-None-Match");
+        let ir = get_with(
+            two.addr,
+            "/sub/f.txt",
+            &format!("Range: bytes=2-4\r\nIf-Range: {etag}\r\n"),
+        );
+        assert_eq!((ir.status, &ir.body[..]), (206, &b"234"[..]), "[{b}] the other's If-Range");
+        // --etag inode: each host's own, so copies differ.
+        let one = Srv::start(b, &a, &["--etag", "inode"]);
+        let two = Srv::start(b, &top.join("b"), &["--etag", "inode"]);
+        let e1 = get(one.addr, "/sub/f.txt").header("etag").unwrap().to_string();
+        let e2 = get(two.addr, "/sub/f.txt").header("etag").unwrap().to_string();
+        assert_ne!(e1, e2, "[{b}] inode etags of two copies");
+        assert!(e1.ends_with(&etag[1..]), "[{b}] {e1} carries {etag}");
+    }
+}
+
+backend_test! {
+    fn a_listing_cut_at_its_cap_says_how_many_it_left_out(b) {
+        let root = temp_dir("big-dir");
+        let dir = root.join("many");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The cap is 10,000 (fs::MAX_DIR_ENTRIES).
+        for i in 0..10_003 {
+            std::fs::File::create(dir.join(format!("f{i:05}"))).unwrap();
+        }
+        std::fs::create_dir_all(root.join("few")).unwrap();
+        std::fs::File::create(root.join("few/one")).unwrap();
+        let srv = Srv::start(b, &root, &["--listing"]);
+        let html = String::from_utf8(get(srv.addr, "/many/").body).unwrap();
+        assert_eq!(hrefs(&html).len(), 1 + 10_000, "[{b}] the parent link and the cap");
+        assert!(
+            html.contains("Partial listing:</strong> 3 more entries in this directory are not shown"),
+            "[{b}] a cut listing must say so"
+        );
+        let html = String::from_utf8(get(srv.addr, "/few/").body).unwrap();
+        assert!(!html.contains("Partial"), "[{b}] {html}");
+    }
+}
+
+backend_test! {
+    fn methods_codings_versions_and_limits_as_rfc_9110_and_9112_say(b) {
+        let root = tree();
+        std::fs::write(root.join("empty"), "").unwrap();
+        let srv = Srv::start(b, &root, &["--max-header-fields", "5"]);
+        let req = |raw: &str| request(srv.addr, raw);
+        for m in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let r = req(&format!("{m} /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+            assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")), "[{b}] {m}");
+        }
+        let r = req("BREW /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.status, 501, "[{b}] unknown method");
+        let r = req("OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!((r.status, r.header("allow")), (200, Some("GET, HEAD")), "[{b}] OPTIONS *");
+        let r = req("GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(r.status, 501, "[{b}] unknown transfer coding");
+        let r = req("GET /hello.txt HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert_eq!((r.status, &r.body[..]), (200, &b"hello world\n"[..]), "[{b}] HTTP/1.2");
+        assert!(r.header("date").is_some());
+        assert_eq!(req("GET /hello.txt HTTP/2.0\r\nHost: t\r\n\r\n").status, 505, "[{b}]");
+        let r = req("GET /empty HTTP/1.1\r\nHost: t\r\nConnection: close\r\nRange: bytes=-5\r\n\r\n");
+        assert_eq!(
+            (r.status, r.header("content-range")),
+            (416, Some("bytes */0")),
+            "[{b}] a suffix range of an empty file"
+        );
+        // --max-header-fields 5: Host and four more pass, a sixth is 431.
+        let fields = |n: usize| -> String { (0..n).map(|i| format!("X-{i}: v\r\n")).collect() };
+        let head = |n| format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{}\r\n", fields(n));
+        assert_eq!(req(&head(3)).status, 200, "[{b}]");
+        assert_eq!(req(&head(4)).status, 431, "[{b}] over --max-header-fields");
     }
 }

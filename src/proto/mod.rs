@@ -38,8 +38,10 @@ pub mod http1;
 pub mod xfer;
 
 mod file;
+mod name;
 
 pub use file::{FileRef, TempFile};
+pub use name::{path_bytes, path_from_bytes};
 
 use std::io;
 use std::net::SocketAddr;
@@ -129,7 +131,8 @@ pub struct RecvFile {
 }
 
 /// A file-system operation. Every path is relative, `/`-separated and already
-/// normalised ("" is the root itself); the backend resolves it beneath the root exactly
+/// normalised ("" is the root itself), with any byte of a name that is not UTF-8
+/// escaped as [`path_from_bytes`] does; the backend resolves it beneath the root exactly
 /// as it opens files (`openat2(RESOLVE_BENEATH)` or the safe walk) and still refuses any
 /// escape. One enum rather than a trait method per operation, so the contract grows in
 /// one place.
@@ -164,7 +167,7 @@ pub enum FsOp {
 #[derive(Debug)]
 pub enum FsDone {
     Opened(io::Result<Opened>),
-    Listed(io::Result<Vec<DirEntry>>),
+    Listed(io::Result<Listing>),
     Created(io::Result<TempFile>),
     Linked(io::Result<()>),
     Removed(io::Result<()>),
@@ -199,6 +202,25 @@ pub struct FileMeta {
 pub struct Opened {
     pub file: FileRef,
     pub meta: FileMeta,
+}
+
+/// A directory's entries, as many as the backend keeps (`fs::MAX_DIR_ENTRIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<DirEntry>,
+    /// Entries the directory has beyond those kept: 0 when the listing is whole.
+    pub omitted: u64,
+}
+
+impl Listing {
+    /// The entries kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// One entry of a directory listing.

@@ -214,11 +214,18 @@ pub fn readlink_fd(link: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 struct DirentBuf([u8; 32 * 1024]);
 
 /// Reads the names in `dir` (a directory opened for reading, at its start), without
-/// `.` and `..`, stopping after `max` names.
-pub fn dir_names(dir: BorrowedFd<'_>, max: usize) -> io::Result<Vec<CString>> {
+/// `.` and `..` and without those `keep` refuses, keeping the first `max`; returns them
+/// and how many more there were. Those are only counted (the rest of the directory is
+/// read, nothing is kept), so a listing can say how much it leaves out.
+pub fn dir_names(
+    dir: BorrowedFd<'_>,
+    max: usize,
+    keep: impl Fn(&CStr) -> bool,
+) -> io::Result<(Vec<CString>, u64)> {
     let mut buf = Box::new(DirentBuf([0; 32 * 1024]));
     let mut names = Vec::new();
-    while names.len() < max {
+    let mut more = 0u64;
+    loop {
         // SAFETY: `dir` is live for the borrow and `buf` is valid for writing its length.
         let n = unsafe {
             syscall!(syscall(
@@ -232,10 +239,18 @@ pub fn dir_names(dir: BorrowedFd<'_>, max: usize) -> io::Result<Vec<CString>> {
             break;
         }
         let filled = &buf.0[..n as usize];
-        let batch = dirent_names(filled).filter(|name| !matches!(name.to_bytes(), b"." | b".."));
-        names.extend(batch.take(max - names.len()).map(CStr::to_owned));
+        let batch = dirent_names(filled)
+            .filter(|name| !matches!(name.to_bytes(), b"." | b".."))
+            .filter(|name| keep(name));
+        for name in batch {
+            if names.len() < max {
+                names.push(name.to_owned());
+            } else {
+                more += 1;
+            }
+        }
     }
-    Ok(names)
+    Ok((names, more))
 }
 
 /// The names in a buffer `getdents64` filled. Each record is `d_ino: u64, d_off: i64,

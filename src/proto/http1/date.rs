@@ -22,6 +22,13 @@ pub fn parse(value: &str) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
+/// `now` in the seconds a `Date` header says.
+pub fn secs(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .min(MAX_SECS)
+}
+
 /// The `Date` header value, formatted at most once per second of `now`.
 #[derive(Debug, Default)]
 pub struct DateCache {
@@ -31,10 +38,7 @@ pub struct DateCache {
 
 impl DateCache {
     pub fn get(&mut self, now: SystemTime) -> &str {
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .min(MAX_SECS);
+        let secs = secs(now);
         if self.text.is_empty() || secs != self.secs {
             self.secs = secs;
             self.text = format(secs);

@@ -7,14 +7,33 @@ use super::log::LogFields;
 use super::status::Status;
 use super::HttpConfig;
 
-/// Field lines accepted in one head; more is 431.
-const MAX_HEADERS: usize = 100;
+/// Field slots kept on the stack; a larger `max_header_fields` takes them from the heap.
+const STACK_HEADERS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
     Head,
-    Other,
+    Options,
+    /// A method this server knows but no resource here allows: 405.
+    NotAllowed,
+    /// A method it does not know (methods are case-sensitive): 501.
+    Unknown,
+}
+
+impl Method {
+    fn of(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            // RFC 9110 §9, PATCH (RFC 5789) and WebDAV's (RFC 4918): registered methods
+            // that a static file server refuses.
+            "POST" | "PUT" | "DELETE" | "CONNECT" | "TRACE" | "PATCH" | "PROPFIND"
+            | "PROPPATCH" | "MKCOL" | "COPY" | "MOVE" | "LOCK" | "UNLOCK" => Method::NotAllowed,
+            _ => Method::Unknown,
+        }
+    }
 }
 
 /// Whether the connection outlives this exchange, and what the response says about it.
@@ -81,8 +100,15 @@ impl From<Status> for Rejected {
 /// Parses a head at the start of `input`: `Ok(None)` until it is complete, then the
 /// request and the head's length.
 pub fn parse(input: &[u8], cfg: &HttpConfig) -> Result<Option<(Request, usize)>, Rejected> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let headers = if cfg.max_header_fields <= STACK_HEADERS {
+        &mut stack[..cfg.max_header_fields]
+    } else {
+        heap.resize(cfg.max_header_fields, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(headers);
     let len = match req.parse(input) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return check_partial(input, cfg).map(|()| None),
@@ -110,11 +136,7 @@ pub fn parse(input: &[u8], cfg: &HttpConfig) -> Result<Option<(Request, usize)>,
         };
         LogFields::new(method, target, minor, field("referer"), field("user-agent"))
     });
-    let method = match method {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        _ => Method::Other,
-    };
+    let method = Method::of(method);
     match fields(req.headers, minor, cfg) {
         Ok((persist, framing, conditions)) => Ok(Some((
             Request {
@@ -149,39 +171,56 @@ pub fn check_partial(input: &[u8], cfg: &HttpConfig) -> Result<(), Rejected> {
     Ok(())
 }
 
-/// httparse knows only 1.0 and 1.1. A well-formed request line naming another version is
-/// 505; anything else is 400. Until the line is complete, there is nothing to decide.
+/// httparse knows only 1.0 and 1.1. Another HTTP/1 minor version is read as 1.1, the
+/// highest this server speaks (RFC 9110 §6.2, RFC 9112 §2.3); any other well-formed
+/// version (2.0 and up, 0.x) is 505, and anything else 400. Until the line is complete,
+/// there is nothing to decide.
 fn bad_version(input: &[u8], cfg: &HttpConfig) -> Result<Option<(Request, usize)>, Rejected> {
-    let (line, complete) = request_line(input);
+    let (start, line, complete) = request_line_at(input);
     if !complete {
         return check_partial(input, cfg).map(|()| None);
     }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.splitn(3, |&b| b == b' ');
-    let well_formed = matches!(
-        (parts.next(), parts.next(), parts.next()),
-        (Some([_, ..]), Some([_, ..]), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]))
-            if major.is_ascii_digit() && minor.is_ascii_digit()
-    );
-    Err(if well_formed {
-        Status::HttpVersionNotSupported
-    } else {
-        Status::BadRequest
+    let version = match (parts.next(), parts.next(), parts.next()) {
+        (
+            Some([_, ..]),
+            Some([_, ..]),
+            Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]),
+        ) if major.is_ascii_digit() && minor.is_ascii_digit() => Some((*major, *minor)),
+        _ => None,
+    };
+    match version {
+        Some((b'1', minor)) if minor > b'1' => {
+            // The same head, naming 1.1: the same length, parsed as 1.1.
+            let mut as_11 = input.to_vec();
+            if let Some(b) = as_11.get_mut(start + line.len() - 1) {
+                *b = b'1';
+            }
+            parse(&as_11, cfg)
+        }
+        Some(_) => Err(Status::HttpVersionNotSupported.into()),
+        None => Err(Status::BadRequest.into()),
     }
-    .into())
 }
 
 /// The request line, without its LF, after any leading empty lines (which RFC 9112 §2.2
 /// lets a server skip); and whether its LF has arrived.
 fn request_line(input: &[u8]) -> (&[u8], bool) {
+    let (_, line, complete) = request_line_at(input);
+    (line, complete)
+}
+
+/// [`request_line`], with where in `input` the line starts.
+fn request_line_at(input: &[u8]) -> (usize, &[u8], bool) {
     let start = input
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(input.len());
     let rest = input.get(start..).unwrap_or_default();
     match rest.iter().position(|&b| b == b'\n') {
-        Some(end) => (rest.split_at(end).0, true),
-        None => (rest, false),
+        Some(end) => (start, rest.split_at(end).0, true),
+        None => (start, rest, false),
     }
 }
 
@@ -196,6 +235,8 @@ fn fields(
     let mut length = None;
     let mut transfer_encoding = false;
     let mut chunked = false;
+    // A coding other than chunked (gzip, or one never heard of): this server decodes none.
+    let mut other_coding = false;
     let (mut close, mut keep_alive, mut expect_continue) = (false, false, false);
     let mut c = Conditions::default();
     for h in headers {
@@ -223,6 +264,7 @@ fn fields(
                     return Err(Status::BadRequest);
                 }
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
+                other_coding |= !chunked;
             }
         } else if is("connection") {
             for token in list(value) {
@@ -253,6 +295,9 @@ fn fields(
         // has no chunked coding, so its framing cannot be trusted (§6.1).
         (true, Some(_)) => return Err(Status::BadRequest),
         (true, None) if minor == 0 || !chunked => return Err(Status::BadRequest),
+        // Framed, but in a coding it cannot undo: 501 (RFC 9112 §6.1). Without chunked
+        // last the length is unknowable, which stays 400 (§6.3), as above.
+        (true, None) if other_coding => return Err(Status::NotImplemented),
         (true, None) => Framing::Chunked,
         (false, Some(n)) if n > 0 => Framing::Length(n),
         (false, _) => Framing::None,

@@ -25,7 +25,7 @@ mod status;
 mod tests;
 
 use super::{
-    Chunk, DirEntry, FileKind, FsDone, FsOp, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
+    Chunk, FileKind, FsDone, FsOp, Listing, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
 };
 use head::{Method, Persist, Request};
 use reader::Reader;
@@ -50,8 +50,37 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Largest request body read and discarded; larger gets 413 and close.
     pub max_body_discard: u64,
+    /// Most field lines in one request head; more gets 431.
+    pub max_header_fields: usize,
     /// Most ranges honoured in one Range header; more and the header is ignored.
     pub max_ranges: usize,
+    /// Whether names starting with `.` are served and listed.
+    pub dotfiles: Dotfiles,
+    /// What a file's ETag is made of.
+    pub etag: Etag,
+}
+
+/// What a file's strong ETag is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Etag {
+    /// Modification time (ns) and size: what a copy (`cp -a`, rsync `-t`) keeps, so
+    /// servers of replicated trees give one file one ETag.
+    #[default]
+    MtimeSize,
+    /// Device and inode too: a file replaced by one with the same size and mtime still
+    /// gets a new ETag, but only on this host.
+    Inode,
+}
+
+/// What HTTP does with dotfiles: a path segment that starts with `.` (`.git`, `.env`,
+/// `.htpasswd`). `/.well-known/` is always served (RFC 8615).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dotfiles {
+    /// 404 for any path with such a segment, and left out of listings.
+    #[default]
+    Deny,
+    /// Served and listed like any other name.
+    Allow,
 }
 
 impl Default for HttpConfig {
@@ -62,7 +91,10 @@ impl Default for HttpConfig {
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             max_body_discard: 1024 * 1024,
+            max_header_fields: 100,
             max_ranges: 64,
+            dotfiles: Dotfiles::Deny,
+            etag: Etag::MtimeSize,
         }
     }
 }
@@ -109,7 +141,7 @@ enum Stage {
     /// requests (`Read`) carries no request-sized state: idle connections are cheap.
     Pending(Box<Job>),
     Opened(Box<Job>, io::Result<Opened>),
-    Listed(Box<Job>, io::Result<Vec<DirEntry>>),
+    Listed(Box<Job>, io::Result<Listing>),
     /// The last response asked for the connection to close.
     Closed,
 }
@@ -160,13 +192,22 @@ impl Http1 {
 
     fn start(&mut self, now: SystemTime, req: Request) -> Step {
         let target = match req.method {
-            Method::Other => None,
-            Method::Get | Method::Head => Some(path::resolve(&req.target)),
+            Method::Unknown => return self.reply(now, &req, Reply::error(Status::NotImplemented)),
+            // The server as a whole (RFC 9110 §9.3.7): what its resources allow.
+            Method::Options if req.target == "*" => return self.reply(now, &req, Reply::options()),
+            // No resource here allows anything but GET and HEAD, OPTIONS included.
+            Method::NotAllowed | Method::Options => {
+                return self.reply(now, &req, Reply::error(Status::MethodNotAllowed))
+            }
+            Method::Get | Method::Head => path::resolve(&req.target),
         };
         match target {
-            None => self.reply(now, &req, Reply::error(Status::MethodNotAllowed)),
-            Some(None) => self.reply(now, &req, Reply::error(Status::BadRequest)),
-            Some(Some(t)) => self.pending(Box::new(Job {
+            None => self.reply(now, &req, Reply::error(Status::BadRequest)),
+            // Not there as far as a client can tell: no hint that something is hidden.
+            Some(t) if t.dotfile && self.cfg.dotfiles == Dotfiles::Deny => {
+                self.reply(now, &req, Reply::error(Status::NotFound))
+            }
+            Some(t) => self.pending(Box::new(Job {
                 req,
                 rel: t.rel,
                 dir: t.dir,
@@ -188,6 +229,10 @@ impl Http1 {
             Err(e) => return self.reply(now, &job.req, Reply::open_error(&e)),
         };
         match (job.look, opened.meta.kind) {
+            // `/file.txt/` or `/file.txt/.`: a file is no directory (POSIX ENOTDIR).
+            (Look::Target, FileKind::File) if job.dir => {
+                self.reply(now, &job.req, Reply::error(Status::NotFound))
+            }
             (_, FileKind::File) => {
                 let path = if job.look == Look::Index {
                     "index.html"
@@ -198,12 +243,12 @@ impl Http1 {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
                     ^ self.responses;
-                let max_ranges = self.cfg.max_ranges;
                 let reply = Reply::file(
                     opened,
                     mime::content_type(path),
                     &job.req.conditions,
-                    max_ranges,
+                    &self.cfg,
+                    date::secs(now),
                     seed,
                 );
                 self.reply(now, &job.req, reply)
@@ -341,8 +386,8 @@ impl Protocol for Http1 {
             // Asked again before the answer came: ask again.
             Stage::Pending(job) => self.pending(job),
             Stage::Opened(job, result) => self.opened(now, job, result),
-            Stage::Listed(job, Ok(entries)) => {
-                let reply = Reply::listing(&job.rel, entries);
+            Stage::Listed(job, Ok(listing)) => {
+                let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles);
                 self.reply(now, &job.req, reply)
             }
             Stage::Listed(job, Err(e)) => self.reply(now, &job.req, Reply::open_error(&e)),

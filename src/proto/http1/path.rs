@@ -1,20 +1,29 @@
 //! Request-target to served path: the only place a URL becomes a file name, so every
 //! check that keeps a request beneath the root starts here (the resolver checks again).
 
+use crate::proto::path_from_bytes;
 use std::fmt::Write;
 
 /// A request-target reduced to a normalised path relative to the served root.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Target {
-    /// `/`-separated, no empty, `.` or `..` segments; `""` is the root.
+    /// `/`-separated, no empty, `.` or `..` segments; `""` is the root. The raw bytes
+    /// the escapes stood for, in the contract's form (`proto::path_from_bytes`), so a
+    /// name that is not UTF-8 is still found.
     pub rel: String,
     /// The path named a directory: it ended in `/` (or a dot segment, which RFC 3986
-    /// §5.2.4 resolves to one). A directory asked for without it is redirected.
+    /// §5.2.4 resolves to one). A directory asked for without it is redirected, a file
+    /// asked for with it is not found.
     pub dir: bool,
+    /// A segment names a dotfile (`.git`, `.env`): one that starts with `.`, except
+    /// `.well-known` at the top (RFC 8615).
+    pub dotfile: bool,
 }
 
 /// Parses an origin-form (`/p?q`) or absolute-form (`http://h/p?q`) target. `None` means
-/// 400: another form, a bad or forbidden escape, non-UTF-8, or `..` above the root.
+/// 400: another form, a bad escape or a NUL, or `..` above the root. Any other byte,
+/// escaped or not, is a name's byte: `\` is an ordinary character on Linux, and a name
+/// need not be UTF-8.
 pub fn resolve(target: &str) -> Option<Target> {
     let path = if target.starts_with('/') {
         target
@@ -25,21 +34,29 @@ pub fn resolve(target: &str) -> Option<Target> {
     if path.contains('#') {
         return None;
     }
-    let decoded = String::from_utf8(decode(path)?).ok()?;
-    let mut segments = Vec::new();
-    for segment in decoded.split('/') {
+    let decoded = decode(path)?;
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in decoded.split(|&b| b == b'/') {
         match segment {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 segments.pop()?;
             }
             s => segments.push(s),
         }
     }
-    let dir = matches!(decoded.rsplit('/').next(), Some("" | "." | ".."));
+    let dir = matches!(
+        decoded.rsplit(|&b| b == b'/').next(),
+        Some(b"" | b"." | b"..")
+    );
+    let dotfile = segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| s.first() == Some(&b'.') && !(i == 0 && *s == b".well-known"));
     Some(Target {
-        rel: segments.join("/"),
+        rel: path_from_bytes(&segments.join(&b'/')),
         dir,
+        dotfile,
     })
 }
 
@@ -53,8 +70,8 @@ fn absolute_path(target: &str) -> Option<&str> {
     Some(if path.starts_with('/') { path } else { "/" })
 }
 
-/// Percent-decodes, refusing malformed escapes, NUL and backslash (literal or escaped):
-/// no file name needs them and each has fooled some path check somewhere.
+/// Percent-decodes to raw bytes, refusing malformed escapes and NUL (literal or
+/// escaped): no Linux name holds one.
 fn decode(path: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(path.len());
     let mut bytes = path.bytes();
@@ -64,7 +81,7 @@ fn decode(path: &str) -> Option<Vec<u8>> {
         } else {
             b
         };
-        if b == 0 || b == b'\\' {
+        if b == 0 {
             return None;
         }
         out.push(b);
@@ -122,11 +139,42 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_escapes_nul_backslash_and_non_utf8() {
-        for t in [
-            "/a%", "/a%2", "/a%zz", "/a%00b", "/a\\b", "/a%5cb", "/a%5Cb", "/%C3%28", "/a#f",
-        ] {
+    fn refuses_bad_escapes_and_nul() {
+        for t in ["/a%", "/a%2", "/a%zz", "/a%00b", "/a#f"] {
             assert_eq!(resolve(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn backslash_and_non_utf8_are_name_bytes() {
+        assert_eq!(rel("/a\\b"), Some(("a\\b".into(), false)));
+        assert_eq!(rel("/a%5Cb"), Some(("a\\b".into(), false)));
+        assert_eq!(rel("/d/%FF%FE.bin"), Some(("d/\0ff\0fe.bin".into(), false)));
+        assert_eq!(rel("/%C3%28"), Some(("\0c3(".into(), false)));
+    }
+
+    #[test]
+    fn dotfiles_are_flagged_but_well_known_is_not() {
+        let dot = |t: &str| resolve(t).unwrap().dotfile;
+        for t in [
+            "/.git/config",
+            "/a/.env",
+            "/%2egit/",
+            "/.well-known/x/.h",
+            "/a/.well-known/",
+        ] {
+            assert!(dot(t), "{t}");
+        }
+        for t in [
+            "/",
+            "/a/b.txt",
+            "/.well-known/",
+            "/.well-known/acme/x",
+            "/a/./b",
+            "/a/b/..",
+            "/a..b",
+        ] {
+            assert!(!dot(t), "{t}");
         }
     }
 

@@ -7,7 +7,8 @@ use super::listing;
 use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
-use crate::proto::{Chunk, DirEntry, FileMeta, Opened};
+use super::{Dotfiles, Etag, HttpConfig};
+use crate::proto::{path_bytes, Chunk, FileMeta, Listing, Opened};
 use std::fmt::Write;
 use std::io;
 
@@ -39,13 +40,37 @@ impl Reply {
         }
     }
 
-    /// The answer to a failed open or listing.
+    /// `OPTIONS *`: what the server's resources allow, and no body.
+    pub fn options() -> Reply {
+        Reply {
+            status: Status::Ok,
+            fields: "Allow: GET, HEAD\r\n".into(),
+            body: Vec::new(),
+        }
+    }
+
+    /// The answer to a failed open or listing. A 5xx means the server failed; what the
+    /// request asked for (a name too long, a path through a file, a symlink loop, a
+    /// file it may not read) is the client's problem, a 4xx.
     pub fn open_error(e: &io::Error) -> Reply {
         let status = match e.raw_os_error() {
-            Some(libc::ENOTDIR) => Status::NotFound,
-            Some(libc::EXDEV | libc::ELOOP) => Status::Forbidden,
-            // Out of descriptors is transient: ask the client to come back.
-            Some(libc::EMFILE | libc::ENFILE) => Status::ServiceUnavailable,
+            // Nothing there by that name: missing, through a non-directory, longer than
+            // NAME_MAX or PATH_MAX, or a name this file system cannot spell.
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG | libc::EILSEQ) => {
+                Status::NotFound
+            }
+            // There, but not to be served: permissions, an escape from the root, a
+            // symlink loop, a special file that cannot be opened (a socket, a device
+            // without its driver).
+            Some(
+                libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP | libc::ENXIO | libc::ENODEV,
+            ) => Status::Forbidden,
+            // Out of descriptors or memory, or a lease in the way: transient, so ask the
+            // client to come back.
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN) => {
+                Status::ServiceUnavailable
+            }
+            // EIO, ESTALE, EINVAL (a path the HTTP layer should never have sent), ...
             _ => match e.kind() {
                 io::ErrorKind::NotFound => Status::NotFound,
                 io::ErrorKind::PermissionDenied => Status::Forbidden,
@@ -61,7 +86,7 @@ impl Reply {
     pub fn redirect(rel: &str, target: &str) -> Reply {
         let mut fields = String::from(HTML);
         fields.push_str("Location: /");
-        push_encoded(&mut fields, rel.as_bytes());
+        push_encoded(&mut fields, &path_bytes(rel).unwrap_or_default());
         if !rel.is_empty() {
             fields.push('/');
         }
@@ -77,25 +102,26 @@ impl Reply {
         }
     }
 
-    pub fn listing(rel: &str, entries: Vec<DirEntry>) -> Reply {
+    pub fn listing(rel: &str, listing: Listing, dotfiles: Dotfiles) -> Reply {
         Reply {
             status: Status::Ok,
             fields: HTML.into(),
-            body: vec![Chunk::Mem(listing::render(rel, entries))],
+            body: vec![Chunk::Mem(listing::render(rel, listing, dotfiles))],
         }
     }
 
-    /// A regular file, after preconditions and ranges. `seed` varies the multipart
-    /// boundary between responses.
+    /// A regular file, after preconditions and ranges. `now` is the response's Date in
+    /// seconds; `seed` varies the multipart boundary between responses.
     pub fn file(
         opened: Opened,
         content_type: &str,
         c: &Conditions,
-        max_ranges: usize,
+        cfg: &HttpConfig,
+        now: u64,
         seed: u64,
     ) -> Reply {
         let meta = opened.meta;
-        let v = validators(&meta);
+        let v = validators(&meta, cfg.etag, now);
         let mut fields = String::with_capacity(256);
         let _ = write!(
             fields,
@@ -122,7 +148,7 @@ impl Reply {
                     .as_deref()
                     .map_or(true, |ir| cond::if_range_holds(ir, &v)) =>
             {
-                range::resolve(r, meta.len, max_ranges)
+                range::resolve(r, meta.len, cfg.max_ranges)
             }
             _ => Ranges::Whole,
         };
@@ -195,15 +221,20 @@ impl Reply {
     }
 }
 
-/// A strong ETag from the identity and the version of the file: device, inode, size and
-/// modification time to the nanosecond.
-fn validators(m: &FileMeta) -> Validators {
+/// The validators of a file's version. The strong ETag is its modification time to the
+/// nanosecond and its size, in hex (`"<sec><nsec as 8 digits>-<size>"`, nginx's
+/// mtime-size with nanoseconds): what `cp -a` and rsync `-t` keep, so replicas of one
+/// tree agree. [`Etag::Inode`] puts the device and inode first, as before.
+/// Last-Modified is never later than `now`, the response's Date (RFC 9110 §8.8.2.1: a
+/// file with a future mtime); the ETag keeps the real time.
+fn validators(m: &FileMeta, form: Etag, now: u64) -> Validators {
+    let version = format!("{:x}{:08x}-{:x}", m.mtime_sec, m.mtime_nsec, m.len);
     Validators {
-        etag: format!(
-            "\"{:x}-{:x}-{:x}-{:x}{:08x}\"",
-            m.dev, m.ino, m.len, m.mtime_sec, m.mtime_nsec
-        ),
-        modified: date::clamp(m.mtime_sec),
+        etag: match form {
+            Etag::MtimeSize => format!("\"{version}\""),
+            Etag::Inode => format!("\"{:x}-{:x}-{version}\"", m.dev, m.ino),
+        },
+        modified: date::clamp(m.mtime_sec).min(now),
     }
 }
 

@@ -54,6 +54,7 @@ statuses! {
     RangeNotSatisfiable = 416 "Range Not Satisfiable",
     RequestHeaderFieldsTooLarge = 431 "Request Header Fields Too Large",
     InternalServerError = 500 "Internal Server Error",
+    NotImplemented = 501 "Not Implemented",
     ServiceUnavailable = 503 "Service Unavailable",
     HttpVersionNotSupported = 505 "HTTP Version Not Supported",
 }

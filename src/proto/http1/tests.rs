@@ -1,7 +1,7 @@
 //! Whole exchanges, driven against an in-memory backend that opens real temp files.
 
 use super::*;
-use crate::proto::{FileMeta, FileRef};
+use crate::proto::{DirEntry, FileMeta, FileRef};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
@@ -79,6 +79,14 @@ impl Fs {
         self
     }
 
+    /// Gives the file at `rel` another modification time.
+    pub fn mtime(mut self, rel: &str, secs: i64) -> Fs {
+        if let Some(Node::File(_, meta)) = self.nodes.get_mut(rel) {
+            meta.mtime_sec = secs;
+        }
+        self
+    }
+
     /// A sparse file: large without using disk.
     pub fn sparse(mut self, rel: &str, len: u64) -> Fs {
         let path = self.dir.join(format!("f{}", self.next_ino));
@@ -123,9 +131,12 @@ impl Fs {
         }
     }
 
-    fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
+    fn read_dir(&self, rel: &str) -> io::Result<Listing> {
         match self.nodes.get(rel) {
-            Some(Node::Dir(entries)) => Ok(entries.clone()),
+            Some(Node::Dir(entries)) => Ok(Listing {
+                entries: entries.clone(),
+                omitted: 0,
+            }),
             Some(Node::Fail(errno)) => Err(io::Error::from_raw_os_error(*errno)),
             _ => Err(io::ErrorKind::NotFound.into()),
         }
@@ -369,11 +380,53 @@ fn get_serves_file_with_validators() {
     assert_eq!(r.header("last-modified"), Some(MTIME_HTTP));
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
     assert_eq!(r.header("connection"), None);
-    let etag = r.header("etag").unwrap();
+    // mtime (seconds, then 8 digits of nanoseconds) and size, in hex: no inode.
+    assert_eq!(r.header("etag"), Some("\"6553f10000000005-64\""));
+}
+
+#[test]
+fn inode_etags_on_request() {
+    let t = exchange_with(
+        HttpConfig {
+            etag: Etag::Inode,
+            ..HttpConfig::default()
+        },
+        fs(),
+        get("/a.txt", "").as_bytes(),
+    );
+    let etag = t.only().header("etag").unwrap().to_owned();
     assert!(
-        etag.starts_with("\"801-") && etag.ends_with("-64-6553f10000000005\""),
+        etag.starts_with("\"801-") && etag.ends_with("-6553f10000000005-64\""),
         "{etag}"
     );
+}
+
+#[test]
+fn a_future_mtime_is_last_modified_now_and_keeps_its_etag() {
+    let future = NOW_SECS as i64 + 3600;
+    let t = exchange_with(
+        HttpConfig::default(),
+        Fs::new().file("f", b"x").mtime("f", future),
+        get("/f", "").as_bytes(),
+    );
+    let r = t.only();
+    assert_eq!(r.header("last-modified"), r.header("date"));
+    assert_eq!(
+        r.header("last-modified"),
+        Some(date::format(NOW_SECS).as_str())
+    );
+    assert_eq!(
+        r.header("etag"),
+        Some(format!("\"{future:x}00000005-1\"").as_str())
+    );
+    // Validated against the clamped time, as the client was told.
+    let lm = date::format(NOW_SECS);
+    let t = exchange_with(
+        HttpConfig::default(),
+        Fs::new().file("f", b"x").mtime("f", future),
+        get("/f", &format!("If-Modified-Since: {lm}\r\n")).as_bytes(),
+    );
+    assert_eq!(t.only().status, 304);
 }
 
 #[test]
@@ -428,6 +481,75 @@ fn other_methods_get_405_and_keep_the_connection() {
 }
 
 #[test]
+fn known_methods_get_405_unknown_ones_501_and_options_star_200() {
+    for m in [
+        "POST", "PUT", "DELETE", "PATCH", "TRACE", "OPTIONS", "PROPFIND",
+    ] {
+        let t = exchange(&format!("{m} /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = t.only();
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, Some("GET, HEAD")),
+            "{m}"
+        );
+        assert_eq!(t.wait, Some(Wait::Idle), "{m}");
+    }
+    for m in ["BREW", "get", "Head", "FOO"] {
+        let t = exchange(&format!("{m} /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = t.only();
+        r.check(false);
+        assert_eq!((r.status, r.header("allow")), (501, None), "{m}");
+        assert_eq!(t.wait, Some(Wait::Idle), "{m}");
+    }
+    let t = exchange("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = t.only();
+    r.check(false);
+    assert_eq!((r.status, r.header("allow")), (200, Some("GET, HEAD")));
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(t.opens.is_empty());
+    assert_eq!(one("GET * HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+}
+
+#[test]
+fn transfer_codings_it_cannot_undo_are_501() {
+    for te in ["gzip, chunked", "x-custom, chunked", "deflate,chunked"] {
+        let raw =
+            format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n0\r\n\r\n");
+        let t = exchange(&raw);
+        assert_eq!(t.only().status, 501, "{te}");
+        assert!(t.closed(), "{te}");
+    }
+    // Without chunked last the body's length cannot be known: 400 (RFC 9112 §6.3).
+    for te in ["gzip", "chunked, gzip", "chunked, chunked"] {
+        let raw = format!("GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(exchange(&raw).only().status, 400, "{te}");
+    }
+}
+
+#[test]
+fn the_header_field_limit_is_a_knob() {
+    let head = |n: usize| {
+        let fields: String = (0..n).map(|i| format!("X-{i}: v\r\n")).collect();
+        format!("GET /a.txt HTTP/1.1\r\nHost: x\r\n{fields}\r\n")
+    };
+    // Host plus 99 is the default's 100.
+    assert_eq!(one(&head(99)).status, 200);
+    assert_eq!(exchange(&head(100)).only().status, 431);
+    for (max, ok, over) in [(5, 4, 5), (300, 299, 300)] {
+        let cfg = HttpConfig {
+            max_header_fields: max,
+            ..HttpConfig::default()
+        };
+        let status = |n| {
+            exchange_with(cfg.clone(), fs(), head(n).as_bytes())
+                .only()
+                .status
+        };
+        assert_eq!((status(ok), status(over)), (200, 431), "{max}");
+    }
+}
+
+#[test]
 fn http10_closes_unless_keep_alive() {
     let t = exchange("GET /a.txt HTTP/1.0\r\n\r\n");
     assert_eq!(t.only().header("connection"), Some("close"));
@@ -441,7 +563,8 @@ fn http10_closes_unless_keep_alive() {
 fn other_versions() {
     for (line, status) in [
         ("GET / HTTP/2.0", 505),
-        ("GET / HTTP/1.2", 505),
+        ("GET / HTTP/0.9", 505),
+        ("GET / HTTP/3.1", 505),
         ("GET / HTTX/1.1", 400),
         ("GET /", 400),
         ("GET / HTTP/1.1x", 400),
@@ -451,6 +574,32 @@ fn other_versions() {
         assert_eq!(t.only().header("connection"), Some("close"));
         assert!(t.closed());
     }
+}
+
+#[test]
+fn later_http1_minor_versions_are_read_as_1_1() {
+    for v in ["1.2", "1.9"] {
+        let t = exchange(&format!(
+            "GET /a.txt HTTP/{v}\r\nHost: x\r\n\r\n{}",
+            get("/a.txt", "")
+        ));
+        assert_eq!((t.resp(0).status, t.resp(0).body.len()), (200, 100), "{v}");
+        assert_eq!(
+            t.resp(0).header("connection"),
+            None,
+            "{v}: kept alive as 1.1"
+        );
+        assert_eq!(t.resp(1).status, 200, "{v}: the next request follows");
+        // 1.1 rules: Host is required.
+        let t = exchange(&format!("GET /a.txt HTTP/{v}\r\n\r\n"));
+        assert_eq!(t.only().status, 400, "{v}");
+    }
+    // Split anywhere, the answer is the same.
+    let mut d = Driver::new(HttpConfig::default(), fs());
+    d.recv(b"GET /a.txt HTTP/1.2\r\nHo");
+    assert!(d.t.sends.is_empty());
+    d.recv(b"st: x\r\n\r\n");
+    assert_eq!(d.t.only().status, 200);
 }
 
 #[test]
@@ -622,7 +771,7 @@ fn size_limits() {
 fn bodies_are_discarded_in_any_split() {
     let raw = [
         "GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
-        "GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
         "4;ext=\"v\"\r\nGET \r\n0\r\nTrailer: t\r\n\r\n",
         &get("/missing", ""),
     ]
@@ -700,11 +849,13 @@ fn targets_are_decoded_and_normalised() {
             get("/x/../a%2Etxt?q=1", ""),
             get("http://other/./a.txt", ""),
             get("/%C3%A9", ""),
+            get("/a%5c%FF", ""),
         ]
         .concat(),
     );
-    assert_eq!(t.opens, ["a.txt", "a.txt", "é"]);
-    for bad in ["/a%00", "/a%5c", "/..", "/a%zz", "/%FF", "*"] {
+    // Raw bytes reach the backend: `\` as itself, a non-UTF-8 byte escaped.
+    assert_eq!(t.opens, ["a.txt", "a.txt", "é", "a\\\0ff"]);
+    for bad in ["/a%00", "/..", "/a%zz", "*"] {
         let t = exchange(&get(bad, ""));
         assert_eq!((t.only().status, t.wait), (400, Some(Wait::Idle)), "{bad}");
         assert!(t.opens.is_empty());
@@ -752,6 +903,55 @@ fn directories_redirect_index_list_or_forbid() {
 }
 
 #[test]
+fn dotfiles_are_404_unless_allowed_and_well_known_is_served() {
+    let tree = || {
+        Fs::new()
+            .file(".git/config", b"[core]")
+            .file("a/.env", b"SECRET=1")
+            .file(".well-known/security.txt", b"Contact: x")
+    };
+    for path in [
+        "/.git/config",
+        "/%2Egit/config",
+        "/a/.env",
+        "/.git/",
+        "/x/../.git/config",
+    ] {
+        let t = exchange_with(HttpConfig::default(), tree(), get(path, "").as_bytes());
+        assert_eq!(t.only().status, 404, "{path}");
+        assert!(
+            t.opens.is_empty(),
+            "{path}: asked the backend {:?}",
+            t.opens
+        );
+    }
+    let t = exchange_with(
+        HttpConfig::default(),
+        tree(),
+        get("/.well-known/security.txt", "").as_bytes(),
+    );
+    assert_eq!(t.only().status, 200);
+    let allow = HttpConfig {
+        dotfiles: Dotfiles::Allow,
+        ..HttpConfig::default()
+    };
+    for path in ["/.git/config", "/a/.env"] {
+        let t = exchange_with(allow.clone(), tree(), get(path, "").as_bytes());
+        assert_eq!(t.only().status, 200, "{path}");
+    }
+}
+
+#[test]
+fn a_file_with_a_trailing_slash_is_not_found() {
+    for path in ["/a.txt/", "/a.txt/.", "/a.txt/./", "/d/index.html/"] {
+        let r = one(&get(path, ""));
+        assert_eq!(r.status, 404, "{path}");
+    }
+    assert_eq!(one(&get("/a.txt/x/..", "")).status, 404);
+    assert_eq!(one(&get("/a.txt", "")).status, 200);
+}
+
+#[test]
 fn redirect_is_rebuilt_not_echoed() {
     let t = exchange_with(
         HttpConfig::default(),
@@ -780,9 +980,16 @@ fn open_errors_map_to_statuses() {
         (libc::EPERM, 403),
         (libc::EXDEV, 403),
         (libc::ELOOP, 403),
+        (libc::ENAMETOOLONG, 404),
+        (libc::EILSEQ, 404),
+        (libc::ENXIO, 403),
+        (libc::ENODEV, 403),
         (libc::EMFILE, 503),
         (libc::ENFILE, 503),
+        (libc::ENOMEM, 503),
+        (libc::EAGAIN, 503),
         (libc::EIO, 500),
+        (libc::EINVAL, 500),
     ] {
         let t = exchange_with(
             HttpConfig::default(),
@@ -1139,11 +1346,11 @@ fn unsolicited_backend_answers_are_ignored() {
     d.recv(get("/a.txt", "Connection: close\r\n").as_bytes());
     assert!(d.t.closed());
     d.p.handle_fs(FsDone::Opened(Err(io::ErrorKind::NotFound.into())));
-    d.p.handle_fs(FsDone::Listed(Ok(Vec::new())));
+    d.p.handle_fs(FsDone::Listed(Ok(Listing::default())));
     assert!(matches!(d.p.poll(now()), Step::Close));
     let mut d = Driver::new(HttpConfig::default(), fs());
     d.p.handle_recv(get("/a.txt", "").as_bytes());
     assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
-    d.p.handle_fs(FsDone::Listed(Ok(Vec::new())));
+    d.p.handle_fs(FsDone::Listed(Ok(Listing::default())));
     assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
 }

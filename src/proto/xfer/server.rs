@@ -7,7 +7,8 @@ use super::frame::{
 };
 use super::{rel_path, Shared};
 use crate::proto::{
-    Chunk, FileKind, FileRef, FsDone, FsOp, Opened, Protocol, RecvFile, Step, TempFile, Wait,
+    Chunk, FileKind, FileRef, FsDone, FsOp, Listing, Opened, Protocol, RecvFile, Step, TempFile,
+    Wait,
 };
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -313,7 +314,7 @@ impl Protocol for XferServer {
         let state = std::mem::replace(&mut self.state, State::Ready);
         self.state = match (state, done) {
             (s, FsDone::Opened(r)) => self.opened(s, r),
-            (State::List, FsDone::Listed(Ok(entries))) => {
+            (State::List, FsDone::Listed(Ok(Listing { entries, .. }))) => {
                 let max = self.shared.cfg.max_list;
                 if entries.len() > max {
                     self.error(Code::TooLarge, format!("more than {max} entries"));
