@@ -17,14 +17,23 @@
 
 use crate::stats::Stats;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Lines the queue holds before new ones are dropped: at ~150 bytes a line, a few MB,
-/// several seconds of a busy server's log.
+/// Lines the queue holds before new ones are dropped, by default: at ~150 bytes a
+/// line, a few MB, several seconds of a busy server's log (`--access-log-queue`).
 pub const QUEUE_LINES: usize = 16 * 1024;
+
+/// The queue's size, read when the first line starts the writer.
+static CAPACITY: AtomicUsize = AtomicUsize::new(QUEUE_LINES);
+
+/// Sets how many lines the queue holds (at least 1). Takes effect if called before
+/// the first line is written, which starts the writer; later calls change nothing.
+pub fn set_queue_lines(lines: usize) {
+    CAPACITY.store(lines.max(1), Ordering::Relaxed);
+}
 
 /// Most bytes the writer gathers into one `write(2)`.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -42,7 +51,7 @@ static LOG: OnceLock<Option<Log>> = OnceLock::new();
 
 fn log() -> Option<&'static Log> {
     LOG.get_or_init(|| {
-        let (tx, rx) = sync_channel(QUEUE_LINES);
+        let (tx, rx) = sync_channel(CAPACITY.load(Ordering::Relaxed));
         let spawned = std::thread::Builder::new()
             .name("ringserve-log".into())
             .spawn(move || writer(rx));

@@ -299,6 +299,11 @@ struct ServeArgs {
     /// reader falls behind, lines are dropped, counted (log_dropped) and reported.
     #[arg(long)]
     access_log: bool,
+    /// Access-log lines held for a reader that falls behind before new ones are
+    /// dropped (like nginx's access_log buffer=, but in lines).
+    #[arg(long, value_name = "LINES", default_value_t = ringserve::access_log::QUEUE_LINES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
+    access_log_queue: u32,
     /// Largest request header section in bytes; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     max_header_bytes: usize,
@@ -503,6 +508,7 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let stats_interval = args.stats_interval;
+    ringserve::access_log::set_queue_lines(args.access_log_queue as usize);
     let (mut cfg, http, xfer, listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
         say!("ringserve: --allow-replace needs --allow-upload");

@@ -145,12 +145,13 @@ backend_test! {
     fn a_stalled_access_log_reader_never_stalls_the_server(b) {
         let root = temp_dir("stall-log");
         std::fs::write(root.join("f"), "x").unwrap();
-        let mut srv = Srv::start_cmd(b, &root, &["--access-log"], |c| {
+        let args = ["--access-log", "--access-log-queue", "512"];
+        let mut srv = Srv::start_cmd(b, &root, &args, |c| {
             c.stdout(Stdio::piped());
         });
         let out = srv.child.stdout.take().unwrap(); // held, not read (yet)
-        // More lines than the pipe (64 KiB) and the queue together hold.
-        let n = ringserve::access_log::QUEUE_LINES + 4096;
+        // More lines than the pipe (64 KiB, some 700 lines) and the queue together hold.
+        let n = 3000;
         let t = Instant::now();
         pipelined(srv.addr, "/f", n);
         // A new client is served at once, log or no log.
