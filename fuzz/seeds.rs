@@ -194,6 +194,21 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         ),
         ("too-large".into(), encode(Kind::Stat, 0, &[b'a'; 4200])),
         ("stray-flags".into(), encode(Kind::Stat, 0x8001, b"a")),
+        // Longer than the encoder sends, a character across byte 1024: the encoder
+        // used to cut inside it (frame.rs, long_error_messages_are_cut_...).
+        (
+            "long-error-multibyte".into(),
+            encode(
+                Kind::Error,
+                0,
+                &[
+                    &2u16.to_le_bytes()[..],
+                    "a".repeat(1023).as_bytes(),
+                    "é exists".as_bytes(),
+                ]
+                .concat(),
+            ),
+        ),
     ]);
     s
 }
