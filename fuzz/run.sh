@@ -5,9 +5,11 @@
 # crash, failed assertion (an escape included), leak or hang. Where nightly or
 # cargo-fuzz cannot be had it prints `SKIP fuzz: <reason>` and exits 0.
 #
-# cargo-fuzz is installed (pinned, --locked) into a cache outside the clone, so a
-# machine that ran CI before has it: $RINGSERVE_FUZZ_TOOLS, else
-# ${XDG_CACHE_HOME:-~/.cache}/ringserve-fuzz-tools. A cargo-fuzz on PATH is used as is.
+# CI clones afresh each run, so what is worth keeping lives in a cache outside the
+# clone, $RINGSERVE_FUZZ_TOOLS, else ${XDG_CACHE_HOME:-~/.cache}/ringserve-fuzz-tools:
+# cargo-fuzz (pinned, --locked; one on PATH is used as is), and the instrumented build
+# (target/), so a machine that ran CI before rebuilds only what changed. Cold it costs
+# about 75 s to install and 100-225 s to build on 2 CPUs (fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -44,7 +46,8 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 
 log "building ${TARGETS[*]} ($(cargo +nightly --version))"
-cargo +nightly fuzz build
+build=(--target-dir "$TOOLS/target")
+cargo +nightly fuzz build "${build[@]}"
 
 failed=()
 rates=()
@@ -55,7 +58,7 @@ for t in "${TARGETS[@]}"; do
     mkdir -p "artifacts/$t"
     log "running $t for ${SECS}s on $(find "corpus/$t" -type f | wc -l) seeds"
     # TMPDIR: the http target builds its served tree there, removed with the scratch.
-    if TMPDIR="$scratch/tmp/$t" cargo +nightly fuzz run "$t" "$scratch/corpus/$t" -- \
+    if TMPDIR="$scratch/tmp/$t" cargo +nightly fuzz run "${build[@]}" "$t" "$scratch/corpus/$t" -- \
         -max_total_time="$SECS" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$PWD/artifacts/$t/" >"$scratch/$t.log" 2>&1; then
         rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$scratch/$t.log")
