@@ -27,6 +27,10 @@ pub mod blocking;
 pub(crate) mod chunks;
 pub(crate) mod driver;
 pub mod epoll;
+// The in-memory lowering: the crate's tests and fuzz/ only (it reads FileRefs).
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod memory;
 pub(crate) mod sink;
 pub(crate) mod uring;
 

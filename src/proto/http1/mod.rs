@@ -16,7 +16,9 @@ mod head;
 mod listing;
 mod log;
 mod mime;
-mod path;
+// Public for fuzz/ (fuzz_targets/path.rs): a pure function, no part of the API.
+#[doc(hidden)]
+pub mod path;
 mod range;
 mod reader;
 mod response;

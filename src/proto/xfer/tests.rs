@@ -1,20 +1,16 @@
 //! The protocol in memory: the client machine paired with the server machine through
-//! the real driver ([`Core`]), with no sockets. Bytes one side sends land in the
-//! other's inbox and are handed over in pieces of any size; files are real files in a
-//! temporary directory, reached only through the backend's calls, as in production.
+//! the real driver (`backend::memory`, its in-memory lowering), with no sockets. Bytes
+//! one side sends land in the other's inbox and are handed over in pieces of any size;
+//! files are real files in a temporary directory, reached only through the backend's
+//! calls, as in production.
 
 use super::frame::{self, Code, EntryKind, Identity, Request, Status};
 use super::{Op, Outcome, XferClient, XferConfig, XferFactory};
-use crate::backend::driver::{Action, Core, Env, Timeouts};
+use crate::backend::memory::Memory;
 use crate::fs::Root;
-use crate::open_cache::OpenCache;
-use crate::proto::{Chunk, FileRef, Protocol, ProtocolFactory, RecvFile};
-use crate::stats::Stats;
+use crate::proto::{FileRef, ProtocolFactory};
 use proptest::prelude::*;
-use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 fn temp(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,154 +22,44 @@ fn temp(tag: &str) -> PathBuf {
     d
 }
 
-/// One side: a protocol in the driver, and what the backend is doing for it.
-struct Side<P> {
-    core: Core<P>,
-    root: Root,
-    cache: OpenCache,
-    st: Stats,
-    inbox: VecDeque<u8>,
-    /// A receive (or a receive into a file) armed and waiting for bytes.
-    waiting: Option<Pending>,
-    closed: bool,
-    /// Largest piece handed over per receive (the split a property test varies).
-    piece: usize,
-}
-
-enum Pending {
-    Recv,
-    File { sink: RecvFile, got: u64 },
-}
-
-const TIMEOUTS: Timeouts = Timeouts {
-    header: Duration::from_secs(30),
-    keepalive: Duration::from_secs(30),
-    body: Duration::from_secs(30),
-};
-
-impl<P: Protocol> Side<P> {
-    fn new(proto: P, root: &std::path::Path) -> Side<P> {
-        Side {
-            core: Core::new(proto, "127.0.0.1:1".parse().unwrap(), Instant::now()),
-            root: Root::open(root).unwrap(),
-            cache: OpenCache::new(16, Duration::from_secs(1)),
-            st: Stats::default(),
-            inbox: VecDeque::new(),
-            waiting: None,
-            closed: false,
-            piece: usize::MAX,
-        }
-    }
-
-    /// Runs the driver until it waits for bytes it does not have, or closes. Returns
-    /// what it sent.
-    fn run(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            if self.closed {
-                return out;
-            }
-            match self.waiting.take() {
-                Some(Pending::Recv) => {
-                    if self.inbox.is_empty() {
-                        self.waiting = Some(Pending::Recv);
-                        return out;
-                    }
-                    let n = self.inbox.len().min(self.piece);
-                    let data: Vec<u8> = self.inbox.drain(..n).collect();
-                    self.core.recv(&data, Instant::now());
-                }
-                Some(Pending::File { mut sink, mut got }) => {
-                    let f = sink.file.file();
-                    if !sink.head.is_empty() {
-                        f.write_all_at(&sink.head, sink.offset).unwrap();
-                        sink.offset += sink.head.len() as u64;
-                        sink.head.clear();
-                    }
-                    let n = (self.inbox.len() as u64).min(sink.len - got) as usize;
-                    let data: Vec<u8> = self.inbox.drain(..n).collect();
-                    f.write_all_at(&data, sink.offset + got).unwrap();
-                    got += n as u64;
-                    if got < sink.len {
-                        self.waiting = Some(Pending::File { sink, got });
-                        return out;
-                    }
-                    self.core.recv_file_done(Ok(got));
-                }
-                None => {}
-            }
-            let mut env = Env::single(&TIMEOUTS, &self.root, &mut self.cache, &self.st);
-            match self.core.next(&mut env) {
-                Action::Send(chunks) => {
-                    for c in &chunks {
-                        match c {
-                            Chunk::Mem(v) => out.extend_from_slice(v),
-                            Chunk::Static(s) => out.extend_from_slice(s),
-                            Chunk::File { file, offset, len } => {
-                                let mut buf = vec![0; *len as usize];
-                                file.file().read_exact_at(&mut buf, *offset).unwrap();
-                                out.extend_from_slice(&buf);
-                            }
-                        }
-                    }
-                    self.core.sent();
-                }
-                Action::Recv { .. } => self.waiting = Some(Pending::Recv),
-                Action::RecvFile { sink, .. } => {
-                    self.waiting = Some(Pending::File { sink, got: 0 })
-                }
-                Action::Open(path) => {
-                    let r = self.root.open_beneath(&path);
-                    let mut env = Env::single(&TIMEOUTS, &self.root, &mut self.cache, &self.st);
-                    self.core.opened(&mut env, &path, r);
-                }
-                Action::Sync(file) => {
-                    let r = crate::fs::sync(&file);
-                    let mut env = Env::single(&TIMEOUTS, &self.root, &mut self.cache, &self.st);
-                    self.core.synced(&mut env, r);
-                }
-                Action::Close(_) => self.closed = true,
-            }
-        }
-    }
-}
-
-/// A client and a server side by side.
+/// A client and a server side by side, each in the driver's in-memory lowering: bytes
+/// one side sends land in the other's inbox.
 struct Pair {
-    client: Side<XferClient>,
-    server: Side<super::XferServer>,
+    client: Memory<XferClient>,
+    server: Memory<super::XferServer>,
+}
+
+fn side<P: crate::proto::Protocol>(proto: P, root: &std::path::Path) -> Memory<P> {
+    Memory::new(proto, Root::open(root).unwrap())
 }
 
 impl Pair {
     fn new(served: &std::path::Path, local: &std::path::Path, cfg: XferConfig) -> Pair {
         let server = XferFactory::new(cfg).new_conn("127.0.0.1:1".parse().unwrap());
         Pair {
-            client: Side::new(XferClient::new(), local),
-            server: Side::new(server, served),
+            client: side(XferClient::new(), local),
+            server: side(server, served),
         }
     }
 
     /// Runs `op` to its outcome, moving bytes both ways.
     fn run(&mut self, op: Op) -> Outcome {
-        self.client.core.proto.start(op);
+        self.client.proto().start(op);
         for _ in 0..10_000 {
             let c = self.client.run();
-            self.server.inbox.extend(c);
-            if let Some(o) = self.client.core.proto.take_outcome() {
+            self.server.push(&c);
+            if let Some(o) = self.client.proto().take_outcome() {
                 // The client waits for its next operation: drop the armed receive.
-                if matches!(self.client.waiting, Some(Pending::Recv)) {
-                    self.client.waiting = None;
-                    self.client.core.recv_dropped();
-                }
+                self.client.drop_recv();
                 return o;
             }
             let s = self.server.run();
-            self.client.inbox.extend(s);
-            if self.client.closed {
+            self.client.push(&s);
+            if self.client.closed() {
                 break;
             }
         }
-        self.client.core.proto.take_outcome().expect("no outcome")
+        self.client.proto().take_outcome().expect("no outcome")
     }
 }
 
@@ -400,17 +286,17 @@ fn script() -> Vec<u8> {
 /// Everything a server answers to `input` handed over in `pieces`.
 fn answers(root: &std::path::Path, input: &[u8], piece: usize) -> Vec<u8> {
     let server = XferFactory::new(XferConfig::default()).new_conn("127.0.0.1:1".parse().unwrap());
-    let mut s = Side::new(server, root);
+    let mut s = side(server, root);
     s.piece = piece;
-    s.inbox.extend(input);
+    s.push(input);
     let mut out = Vec::new();
     for _ in 0..100_000 {
         out.extend(s.run());
-        if s.closed || (s.inbox.is_empty() && matches!(s.waiting, Some(Pending::Recv))) {
+        if s.closed() || s.idle() {
             break;
         }
     }
-    assert!(s.closed, "the garbage at the end closes the connection");
+    assert!(s.closed(), "the garbage at the end closes the connection");
     out
 }
 
