@@ -151,6 +151,12 @@ mod tests {
         assert_eq!(rel("/a%5Cb"), Some(("a\\b".into(), false)));
         assert_eq!(rel("/d/%FF%FE.bin"), Some(("d/\0ff\0fe.bin".into(), false)));
         assert_eq!(rel("/%C3%28"), Some(("\0c3(".into(), false)));
+        // The fuzz target's first find (its own assertion was wrong, the resolver right):
+        // an escaped backslash between dots is one name, not two steps up.
+        assert_eq!(
+            rel("/a%5c..%5c..%5coutside"),
+            Some(("a\\..\\..\\outside".into(), false))
+        );
     }
 
     #[test]
