@@ -235,19 +235,43 @@ epoll_test! {
             ],
         );
         let baseline = srv.thread_count();
-        let stalled: Vec<_> = (0..6).map(|_| stalled_reader(&srv, "/big")).collect();
-        // Six workers are held in blocking sends; the pool must have grown past them.
-        let grew = eventually(Duration::from_secs(5), || {
-            srv.thread_count() >= baseline + 5
+        // Twelve slow readers, each taking 4 KiB every 5 ms: their sends keep waiting
+        // for room (each wait at most send::PARK_AFTER, then parked and resumed), so
+        // workers keep finding every other worker busy waiting on a peer, and the pool
+        // grows. (A reader that stops altogether no longer holds a worker at all.)
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..12)
+            .map(|_| {
+                // Not `stalled_reader`: a receive buffer shrunk after the handshake
+                // overflows its advertised window and stalls in retransmission.
+                let mut s = TcpStream::connect(srv.addr).unwrap();
+                s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if !matches!(read_some(&mut s, &mut buf), Ok(n) if n > 0) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    ringserve::sys::net::set_linger_reset(s.as_fd()).unwrap();
+                })
+            })
+            .collect();
+        let grew = eventually(Duration::from_secs(10), || {
+            srv.thread_count() >= baseline + 3
         });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
         assert!(
             grew,
             "[{b}] threads: baseline {baseline}, now {}",
             srv.thread_count()
         );
-        for s in stalled {
-            ringserve::sys::net::set_linger_reset(s.as_fd()).unwrap();
-        }
         let shrank = eventually(Duration::from_secs(10), || srv.thread_count() == baseline);
         assert!(
             shrank,
