@@ -83,6 +83,8 @@ pub struct Config {
     /// listen(2) backlog.
     pub backlog: u32,
     pub tcp_keepalive: TcpKeepalive,
+    /// Permission bits of a Unix-socket listener's file (`unix:/path`).
+    pub unix_socket_mode: u32,
 }
 
 /// Most io_uring ring threads: a connection key names its ring in one byte.
@@ -116,6 +118,7 @@ impl Config {
             open_file_cache_valid: Duration::from_secs(1),
             backlog: 4096,
             tcp_keepalive: TcpKeepalive::default(),
+            unix_socket_mode: 0o660,
         }
     }
 

@@ -17,6 +17,8 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod fs;
+pub mod handoff;
+pub mod listener;
 pub mod open_cache;
 pub mod probe;
 pub mod proto;

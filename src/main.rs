@@ -2,8 +2,11 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringserve::backend::blocking::Limits;
+use ringserve::backend::ShutdownLevel;
 use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
+use ringserve::handoff;
+use ringserve::listener::{Bind, Listener};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
@@ -12,10 +15,9 @@ use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
 use ringserve::{say, NoHooks, Server, StartError};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Exit status for bad usage or configuration (clap uses it for usage errors too).
@@ -153,28 +155,45 @@ impl ProtocolArg {
             ProtocolArg::Xfer => "xfer",
         }
     }
+
+    /// The protocol a scheme (`http`, `xfer`, `tcp` or `echo`) names.
+    fn of_scheme(s: &str) -> Option<ProtocolArg> {
+        match s {
+            "http" => Some(ProtocolArg::Http),
+            "xfer" => Some(ProtocolArg::Xfer),
+            "tcp" | "echo" => Some(ProtocolArg::Echo),
+            _ => None,
+        }
+    }
 }
 
-/// One `--listen` value: `ADDR:PORT`, or `SCHEME://ADDR:PORT` with its own protocol.
+/// One `--listen` value (`listener::parse_listen`), with the protocol its scheme names.
 #[derive(Clone)]
 struct Listen {
     protocol: Option<ProtocolArg>,
-    addr: SocketAddr,
+    binds: Vec<Bind>,
 }
 
 fn listen_value(s: &str) -> Result<Listen, String> {
-    let (protocol, rest) = match s.split_once("://") {
-        Some(("http", r)) => (Some(ProtocolArg::Http), r),
-        Some(("xfer", r)) => (Some(ProtocolArg::Xfer), r),
-        Some(("tcp" | "echo", r)) => (Some(ProtocolArg::Echo), r),
-        Some((other, _)) => return Err(format!("unknown scheme {other}:// (http, xfer, tcp)")),
-        None => (None, s),
+    let (scheme, binds) = ringserve::listener::parse_listen(s)?;
+    let protocol = match scheme {
+        None => None,
+        Some(sc) => Some(
+            ProtocolArg::of_scheme(sc)
+                .ok_or_else(|| format!("unknown scheme {sc}:// (http, xfer, tcp)"))?,
+        ),
     };
-    let addr = rest
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| format!("{rest}: not ADDR:PORT"))?;
-    Ok(Listen { protocol, addr })
+    Ok(Listen { protocol, binds })
+}
+
+/// Where `serve` listens when neither --listen nor a predecessor or systemd says.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+fn octal_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s}: not a permission mode in octal (660)"))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -187,11 +206,27 @@ struct ServeArgs {
     /// Directory to serve.
     #[arg(default_value = ".")]
     root: PathBuf,
-    /// Address to listen on; repeat for several. Port 0 picks a free port.
-    /// A value may name its protocol (`http://0.0.0.0:8080`, `xfer://0.0.0.0:9090`),
-    /// so one process serves both; a bare ADDR:PORT takes --protocol.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080", value_parser = listen_value)]
+    /// Address to listen on; repeat for several [default: 127.0.0.1:8080, unless
+    /// systemd or --takeover gives listeners]. ADDR:PORT, [V6]:PORT, :PORT or PORT (all
+    /// interfaces, IPv4 and IPv6: what a container needs), NAME:PORT (every address
+    /// the name resolves to: localhost:8080), or unix:/path (HTTP over a Unix socket).
+    /// Port 0 picks a free port. A value may name its protocol (`http://:8080`,
+    /// `xfer://:9090`), so one process serves both; a bare one takes --protocol.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_value)]
     listen: Vec<Listen>,
+    /// Permission bits (octal) of a unix:/path listener's socket file.
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = octal_mode)]
+    unix_socket_mode: u32,
+    /// Accept hand-off requests on this Unix socket (a path, or @name for the abstract
+    /// namespace): a new server started with --takeover PATH receives the listening
+    /// sockets, and this one drains and exits 0. Only the same uid may use it.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<String>,
+    /// Take the listening sockets over from the server whose --control-socket is PATH,
+    /// serve on them, then have it drain and exit. No connection is refused or lost.
+    /// If this server cannot start, the old one keeps serving.
+    #[arg(long, value_name = "PATH", env = "RINGSERVE_TAKEOVER")]
+    takeover: Option<String>,
     /// I/O backend. auto: io_uring where the kernel really offers it, epoll otherwise.
     /// A forced backend that cannot start is an error, never a silent switch.
     #[arg(long, value_enum, default_value = "auto")]
@@ -326,18 +361,14 @@ struct ServeArgs {
 impl ServeArgs {
     /// The server's configuration (without its addresses), the protocols', and the
     /// addresses each protocol listens on, in --listen order.
-    fn into_config(
-        self,
-    ) -> (
-        Config,
-        HttpConfig,
-        XferConfig,
-        Vec<(ProtocolArg, SocketAddr)>,
-    ) {
+    fn into_config(self) -> (Config, HttpConfig, XferConfig, Vec<(ProtocolArg, Bind)>) {
         let listens = self
             .listen
             .iter()
-            .map(|l| (l.protocol.unwrap_or(self.protocol), l.addr))
+            .flat_map(|l| {
+                let p = l.protocol.unwrap_or(self.protocol);
+                l.binds.iter().map(move |b| (p, b.clone()))
+            })
             .collect();
         let xfer = XferConfig {
             allow_upload: self.allow_upload,
@@ -372,6 +403,7 @@ impl ServeArgs {
         cfg.sndbuf = self.sndbuf;
         cfg.open_file_cache = self.open_file_cache;
         cfg.open_file_cache_valid = self.open_file_cache_valid;
+        cfg.unix_socket_mode = self.unix_socket_mode;
         cfg.tcp_keepalive = TcpKeepalive {
             idle: self.tcp_keepalive_idle,
             interval: self.tcp_keepalive_interval,
@@ -508,13 +540,16 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let stats_interval = args.stats_interval;
+    let control_socket = args.control_socket.clone();
+    let takeover = args.takeover.clone();
+    let explicit_listen = !args.listen.is_empty();
+    let default_protocol = args.protocol;
     ringserve::access_log::set_queue_lines(args.access_log_queue as usize);
-    let (mut cfg, http, xfer, listens) = args.into_config();
+    let (mut cfg, http, xfer, mut listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
         say!("ringserve: --allow-replace needs --allow-upload");
         return ExitCode::from(EXIT_CONFIG);
     }
-    cfg.listen = listens.iter().map(|&(_, a)| a).collect();
     if let Err(e) = cfg.validate() {
         say!("ringserve: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -533,55 +568,119 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     // Signals are blocked before any thread starts, so every thread inherits the mask
     // and they stay pending for the signal thread's sigwait. No handler ever runs.
-    let signals = SigSet::of(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
+    let signals = SigSet::of(&[
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+    ]);
     if let Err(e) = signals.block() {
         say!("ringserve: blocking signals: {e}");
         return ExitCode::FAILURE;
     }
     let root = std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| cfg.root.clone());
+
+    // Listeners given to us: a predecessor's (--takeover), each under its scheme.
+    let mut taken = None;
+    let mut given: Vec<(ProtocolArg, Listener)> = Vec::new();
+    if let Some(addr) = &takeover {
+        match handoff::take(addr, HANDOFF_TIMEOUT) {
+            Ok(mut t) => {
+                for (scheme, l) in t.take_listeners() {
+                    match ProtocolArg::of_scheme(&scheme) {
+                        Some(p) => given.push((p, l)),
+                        None => notes.push(format!(
+                            "ringserve: a listener on {} speaks {scheme}, which this build does not: closed",
+                            l.addr()
+                        )),
+                    }
+                }
+                taken = Some(t);
+            }
+            Err(e) => {
+                say!("ringserve: --takeover {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // Until the predecessor hears READY it serves on; a failure here tells it why.
+    let fail = |taken: Option<handoff::Taken>, msg: String, code: u8| {
+        say!("ringserve: {msg}");
+        if let Some(t) = taken {
+            t.failed(&msg);
+        }
+        ExitCode::from(code)
+    };
+    if !explicit_listen && given.is_empty() {
+        match listen_value(DEFAULT_LISTEN) {
+            Ok(l) => listens.extend(l.binds.into_iter().map(|b| (default_protocol, b))),
+            Err(e) => return fail(taken, e, EXIT_CONFIG),
+        }
+    }
+
     // One server per protocol, each on its own addresses; they share the process, the
     // signals and the banner. The connection limit applies to each.
     let mut protocols: Vec<ProtocolArg> = Vec::new();
-    for &(p, _) in &listens {
+    for p in listens
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(given.iter().map(|(p, _)| *p))
+    {
         if !protocols.iter().any(|q| q.scheme() == p.scheme()) {
             protocols.push(p);
         }
     }
+    let mut bound = Vec::new();
+    for p in protocols {
+        let binds = listens
+            .iter()
+            .filter(|(q, _)| q.scheme() == p.scheme())
+            .map(|(_, b)| b.clone())
+            .collect();
+        let mine;
+        (mine, given) = given
+            .into_iter()
+            .partition(|(q, _)| q.scheme() == p.scheme());
+        let mine = mine.into_iter().map(|(_, l)| l).collect();
+        match Server::bind_with(cfg.clone(), binds, mine, !explicit_listen) {
+            Ok(b) => bound.push((p, b)),
+            Err(e) => return fail(taken, e.to_string(), exit_code(&e)),
+        }
+    }
+    // PRIVDROP-SEAM: every listener is bound and every root open; nothing serves yet.
+
     let xfer_uploads = xfer.allow_upload;
     let xfer_factory = XferFactory::new(xfer);
     let mut servers: Vec<(ProtocolArg, Server)> = Vec::new();
-    for p in protocols {
-        let mut c = cfg.clone();
-        c.listen = listens
-            .iter()
-            .filter(|(q, _)| q.scheme() == p.scheme())
-            .map(|&(_, a)| a)
-            .collect();
+    for (p, b) in bound {
         let started = match p {
-            ProtocolArg::Http => {
-                Server::start(c, HttpFactory::new(http.clone()), Arc::new(NoHooks))
-            }
-            ProtocolArg::Echo => Server::start(c, EchoFactory, Arc::new(NoHooks)),
-            ProtocolArg::Xfer => Server::start(c, xfer_factory.clone(), Arc::new(NoHooks)),
+            ProtocolArg::Http => b.start(HttpFactory::new(http.clone()), Arc::new(NoHooks)),
+            ProtocolArg::Echo => b.start(EchoFactory, Arc::new(NoHooks)),
+            ProtocolArg::Xfer => b.start(xfer_factory.clone(), Arc::new(NoHooks)),
         };
         match started {
             Ok(s) => servers.push((p, s)),
             Err(e) => {
-                say!("ringserve: {e}");
                 for (_, s) in servers {
                     s.shutdown();
                 }
-                return ExitCode::from(match e {
-                    StartError::Config(_) => EXIT_CONFIG,
-                    StartError::Io(_) => 1,
-                });
+                return fail(taken, e.to_string(), exit_code(&e));
             }
         }
     }
+    let handoffs = Arc::new(Handoffs {
+        offers: servers
+            .iter()
+            .map(|(p, s)| (p.scheme(), s.listeners()))
+            .collect(),
+        controls: servers.iter().map(|(_, s)| s.control()).collect(),
+        done: Mutex::new(false),
+    });
     // The signal thread starts before the banner, so the banner means "fully up".
-    let controls: Vec<_> = servers.iter().map(|(_, s)| s.control()).collect();
     let hubs: Vec<_> = servers.iter().map(|(_, s)| s.stats_handle()).collect();
     let counters = xfer_factory.counters();
+    let on_signal = handoffs.clone();
     let spawned = std::thread::Builder::new()
         .name("ringserve-signals".into())
         .spawn(move || loop {
@@ -592,9 +691,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                     }
                     report_xfer(&counters);
                 }
+                Ok(libc::SIGHUP) => reload(&on_signal),
                 Ok(_) => {
                     say!("ringserve: shutting down");
-                    for c in &controls {
+                    for c in &on_signal.controls {
                         c.shutdown();
                     }
                 }
@@ -605,17 +705,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         });
     if let Err(e) = spawned {
-        say!("ringserve: starting the signal thread: {e}");
         for (_, s) in servers {
             s.shutdown();
         }
-        return ExitCode::FAILURE;
+        return fail(taken, format!("starting the signal thread: {e}"), 1);
     }
     let addrs: Vec<String> = servers
         .iter()
         .flat_map(|(p, s)| {
-            s.local_addrs()
-                .iter()
+            s.listen_addrs()
+                .into_iter()
                 .map(move |a| format!("{}://{a}", p.scheme()))
         })
         .collect();
@@ -627,8 +726,51 @@ fn serve(args: ServeArgs) -> ExitCode {
         first.backend(),
         first.reason()
     );
+    for (_, s) in &servers {
+        for note in s.notes() {
+            say!("ringserve: {note}");
+        }
+    }
     for note in notes {
         say!("{note}");
+    }
+    if let Some(t) = taken {
+        let (from, n) = (
+            t.from_pid,
+            servers
+                .iter()
+                .map(|(_, s)| s.listeners().len())
+                .sum::<usize>(),
+        );
+        match t.ready(HANDOFF_TIMEOUT) {
+            Ok(took) => say!(
+                "ringserve: took over from pid {from} in {:.1} ms; serving {n} listeners",
+                took.as_secs_f64() * 1e3
+            ),
+            // We serve either way; the predecessor may not have heard, and serves too.
+            Err(e) => say!("ringserve: hand-off from pid {from}: {e}"),
+        }
+    }
+    if let Some(path) = control_socket {
+        // A predecessor's control socket at this path is ours now.
+        let replacing = takeover.as_deref() == Some(path.as_str());
+        let bound = if replacing {
+            handoff::ControlSocket::bind_replacing(&path)
+        } else {
+            handoff::ControlSocket::bind(&path)
+        };
+        match bound {
+            Ok(sock) => {
+                let h = handoffs.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("ringserve-control".into())
+                    .spawn(move || control_loop(&sock, &h));
+                if let Err(e) = spawned {
+                    say!("ringserve: --control-socket {path}: starting its thread: {e}");
+                }
+            }
+            Err(e) => say!("ringserve: --control-socket {path}: {e}; hand-offs are off"),
+        }
     }
     if xfer_uploads && servers.iter().any(|(p, _)| matches!(p, ProtocolArg::Xfer)) {
         if let Ok(r) = ringserve::fs::Root::open(&root) {
@@ -663,6 +805,172 @@ fn serve(args: ServeArgs) -> ExitCode {
     // costs the exit at most this (the writer is detached, never joined).
     ringserve::access_log::flush(Duration::from_secs(1));
     ExitCode::SUCCESS
+}
+
+fn exit_code(e: &StartError) -> u8 {
+    match e {
+        StartError::Config(_) => EXIT_CONFIG,
+        StartError::Io(_) => 1,
+    }
+}
+
+/// How long each step of a hand-off may take: the successor's start included.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a hand-off needs: every server's listeners under its scheme, and their
+/// controls; `done` once one has succeeded (there is nothing left to hand over).
+struct Handoffs {
+    offers: Vec<(&'static str, Arc<[Listener]>)>,
+    controls: Vec<Arc<ringserve::Control>>,
+    done: Mutex<bool>,
+}
+
+impl Handoffs {
+    /// One session with a would-be successor on `conn`: it gets the listeners, and
+    /// once it says it serves, every server here drains as for SIGTERM but leaves the
+    /// listeners open for it. Returns its pid. Before that, nothing here changes.
+    fn serve_one(&self, conn: std::os::fd::OwnedFd) -> Result<i32, String> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let offers: Vec<handoff::Offer<'_>> = self
+            .offers
+            .iter()
+            .map(|(scheme, l)| handoff::Offer {
+                scheme,
+                listeners: l,
+            })
+            .collect();
+        if *done
+            || self
+                .controls
+                .iter()
+                .any(|c| c.level() != ShutdownLevel::Running)
+        {
+            // Dropping `conn` ends the session: the successor sees it closed.
+            return Err("already handed off or shutting down".into());
+        }
+        let session = handoff::offer(conn, &offers, HANDOFF_TIMEOUT)?;
+        *done = true;
+        let pid = session.pid;
+        say!("ringserve: handing off to pid {pid}; draining");
+        for c in &self.controls {
+            c.hand_off();
+        }
+        session.release();
+        Ok(pid)
+    }
+}
+
+/// The --control-socket thread: hand-off requests, one at a time, until one succeeds.
+fn control_loop(sock: &handoff::ControlSocket, h: &Handoffs) {
+    loop {
+        match sock.accept(Duration::from_secs(3600)) {
+            Ok(None) => continue,
+            Ok(Some(conn)) => match h.serve_one(conn) {
+                Ok(_) => return,
+                Err(e) => say!("ringserve: hand-off failed: {e}; still serving"),
+            },
+            Err(e) => {
+                say!("ringserve: --control-socket: {e}; hand-offs are off");
+                return;
+            }
+        }
+    }
+}
+
+/// SIGHUP: start this same program again, with the same arguments, as a successor
+/// that takes the listeners over (through an abstract control socket only it is
+/// told of); a new binary at the same path is picked up. If it fails, we serve on.
+fn reload(h: &Handoffs) {
+    if *h.done.lock().unwrap_or_else(|e| e.into_inner()) {
+        return;
+    }
+    let name = format!("@ringserve-reload-{}-{:x}", std::process::id(), rand_tag());
+    let sock = match handoff::ControlSocket::bind(&name) {
+        Ok(s) => s,
+        Err(e) => return say!("ringserve: reload: {e}; still serving"),
+    };
+    let exe = match std::env::current_exe() {
+        // A binary replaced on disk shows as "PATH (deleted)": the new one is at PATH.
+        Ok(p) => {
+            let s = p.to_string_lossy();
+            PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
+        }
+        Err(e) => return say!("ringserve: reload: finding our binary: {e}; still serving"),
+    };
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        let text = a.to_string_lossy();
+        if text == "--takeover" {
+            skip = true;
+            continue;
+        }
+        if text.starts_with("--takeover=") {
+            continue;
+        }
+        args.push(a);
+    }
+    say!("ringserve: reloading: starting {}", exe.display());
+    let mut child = match std::process::Command::new(&exe)
+        .args(&args)
+        .env("RINGSERVE_TAKEOVER", &name)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return say!(
+                "ringserve: reload: starting {}: {e}; still serving",
+                exe.display()
+            )
+        }
+    };
+    let until = std::time::Instant::now() + HANDOFF_TIMEOUT;
+    let outcome = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(format!(
+                "the new server exited ({status}) before taking over"
+            ));
+        }
+        if std::time::Instant::now() >= until {
+            break Err("the new server did not ask for the listeners in time".to_string());
+        }
+        match sock.accept(Duration::from_millis(100)) {
+            Ok(None) => continue,
+            Ok(Some(conn)) => break h.serve_one(conn),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    match outcome {
+        Ok(pid) => say!("ringserve: reloaded: pid {pid} serves now"),
+        Err(e) => {
+            say!("ringserve: reload failed: {e}; still serving");
+            // It exits by itself once it has said why; reap it, briefly.
+            for _ in 0..50 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A few random bits for a name nobody can guess ahead.
+fn rand_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// The file-transfer protocol's counters, when it has counted anything.

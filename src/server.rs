@@ -6,6 +6,7 @@ use crate::backend::uring::UringBackend;
 use crate::backend::{bind_listener, Backend, Control, Ctx, Hooks, Running};
 use crate::config::Config;
 use crate::fs::Root;
+pub use crate::listener::{Bind, ListenAddr, Listener};
 use crate::probe::{self, BackendKind, BackendRequest};
 use crate::proto::ProtocolFactory;
 use crate::stats::{Snapshot, StatsHub};
@@ -55,11 +56,26 @@ pub fn select_backend(cfg: &Config) -> Result<(BackendKind, String), String> {
     Ok((backend, reason))
 }
 
-/// A running server.
-pub struct Server {
-    addrs: Vec<SocketAddr>,
+/// Listeners bound, the root open and the backend chosen, but nothing serving yet:
+/// the point at which the CLI drops privileges.
+pub struct Bound {
+    cfg: Config,
+    listeners: Vec<Listener>,
+    root: Root,
     backend: BackendKind,
     reason: String,
+    notes: Vec<String>,
+    /// Held from the free-port check until every ring's listener is bound and the
+    /// backend has started (see `bind`).
+    port_locks: Vec<OwnedFd>,
+}
+
+/// A running server.
+pub struct Server {
+    listeners: Arc<[Listener]>,
+    backend: BackendKind,
+    reason: String,
+    notes: Vec<String>,
     stats: Arc<StatsHub>,
     control: Arc<Control>,
     running: Box<dyn Running>,
@@ -92,44 +108,179 @@ impl Server {
         factory: F,
         hooks: Arc<dyn Hooks>,
     ) -> Result<Server, StartError> {
+        Server::bind(cfg)?.start(factory, hooks)
+    }
+
+    /// Binds `cfg.listen`, opens `cfg.root` and picks the backend; serves nothing yet.
+    pub fn bind(cfg: Config) -> Result<Bound, StartError> {
+        let binds = cfg.listen.iter().map(|&a| Bind::tcp(a)).collect();
+        Server::bind_with(cfg, binds, Vec::new(), false)
+    }
+
+    /// Like [`Server::bind`], for `binds` (TCP or Unix), using the listeners in `given`
+    /// (a predecessor's, or systemd's) where they match: a given listener whose origin
+    /// is a bind's, or whose address is a bind's (a concrete port), serves that bind
+    /// and nothing is bound for it. Given listeners from systemd (`systemd:` origins),
+    /// and all of them with `keep_given`, are served even if no bind wants them; any
+    /// other is closed, with a note. `cfg.listen` is not read.
+    pub fn bind_with(
+        cfg: Config,
+        binds: Vec<Bind>,
+        given: Vec<Listener>,
+        keep_given: bool,
+    ) -> Result<Bound, StartError> {
         cfg.validate().map_err(StartError::Config)?;
-        let (backend, mut reason) = select_backend(&cfg).map_err(StartError::Config)?;
+        let (backend, reason) = select_backend(&cfg).map_err(StartError::Config)?;
         let root = Root::open(&cfg.root)
             .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?;
-        if cfg.listen.is_empty() {
+        if binds.is_empty() && given.is_empty() {
             return Err(StartError::Config("no --listen address".into()));
+        }
+        // A given listener serves the bind with its origin, or its address (a concrete
+        // port or path): every copy of it (the rings' SO_REUSEPORT sockets) is taken.
+        let satisfies = |l: &Listener, b: &Bind| {
+            let concrete = matches!(&b.addr, ListenAddr::Tcp(a) if a.port() != 0)
+                || matches!(&b.addr, ListenAddr::Unix(Some(_)));
+            l.origin() == b.origin || (concrete && *l.addr() == b.addr)
+        };
+        let mut listeners = Vec::new();
+        let mut notes = Vec::new();
+        for l in given {
+            if binds.iter().any(|b| satisfies(&l, b))
+                || keep_given
+                || l.origin().starts_with("systemd:")
+            {
+                listeners.push(l);
+            } else {
+                notes.push(format!(
+                    "no longer listening on {} ({}): not in --listen",
+                    l.addr(),
+                    l.origin()
+                ));
+            }
+        }
+        let fresh: Vec<&Bind> = binds
+            .iter()
+            .filter(|b| !listeners.iter().any(|l| satisfies(l, b)))
+            .collect();
+        let ka = &cfg.tcp_keepalive;
+        for l in &listeners {
+            if matches!(l.addr(), ListenAddr::Tcp(_)) {
+                crate::sys::net::tune(l.fd(), (ka.idle, ka.interval, ka.count), cfg.sndbuf)
+                    .map_err(StartError::Io)?;
+            }
         }
         // io_uring rings each get their own SO_REUSEPORT listener unless told to share.
         let reuseport = backend == BackendKind::Uring && !cfg.uring_shared_listener;
+        let copies = if reuseport {
+            cfg.uring_threads.max(1)
+        } else {
+            1
+        };
         // A port someone holds is exit 2, whatever the backend and listener mode. A
         // SO_REUSEPORT bind would join a group of this same user (another ringserve)
         // instead of failing, so a reuseport server first checks that the port is free,
         // holding the port's name lock from the check until all its rings are bound
         // (two servers started at once cannot both pass the check).
         let mut port_locks = Vec::new();
-        let mut listeners = Vec::with_capacity(cfg.listen.len());
-        for &addr in &cfg.listen {
+        // `:PORT` binds two addresses on one port: one lock serves both.
+        let mut locked = Vec::new();
+        for b in fresh {
             let cannot = |e: io::Error| {
                 let why = match e.raw_os_error() {
                     Some(libc::EADDRINUSE) => "address already in use".to_string(),
                     _ => e.to_string(),
                 };
-                StartError::Config(format!("cannot listen on {addr}: {why}"))
+                StartError::Config(format!("cannot listen on {}: {why}", b.addr))
             };
-            if reuseport && addr.port() != 0 {
-                port_locks.push(port_lock(addr.port()).map_err(StartError::Io)?);
-                crate::sys::net::check_free(addr).map_err(cannot)?;
+            match &b.addr {
+                ListenAddr::Tcp(addr) => {
+                    // The host has no such address family or address: fine for an
+                    // optional bind (the IPv6 half of `:PORT` on a host without IPv6).
+                    let absent = |e: &io::Error| {
+                        b.optional
+                            && matches!(
+                                e.raw_os_error(),
+                                Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                            )
+                    };
+                    if reuseport && addr.port() != 0 {
+                        if !locked.contains(&addr.port()) {
+                            port_locks.push(port_lock(addr.port()).map_err(StartError::Io)?);
+                            locked.push(addr.port());
+                        }
+                        match crate::sys::net::check_free(*addr) {
+                            Err(e) if absent(&e) => {
+                                notes.push(format!("not listening on {}: {e}", b.addr));
+                                continue;
+                            }
+                            r => r.map_err(cannot)?,
+                        }
+                    }
+                    let mut at = *addr;
+                    for copy in 0..copies {
+                        let fd = match bind_listener(at, &cfg, reuseport) {
+                            Ok(fd) => fd,
+                            Err(e) if copy == 0 && absent(&e) => {
+                                notes.push(format!("not listening on {}: {e}", b.addr));
+                                break;
+                            }
+                            Err(e) => return Err(cannot(e)),
+                        };
+                        // The copies join the first one's port (port 0 resolved once).
+                        at = crate::sys::net::local_addr(fd.as_fd()).map_err(StartError::Io)?;
+                        listeners.push(Listener::new(fd, ListenAddr::Tcp(at), &b.origin));
+                    }
+                }
+                ListenAddr::Unix(path) => {
+                    let Some(path) = path else {
+                        return Err(StartError::Config("unix: needs a path".into()));
+                    };
+                    let fd = crate::sys::net::listen_unix(path, cfg.backlog, cfg.unix_socket_mode)
+                        .map_err(cannot)?;
+                    listeners.push(Listener::new(fd, b.addr.clone(), &b.origin));
+                }
             }
-            let fd = bind_listener(addr, &cfg, reuseport).map_err(cannot)?;
-            let bound = crate::sys::net::local_addr(fd.as_fd()).map_err(StartError::Io)?;
-            listeners.push((fd, bound));
         }
-        let addrs = listeners.iter().map(|(_, a)| *a).collect();
+        Ok(Bound {
+            cfg,
+            listeners,
+            root,
+            backend,
+            reason,
+            notes,
+            port_locks,
+        })
+    }
+}
+
+impl Bound {
+    /// The backend that will serve.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Starts serving on the bound listeners.
+    pub fn start<F: ProtocolFactory>(
+        self,
+        factory: F,
+        hooks: Arc<dyn Hooks>,
+    ) -> Result<Server, StartError> {
+        let Bound {
+            cfg,
+            listeners,
+            root,
+            backend,
+            mut reason,
+            notes,
+            port_locks,
+        } = self;
+        let listeners: Arc<[Listener]> = listeners.into();
         let stats = Arc::new(StatsHub::default());
         let control = Arc::new(Control::default());
         let ctx = Ctx {
             cfg,
-            listeners,
+            listeners: listeners.clone(),
             root,
             factory,
             hooks,
@@ -147,18 +298,49 @@ impl Server {
             reason = format!("{reason}; {note}");
         }
         Ok(Server {
-            addrs,
+            listeners,
             backend,
             reason,
+            notes,
             stats,
             control,
             running,
         })
     }
+}
 
-    /// The bound addresses, in `--listen` order (port 0 resolved).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+impl Server {
+    /// The listening sockets, for a hand-off to a successor: each with its address and
+    /// origin, several per address when the rings have their own.
+    pub fn listeners(&self) -> Arc<[Listener]> {
+        self.listeners.clone()
+    }
+
+    /// What binding had to say (a listener given but no longer wanted).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The distinct addresses listened on, in order (port 0 resolved).
+    pub fn listen_addrs(&self) -> Vec<ListenAddr> {
+        let mut out: Vec<ListenAddr> = Vec::new();
+        for l in self.listeners.iter() {
+            if !out.contains(l.addr()) {
+                out.push(l.addr().clone());
+            }
+        }
+        out
+    }
+
+    /// The distinct TCP addresses listened on, in `--listen` order (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listen_addrs()
+            .into_iter()
+            .filter_map(|a| match a {
+                ListenAddr::Tcp(a) => Some(a),
+                ListenAddr::Unix(_) => None,
+            })
+            .collect()
     }
 
     /// The backend serving.

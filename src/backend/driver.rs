@@ -106,6 +106,8 @@ pub(crate) struct Env<'a> {
     pub wall: SystemTime,
     /// The server is shutting down.
     pub draining: bool,
+    /// The shutdown is a hand-off to a successor (see [`Core::closes_at_drain`]).
+    pub handoff: bool,
     pub timeouts: &'a Timeouts,
     pub root: &'a Root,
     pub cache: Cache<'a>,
@@ -126,6 +128,7 @@ impl<'a> Env<'a> {
             now: Instant::now(),
             wall: SystemTime::now(),
             draining: false,
+            handoff: false,
             timeouts,
             root,
             cache: Cache::Own(cache),
@@ -172,6 +175,8 @@ pub(crate) struct Core<P> {
     wait: Option<(Wait, Instant)>,
     /// `handle_drain` was delivered.
     drained: bool,
+    /// Bytes of the connection have been received (a hand-off drain waits for them).
+    heard_input: bool,
     /// [`Control::close`](crate::Control::close) was asked.
     close_asked: bool,
     /// A request is being answered: from the protocol's first file-system step or
@@ -228,6 +233,7 @@ impl<P: Protocol> Core<P> {
             peer,
             wait: Some((Wait::Request, now)),
             drained: false,
+            heard_input: false,
             close_asked: false,
             mid_request: false,
             doing: Doing::Nothing,
@@ -260,7 +266,11 @@ impl<P: Protocol> Core<P> {
             if self.close_asked && !self.mid_request {
                 return Action::Close(CloseReason::Requested);
             }
-            if env.draining && !self.drained {
+            // In a hand-off, the drain reaches the protocol once a request is coming
+            // (its response then says `Connection: close`); told while idle, a
+            // protocol would hang up on a client that may be sending one right now.
+            let told = !env.handoff || self.mid_request || self.heard_input;
+            if env.draining && !self.drained && told {
                 self.drained = true;
                 self.proto.handle_drain();
             }
@@ -281,7 +291,7 @@ impl<P: Protocol> Core<P> {
                         return action;
                     }
                 }
-                Step::Recv(_) if env.draining && !self.mid_request => {
+                Step::Recv(_) if env.draining && !env.handoff && !self.mid_request => {
                     // Finished its response and would wait for another: close now,
                     // even if the protocol ignored `handle_drain`.
                     return Action::Close(CloseReason::Shutdown);
@@ -402,6 +412,7 @@ impl<P: Protocol> Core<P> {
     /// Bytes arrived for the armed receive.
     pub(crate) fn recv(&mut self, data: &[u8], now: Instant) {
         self.doing = Doing::Nothing;
+        self.heard_input = true;
         if let Some((Wait::Body, start)) = &mut self.wait {
             *start = now;
         }
@@ -501,9 +512,13 @@ impl<P: Protocol> Core<P> {
     }
 
     /// Whether a graceful shutdown closes this connection now, rather than letting the
-    /// request it is answering finish (within `shutdown_timeout`).
-    pub(crate) fn closes_at_drain(&self) -> bool {
-        self.waits_for_request()
+    /// request it is answering finish (within `shutdown_timeout`). In a hand-off
+    /// (`handoff`), none closes now: a connection waiting for a request gets its next
+    /// one answered with the drain's `Connection: close`, so a keep-alive client is
+    /// never hung up on while its request is on the wire; what stays idle closes at
+    /// the shutdown timeout (or its own keep-alive timeout).
+    pub(crate) fn closes_at_drain(&self, handoff: bool) -> bool {
+        !handoff && self.waits_for_request()
     }
 
     /// Waiting for a request (idle, or part-received): nothing in hand to answer.
@@ -660,6 +675,7 @@ mod tests {
         t: Timeouts,
         now: Instant,
         draining: bool,
+        handoff: bool,
     }
 
     impl World {
@@ -681,6 +697,7 @@ mod tests {
                 },
                 now: Instant::now(),
                 draining: false,
+                handoff: false,
             }
         }
 
@@ -689,6 +706,7 @@ mod tests {
                 now: self.now,
                 wall: SystemTime::UNIX_EPOCH,
                 draining: self.draining,
+                handoff: self.handoff,
                 timeouts: &self.t,
                 root: &self.root,
                 cache: Cache::Own(&mut self.cache),
@@ -901,7 +919,25 @@ mod tests {
             Action::Close(CloseReason::Shutdown)
         ));
         assert_eq!(c.proto.heard, ["drain"]);
-        assert!(c.closes_at_drain());
+        assert!(c.closes_at_drain(false));
+    }
+
+    #[test]
+    fn a_hand_off_drain_waits_for_the_next_request_and_then_tells_the_protocol() {
+        let mut w = World::new("handoff");
+        let mut c = core(vec![send("first")], &w);
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        c.sent();
+        (w.draining, w.handoff) = (true, true);
+        // Idle in a hand-off: not closed, not told (it would hang up), still waiting.
+        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
+        assert!(!c.closes_at_drain(true) && c.closes_at_drain(false));
+        assert!(c.proto.heard.is_empty());
+        // A request comes: now the protocol hears of the drain, before answering it.
+        c.proto.steps.push_back(send("second"));
+        c.recv(b"GET", w.now);
+        assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
+        assert_eq!(c.proto.heard, ["recv GET", "drain"]);
     }
 
     #[test]
@@ -909,7 +945,7 @@ mod tests {
         let mut w = World::new("drain-busy");
         let mut c = core(vec![open("a.txt")], &w);
         assert!(matches!(c.next(&mut w.env()), Action::Open(_)));
-        assert!(!c.closes_at_drain());
+        assert!(!c.closes_at_drain(false));
     }
 
     #[test]

@@ -83,7 +83,8 @@ impl Hooks for NoHooks {}
 /// Everything a backend is started with.
 pub(crate) struct Ctx<F> {
     pub cfg: Config,
-    pub listeners: Vec<(OwnedFd, SocketAddr)>,
+    /// Shared with the `Server`, which can hand them to a successor.
+    pub listeners: Arc<[crate::listener::Listener]>,
     pub root: Root,
     pub factory: F,
     pub hooks: Arc<dyn Hooks>,
@@ -186,6 +187,8 @@ struct ControlState {
     level: ShutdownLevel,
     /// Connections [`Control::close`] was asked to close, not yet handed to the backend.
     closes: Vec<Key>,
+    /// The shutdown is a hand-off ([`Control::hand_off`]).
+    handoff: bool,
 }
 
 impl Default for Control {
@@ -194,6 +197,7 @@ impl Default for Control {
             state: Mutex::new(ControlState {
                 level: ShutdownLevel::Running,
                 closes: Vec::new(),
+                handoff: false,
             }),
             cv: Condvar::new(),
         }
@@ -213,6 +217,26 @@ impl Control {
             _ => ShutdownLevel::Immediate,
         };
         self.cv.notify_all();
+    }
+
+    /// A graceful shutdown for a successor that now accepts on these very listeners
+    /// (a hand-off): stop accepting without shutting the listeners (that would close
+    /// them for the successor too), serve what was accepted meanwhile, and let idle
+    /// connections close after their next response (`Connection: close`) or at the
+    /// shutdown timeout, instead of closing them now under a client that may be
+    /// sending. Ignored once a shutdown has begun: its listeners may be shut already.
+    pub fn hand_off(&self) {
+        let mut st = self.lock();
+        if st.level == ShutdownLevel::Running {
+            st.handoff = true;
+            st.level = ShutdownLevel::Graceful;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Whether the shutdown is a hand-off.
+    pub(crate) fn handing_off(&self) -> bool {
+        self.lock().handoff
     }
 
     /// Asks the backend to close connection `key` (a key from [`Hooks::on_accept`]):

@@ -78,8 +78,113 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
                 sin6.sin6_scope_id,
             )))
         }
+        // A Unix-socket peer has no IP address: hooks and logs see UNIX_PEER.
+        libc::AF_UNIX => Ok(UNIX_PEER),
         f => Err(io::Error::other(format!("unexpected address family {f}"))),
     }
+}
+
+/// The peer address reported for connections on a Unix-socket listener, which have
+/// none: `0.0.0.0:0`.
+pub const UNIX_PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+/// A non-blocking, close-on-exec Unix stream listener at `path` with permission bits
+/// `mode`. A stale socket file at `path` (nobody accepts on it) is replaced; a live one
+/// is EADDRINUSE, as a TCP port in use is.
+pub fn listen_unix(path: &std::path::Path, backlog: u32, mode: u32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    // The std listener binds and listens (blocking, close-on-exec); we take its
+    // descriptor and make it non-blocking like every other listener.
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    l.set_nonblocking(true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let fd = OwnedFd::from(l);
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: listen(2) again on our listening socket only changes its backlog.
+    unsafe { syscall!(listen(fd.as_raw_fd(), backlog)) }?;
+    Ok(fd)
+}
+
+/// What a descriptor we were given (by systemd or a predecessor) listens on: a TCP
+/// address, or a Unix path (`None` for an unnamed one). Also makes it non-blocking,
+/// as every listener here is. Errors name what is wrong: not a socket, not listening,
+/// not a stream.
+pub fn inherited_listener(
+    fd: BorrowedFd<'_>,
+) -> io::Result<Result<SocketAddr, Option<std::path::PathBuf>>> {
+    let int = |level, name| -> io::Result<i32> {
+        let mut v: i32 = 0;
+        let mut len = size_of::<i32>() as libc::socklen_t;
+        // SAFETY: `v` is a live i32 and `len` its size.
+        unsafe {
+            syscall!(getsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                (&mut v as *mut i32).cast(),
+                &mut len
+            ))
+        }?;
+        Ok(v)
+    };
+    let not = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+    match int(libc::SOL_SOCKET, libc::SO_TYPE) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => return Err(not("not a socket")),
+        Err(e) => return Err(e),
+        Ok(libc::SOCK_STREAM) => {}
+        Ok(_) => return Err(not("not a stream socket")),
+    }
+    if int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(not("not a listening socket"));
+    }
+    // SAFETY: F_GETFL/F_SETFL take and return ints on a borrowed descriptor.
+    unsafe {
+        let fl = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK))?;
+    }
+    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` has room for any address and `len` says so.
+    unsafe {
+        syscall!(getsockname(
+            fd.as_raw_fd(),
+            ss.as_mut_ptr().cast(),
+            &mut len
+        ))
+    }?;
+    // SAFETY: zero-initialised, then filled by the kernel.
+    let ss = unsafe { ss.assume_init_ref() };
+    if ss.ss_family as i32 != libc::AF_UNIX {
+        return from_sockaddr(ss).map(Ok);
+    }
+    // SAFETY: the family says the storage holds a sockaddr_un.
+    let sun: &libc::sockaddr_un = unsafe { &*(ss as *const _ as *const libc::sockaddr_un) };
+    let off = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    let n = (len as usize).saturating_sub(off).min(sun.sun_path.len());
+    let bytes: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
+    let name = match bytes.first() {
+        None | Some(0) => None, // unnamed or abstract
+        Some(_) => {
+            use std::os::unix::ffi::OsStrExt;
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+                &bytes[..end],
+            )))
+        }
+    };
+    Ok(Err(name))
 }
 
 /// A non-blocking, close-on-exec TCP listener on `addr` with SO_REUSEADDR (and

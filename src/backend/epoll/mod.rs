@@ -92,8 +92,8 @@ impl Backend for EpollBackend {
         let epoll = Epoll::new()?;
         let stop = EventFd::new()?;
         epoll.add(stop.as_fd(), epoll::EPOLLIN, TOKEN_STOP)?;
-        for (i, (fd, _)) in ctx.listeners.iter().enumerate() {
-            epoll.add(fd.as_fd(), LISTEN_EVENTS, TOKEN_LISTENER + i as u64)?;
+        for (i, l) in ctx.listeners.iter().enumerate() {
+            epoll.add(l.fd(), LISTEN_EVENTS, TOKEN_LISTENER + i as u64)?;
         }
         let cap = ctx.cfg.max_connections.min(4096);
         let shared = Arc::new(Shared {
@@ -102,8 +102,10 @@ impl Backend for EpollBackend {
             table: Mutex::new(Table {
                 conns: ConnTable::with_capacity(cap),
                 draining: false,
+                handoff: false,
             }),
             draining: AtomicBool::new(false),
+            handoff: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             workers: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
@@ -184,6 +186,9 @@ struct Table<P> {
     conns: ConnTable<Entry<P>>,
     /// Set once shutdown begins: nothing idle may park any more.
     draining: bool,
+    /// The drain is a hand-off: a successor accepts on our listeners, so connections
+    /// we still accept are served, and idle ones wait for their next request.
+    handoff: bool,
 }
 
 /// A parked connection the coordinator took out of the table, with its deadline.
@@ -202,6 +207,8 @@ struct Shared<F: ProtocolFactory> {
     stop: EventFd,
     table: Mutex<Table<F::Proto>>,
     draining: AtomicBool,
+    /// Set with `draining` when the drain is a hand-off (see `Table::handoff`).
+    handoff: AtomicBool,
     stopping: AtomicBool,
     workers: AtomicUsize,
     busy: AtomicUsize,
@@ -351,6 +358,7 @@ impl<F: ProtocolFactory> Shared<F> {
             now: Instant::now(),
             wall: SystemTime::now(),
             draining: self.draining.load(Ordering::Relaxed),
+            handoff: self.handoff.load(Ordering::Relaxed),
             timeouts: &self.timeouts,
             root: &self.ctx.root,
             cache: Cache::Shared(&self.open_cache),
@@ -553,7 +561,7 @@ impl<F: ProtocolFactory> Shared<F> {
             drop(t);
             return self.close(st, key, *conn, CloseReason::Requested);
         }
-        if t.draining && conn.core.closes_at_drain() {
+        if t.draining && conn.core.closes_at_drain(t.handoff) {
             drop(t);
             return self.close(st, key, *conn, CloseReason::Shutdown);
         }
@@ -595,20 +603,20 @@ impl<F: ProtocolFactory> Shared<F> {
     }
 
     fn accept_batch(self: &Arc<Self>, st: &Stats, li: usize) {
-        let Some((lfd, _)) = self.ctx.listeners.get(li) else {
+        let Some(lfd) = self.ctx.listeners.get(li).map(|l| l.fd()) else {
             return;
         };
         for _ in 0..ACCEPT_BATCH {
             if self.draining.load(Ordering::Relaxed) {
                 return;
             }
-            match net::accept(lfd.as_fd()) {
+            match net::accept(lfd) {
                 Ok((fd, peer)) => self.register(st, fd, peer),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => break,
                     Some(libc::EMFILE | libc::ENFILE) => {
                         Stats::add(&st.accept_emfile, 1);
-                        if !self.shed_one(lfd.as_fd()) {
+                        if !self.shed_one(lfd) {
                             // Leave the listener disarmed; the coordinator re-arms it.
                             let mut p = lock(&self.paused);
                             let until = Instant::now() + EMFILE_BACKOFF;
@@ -633,12 +641,12 @@ impl<F: ProtocolFactory> Shared<F> {
         if self.draining.load(Ordering::Relaxed) {
             return;
         }
-        if let Some((lfd, addr)) = self.ctx.listeners.get(li) {
-            if let Err(e) =
-                self.epoll
-                    .modify(lfd.as_fd(), LISTEN_EVENTS, TOKEN_LISTENER + li as u64)
+        if let Some(l) = self.ctx.listeners.get(li) {
+            if let Err(e) = self
+                .epoll
+                .modify(l.fd(), LISTEN_EVENTS, TOKEN_LISTENER + li as u64)
             {
-                crate::say!("ringserve: re-arming listener {addr}: {e}");
+                crate::say!("ringserve: re-arming listener {}: {e}", l.addr());
             }
         }
     }
@@ -664,7 +672,7 @@ impl<F: ProtocolFactory> Shared<F> {
         };
         let key = {
             let mut t = lock(&self.table);
-            if t.draining {
+            if t.draining && !t.handoff {
                 drop(t);
                 driver::unadmit(&self.ctx);
                 return;
@@ -756,18 +764,28 @@ impl<F: ProtocolFactory> Shared<F> {
         }
 
         // 1. Stop accepting. The listeners stay open (no descriptor reuse races with a
-        //    worker mid-accept) but shut for reading, so new connections are refused.
+        //    worker mid-accept) but shut for reading, so new connections are refused;
+        //    in a hand-off they are the successor's too, so they are only forgotten
+        //    (shutting one would close it for the successor as well).
+        let handoff = control.handing_off();
+        self.handoff.store(handoff, Ordering::SeqCst);
         self.draining.store(true, Ordering::SeqCst);
-        for (fd, _) in &self.ctx.listeners {
-            let _ = self.epoll.delete(fd.as_fd());
-            let _ = net::shutdown(fd.as_fd(), libc::SHUT_RD);
+        for l in self.ctx.listeners.iter() {
+            let _ = self.epoll.delete(l.fd());
+            if !handoff {
+                let _ = net::shutdown(l.fd(), libc::SHUT_RD);
+            }
         }
         // 2. Close idle and half-received connections (the driver decides which);
         //    owners close theirs after the response in flight (`park` asks the driver
         //    once `draining` is set under the lock).
-        lock(&self.table).draining = true;
+        {
+            let mut t = lock(&self.table);
+            t.draining = true;
+            t.handoff = handoff;
+        }
         for (key, conn, until) in self.take_parked(|_| true) {
-            if conn.core.closes_at_drain() {
+            if conn.core.closes_at_drain(handoff) {
                 self.close(&st, key, *conn, CloseReason::Shutdown);
             } else {
                 self.repark(&st, key, conn, until);

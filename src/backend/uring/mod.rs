@@ -29,7 +29,7 @@ use crate::sys::epoll::EventFd;
 use io_uring::{opcode, types, IoUring};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -219,28 +219,47 @@ fn msg_ring(sender: &mut IoUring, target: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Where a ring accepts: its own SO_REUSEPORT socket, or the shared one.
-pub(crate) enum ListenFd {
-    Own(OwnedFd),
-    Shared(RawFd),
-}
+/// A listener a ring accepts on: one of the server's, in `Ctx::listeners`.
+pub(crate) struct ListenFd(RawFd);
 
 impl ListenFd {
     pub(crate) fn raw(&self) -> RawFd {
-        match self {
-            ListenFd::Own(fd) => fd.as_raw_fd(),
-            ListenFd::Shared(fd) => *fd,
-        }
+        self.0
     }
 
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            ListenFd::Own(fd) => std::os::fd::AsFd::as_fd(fd),
-            // SAFETY: a shared listener is the server's own, in `Ctx::listeners`, which
-            // outlives every ring and so every `ListenFd` of it.
-            ListenFd::Shared(fd) => unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
+        // SAFETY: the listener is the server's own, in `Ctx::listeners`, which outlives
+        // every ring and so every `ListenFd` of it.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// Which listeners each of `n` rings accepts on. Listeners of one address are its
+/// SO_REUSEPORT copies (one per ring when the server bound them) or a single socket
+/// (shared listener mode, an epoll predecessor's, systemd's): with at least `n`, each
+/// ring takes every n-th; with fewer, rings share them round-robin. So whatever a
+/// predecessor handed over is all accepted on, and nothing is bound afresh.
+fn spread(all: &[crate::listener::Listener], n: usize) -> Vec<Vec<ListenFd>> {
+    let mut rings: Vec<Vec<ListenFd>> = (0..n).map(|_| Vec::new()).collect();
+    let mut groups: Vec<(&crate::listener::ListenAddr, Vec<RawFd>)> = Vec::new();
+    for l in all {
+        match groups.iter_mut().find(|(a, _)| *a == l.addr()) {
+            Some((_, fds)) => fds.push(l.fd().as_raw_fd()),
+            None => groups.push((l.addr(), vec![l.fd().as_raw_fd()])),
         }
     }
+    for (_, fds) in groups {
+        if fds.len() >= n {
+            for (j, fd) in fds.into_iter().enumerate() {
+                rings[j % n].push(ListenFd(fd));
+            }
+        } else {
+            for (r, ring) in rings.iter_mut().enumerate() {
+                ring.push(ListenFd(fds[r % fds.len()]));
+            }
+        }
+    }
+    rings
 }
 
 /// What every ring thread shares.
@@ -263,20 +282,7 @@ impl Backend for UringBackend {
             .cfg
             .uring_threads
             .clamp(1, crate::config::MAX_URING_THREADS);
-        // Ring 0 uses the listeners the server bound; in reuseport mode every other ring
-        // binds its own socket to each (resolved) address.
-        let mut listeners: Vec<Vec<ListenFd>> = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut mine = Vec::new();
-            for (fd, addr) in &ctx.listeners {
-                mine.push(if i == 0 || ctx.cfg.uring_shared_listener {
-                    ListenFd::Shared(fd.as_raw_fd())
-                } else {
-                    ListenFd::Own(super::bind_listener(*addr, &ctx.cfg, true)?)
-                });
-            }
-            listeners.push(mine);
-        }
+        let listeners = spread(&ctx.listeners, n);
         let notifiers: Vec<Arc<Notifier>> = (0..n)
             .map(|_| Notifier::new().map(Arc::new))
             .collect::<io::Result<_>>()?;

@@ -77,7 +77,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let Ok(peer) = crate::sys::net::peer_addr(fd.as_fd()) else {
             return; // already reset by the peer
         };
-        if self.draining {
+        // Accepted before the cancel took: in a hand-off it is served (the successor
+        // never saw it), otherwise the server is stopping and it is closed.
+        if self.draining && !self.handoff {
             return;
         }
         let Some(fd) = driver::admit(ctx, &self.st, fd) else {

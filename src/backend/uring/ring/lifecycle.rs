@@ -118,15 +118,20 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let now = Instant::now();
         if !self.draining {
             self.draining = true;
+            // A hand-off's listeners are the successor's too: shutting one would close
+            // it for both, so it is only no longer accepted on.
+            self.handoff = self.sh.ctx.control.handing_off();
             self.stop_deadline = Some(now + self.sh.ctx.cfg.shutdown_timeout);
             for li in 0..self.listeners.len() {
-                let _ = crate::sys::net::shutdown(self.listeners[li].fd(), libc::SHUT_RD);
+                if !self.handoff {
+                    let _ = crate::sys::net::shutdown(self.listeners[li].fd(), libc::SHUT_RD);
+                }
                 if self.accepting[li] {
                     self.cancel(user_data::accept(li));
                 }
             }
             for (key, conn) in conns.iter_mut() {
-                if conn.closing.is_none() && conn.core.closes_at_drain() {
+                if conn.closing.is_none() && conn.core.closes_at_drain(self.handoff) {
                     conn.closing = Some(CloseReason::Shutdown);
                 }
                 self.ready.push(key);

@@ -173,6 +173,9 @@ struct Io<'a, F: ProtocolFactory> {
     /// SQEs in the kernel whose last CQE has not arrived: teardown waits for zero.
     inflight: usize,
     draining: bool,
+    /// The drain is a hand-off: the listeners are a successor's too (never shut), a
+    /// connection accepted meanwhile is served, idle ones wait for their next request.
+    handoff: bool,
     stop_deadline: Option<Instant>,
     /// Connections to drive or retry after this batch of completions.
     ready: Vec<Key>,
@@ -278,6 +281,7 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             paused_until: None,
             inflight: 0,
             draining: false,
+            handoff: false,
             stop_deadline: None,
             ready: Vec::new(),
             starved: Vec::new(),
@@ -390,6 +394,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             now: self.now,
             wall: self.wall,
             draining: self.draining,
+            handoff: self.handoff,
             timeouts: &self.timeouts,
             root: &self.sh.ctx.root,
             cache: Cache::Own(&mut self.open_cache),

@@ -39,7 +39,7 @@ fn shared<F: ProtocolFactory>(factory: F, root: &Dir, mut caps: Caps) -> Shared<
     Shared {
         ctx: Ctx {
             cfg: Config::new(&root.0),
-            listeners: Vec::new(),
+            listeners: Vec::new().into(),
             root: Root::open(&root.0).unwrap(),
             factory,
             hooks: Arc::new(NoHooks),
