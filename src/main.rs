@@ -204,7 +204,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Args)]
 struct ServeArgs {
     /// Directory to serve.
-    #[arg(default_value = ".")]
+    #[arg(env = "RINGSERVE_ROOT", default_value = ".")]
     root: PathBuf,
     /// Address to listen on; repeat for several [default: 127.0.0.1:8080, unless
     /// systemd or --takeover gives listeners]. ADDR:PORT, [V6]:PORT, :PORT or PORT (all
@@ -212,15 +212,15 @@ struct ServeArgs {
     /// the name resolves to: localhost:8080), or unix:/path (HTTP over a Unix socket).
     /// Port 0 picks a free port. A value may name its protocol (`http://:8080`,
     /// `xfer://:9090`), so one process serves both; a bare one takes --protocol.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_value)]
+    #[arg(env = "RINGSERVE_LISTEN", long, value_name = "ADDR:PORT", value_parser = listen_value)]
     listen: Vec<Listen>,
     /// Permission bits (octal) of a unix:/path listener's socket file.
-    #[arg(long, value_name = "MODE", default_value = "660", value_parser = octal_mode)]
+    #[arg(env = "RINGSERVE_UNIX_SOCKET_MODE", long, value_name = "MODE", default_value = "660", value_parser = octal_mode)]
     unix_socket_mode: u32,
     /// Accept hand-off requests on this Unix socket (a path, or @name for the abstract
     /// namespace): a new server started with --takeover PATH receives the listening
     /// sockets, and this one drains and exits 0. Only the same uid may use it.
-    #[arg(long, value_name = "PATH")]
+    #[arg(env = "RINGSERVE_CONTROL_SOCKET", long, value_name = "PATH")]
     control_socket: Option<String>,
     /// Take the listening sockets over from the server whose --control-socket is PATH,
     /// serve on them, then have it drain and exit. No connection is refused or lost.
@@ -229,132 +229,132 @@ struct ServeArgs {
     takeover: Option<String>,
     /// I/O backend. auto: io_uring where the kernel really offers it, epoll otherwise.
     /// A forced backend that cannot start is an error, never a silent switch.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(env = "RINGSERVE_BACKEND", long, value_enum, default_value = "auto")]
     backend: BackendArg,
     /// Protocol spoken on connections to a --listen address that names none.
-    #[arg(long, value_enum, default_value = "http")]
+    #[arg(env = "RINGSERVE_PROTOCOL", long, value_enum, default_value = "http")]
     protocol: ProtocolArg,
     /// xfer: accept uploads (PUT) [default: off].
-    #[arg(long)]
+    #[arg(env = "RINGSERVE_ALLOW_UPLOAD", long)]
     allow_upload: bool,
     /// xfer: let an upload replace an existing file (needs --allow-upload) [default: off].
-    #[arg(long)]
+    #[arg(env = "RINGSERVE_ALLOW_REPLACE", long)]
     allow_replace: bool,
     /// xfer: largest upload, in bytes or with K/M/G/T.
-    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    #[arg(env = "RINGSERVE_MAX_UPLOAD_SIZE", long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
     max_upload_size: u64,
 
     /// epoll pool: worker threads kept even when idle [default: CPU count, at least 2].
-    #[arg(long, value_name = "N")]
+    #[arg(env = "RINGSERVE_WORKERS_MIN", long, value_name = "N")]
     workers_min: Option<usize>,
     /// epoll pool: most worker threads; the pool grows by one when all are busy.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(env = "RINGSERVE_WORKERS_MAX", long, value_name = "N", default_value_t = 256)]
     workers_max: usize,
     /// epoll pool: a worker above the minimum that has been idle this long exits.
-    #[arg(long, value_name = "DUR", default_value = "20s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_WORKER_IDLE_TIMEOUT", long, value_name = "DUR", default_value = "20s", value_parser = duration)]
     worker_idle_timeout: Duration,
 
     /// A send that makes no progress for this long closes the connection.
-    #[arg(long, value_name = "DUR", default_value = "20s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_SEND_TIMEOUT", long, value_name = "DUR", default_value = "20s", value_parser = duration)]
     send_timeout: Duration,
     /// Time to receive a whole request header section (slowloris guard).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_HEADER_TIMEOUT", long, value_name = "DUR", default_value = "30s", value_parser = duration)]
     header_timeout: Duration,
     /// An idle kept-alive connection is closed after this long.
-    #[arg(long, value_name = "DUR", default_value = "75s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_KEEPALIVE_TIMEOUT", long, value_name = "DUR", default_value = "75s", value_parser = duration)]
     keepalive_timeout: Duration,
     /// An upload (a request body streamed into a file) ends when no byte arrives for
     /// this long; every byte restarts it.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_BODY_TIMEOUT", long, value_name = "DUR", default_value = "60s", value_parser = duration)]
     body_timeout: Duration,
     /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_SHUTDOWN_TIMEOUT", long, value_name = "DUR", default_value = "10s", value_parser = duration)]
     shutdown_timeout: Duration,
 
     /// Most open connections; more are accepted and closed at once (HTTP: a 503).
     /// Capped by the open-file limit.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    #[arg(env = "RINGSERVE_MAX_CONNECTIONS", long, value_name = "N", default_value_t = 16384)]
     max_connections: usize,
     /// listen(2) backlog.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(env = "RINGSERVE_BACKLOG", long, value_name = "N", default_value_t = 4096)]
     backlog: u32,
     /// SO_SNDBUF for accepted sockets in bytes; 0 keeps the kernel's autotuning.
-    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    #[arg(env = "RINGSERVE_SNDBUF", long, value_name = "BYTES", default_value_t = 0)]
     sndbuf: usize,
 
     /// io_uring: ring threads, each with its own ring and connections [default: CPU count].
-    #[arg(long, value_name = "N")]
+    #[arg(env = "RINGSERVE_URING_THREADS", long, value_name = "N")]
     uring_threads: Option<usize>,
     /// io_uring: all rings accept on one shared listener instead of one SO_REUSEPORT
     /// listener per ring [default: off].
-    #[arg(long)]
+    #[arg(env = "RINGSERVE_URING_SHARED_LISTENER", long)]
     uring_shared_listener: bool,
     /// io_uring: provided receive buffers (4 KiB each) per ring; rounded up to a power
     /// of two. Idle connections hold none; when all are in use, reads wait.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(env = "RINGSERVE_URING_BUFFERS", long, value_name = "N", default_value_t = 256)]
     uring_buffers: u16,
     /// io_uring: keep one multishot receive armed per connection (6.0+) instead of one
     /// receive per request. Input that arrives mid-response is held until the response
     /// is sent [default: off; measured slower for HTTP keep-alive].
-    #[arg(long)]
+    #[arg(env = "RINGSERVE_URING_MULTISHOT_RECV", long)]
     uring_multishot_recv: bool,
 
     /// Open-file cache: descriptors and metadata of this many recently served paths per
     /// ring (io_uring) or for the pool (epoll), so a hot file costs no open, stat or
     /// close per request. 0 turns it off.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(env = "RINGSERVE_OPEN_FILE_CACHE", long, value_name = "N", default_value_t = 1024)]
     open_file_cache: usize,
     /// Open-file cache: an entry is trusted this long, then the path is opened again. A
     /// file changed or removed on disk is seen at most this late. 0 turns the cache off.
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_OPEN_FILE_CACHE_VALID", long, value_name = "DUR", default_value = "1s", value_parser = duration)]
     open_file_cache_valid: Duration,
 
     /// Print every thread's counters (submissions, completions, io_uring_enter calls,
     /// epoll wakeups, accepts, bytes by path, stale completions) grown in each interval,
     /// then a total with open connections and pool size, to stderr. SIGUSR1 prints the
     /// running totals at any time. 0 is off.
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    #[arg(env = "RINGSERVE_STATS_INTERVAL", long, value_name = "SECS", default_value_t = 0)]
     stats_interval: u64,
 
     /// TCP keepalive: idle time before the first probe.
-    #[arg(long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_TCP_KEEPALIVE_IDLE", long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
     tcp_keepalive_idle: Duration,
     /// TCP keepalive: time between probes.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration)]
+    #[arg(env = "RINGSERVE_TCP_KEEPALIVE_INTERVAL", long, value_name = "DUR", default_value = "5s", value_parser = duration)]
     tcp_keepalive_interval: Duration,
     /// TCP keepalive: unanswered probes before the connection is dropped.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(env = "RINGSERVE_TCP_KEEPALIVE_COUNT", long, value_name = "N", default_value_t = 3)]
     tcp_keepalive_count: u32,
 
     /// Serve an HTML listing for directories without index.html [default: off].
-    #[arg(long)]
+    #[arg(env = "RINGSERVE_LISTING", long)]
     listing: bool,
     /// Write one access-log line per response to stdout, nginx's "combined" format with
     /// the body bytes actually sent [default: off]. Never blocks serving: when stdout's
     /// reader falls behind, lines are dropped, counted (log_dropped) and reported.
-    #[arg(long)]
+    #[arg(env = "RINGSERVE_ACCESS_LOG", long)]
     access_log: bool,
     /// Access-log lines held for a reader that falls behind before new ones are
     /// dropped (like nginx's access_log buffer=, but in lines).
-    #[arg(long, value_name = "LINES", default_value_t = ringserve::access_log::QUEUE_LINES as u32,
+    #[arg(env = "RINGSERVE_ACCESS_LOG_QUEUE", long, value_name = "LINES", default_value_t = ringserve::access_log::QUEUE_LINES as u32,
           value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     access_log_queue: u32,
     /// Largest request header section in bytes; larger gets 431.
-    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    #[arg(env = "RINGSERVE_MAX_HEADER_BYTES", long, value_name = "BYTES", default_value_t = 16384)]
     max_header_bytes: usize,
     /// Longest request-target in bytes; longer gets 414.
-    #[arg(long, value_name = "BYTES", default_value_t = 8192)]
+    #[arg(env = "RINGSERVE_MAX_URI_BYTES", long, value_name = "BYTES", default_value_t = 8192)]
     max_uri_bytes: usize,
     /// Most header field lines in one request (1 to 10000); more gets 431.
-    #[arg(long, value_name = "N", default_value_t = 100,
+    #[arg(env = "RINGSERVE_MAX_HEADER_FIELDS", long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     max_header_fields: u16,
     /// HTTP: names starting with `.` (`.git`, `.env`). /.well-known/ is always served.
-    #[arg(long, value_enum, value_name = "POLICY", default_value = "deny")]
+    #[arg(env = "RINGSERVE_DOTFILES", long, value_enum, value_name = "POLICY", default_value = "deny")]
     dotfiles: DotfilesArg,
     /// HTTP: what a file's ETag is made of. Servers of copies of one tree agree on
     /// mtime-size ETags, so a client may switch between them and keep its cache.
-    #[arg(long, value_enum, value_name = "FORM", default_value = "mtime-size")]
+    #[arg(env = "RINGSERVE_ETAG", long, value_enum, value_name = "FORM", default_value = "mtime-size")]
     etag: EtagArg,
 }
 

@@ -398,7 +398,9 @@ backend_test! {
 }
 
 backend_test! {
+    /// SIGTERM, and SIGQUIT as in nginx (issue 12: it used to kill without draining).
     fn shutdown_finishes_in_flight_responses_closes_idle_ones_and_exits_zero(b) {
+      for sig in [libc::SIGTERM, libc::SIGQUIT] {
         let root = temp_dir("drain");
         let body = pattern(9, 48 << 20);
         std::fs::write(root.join("f"), &body).unwrap();
@@ -411,15 +413,15 @@ backend_test! {
         let mut r = BufReader::new(s);
         let mut first = [0u8; 64];
         r.read_exact(&mut first).unwrap();
-        srv.signal(libc::SIGTERM);
+        srv.signal(sig);
         assert!(
             closed_by_peer(&mut idle),
-            "[{b}] idle connection not closed"
+            "[{b}] idle connection not closed ({sig})"
         );
         assert!(
             eventually(Duration::from_secs(5), || TcpStream::connect(srv.addr)
                 .is_err()),
-            "[{b}] still accepting after SIGTERM"
+            "[{b}] still accepting after signal {sig}"
         );
         // The in-flight response still arrives whole, then the server closes.
         let mut rest = Vec::new();
@@ -428,9 +430,10 @@ backend_test! {
         let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         assert!(
             all[head_end..] == body[..],
-            "[{b}] body differs after drain"
+            "[{b}] body differs after drain ({sig})"
         );
         assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+      }
     }
 }
 

@@ -175,7 +175,8 @@ pub(crate) struct Core<P> {
     wait: Option<(Wait, Instant)>,
     /// `handle_drain` was delivered.
     drained: bool,
-    /// Bytes of the connection have been received (a hand-off drain waits for them).
+    /// Bytes have been received since the last response was sent (a hand-off drain
+    /// waits for them).
     heard_input: bool,
     /// [`Control::close`](crate::Control::close) was asked.
     close_asked: bool,
@@ -451,6 +452,9 @@ impl<P: Protocol> Core<P> {
     pub(crate) fn sent(&mut self) {
         self.doing = Doing::Nothing;
         self.wait = None;
+        // The response went out without the drain's `Connection: close`: a hand-off
+        // drain waits for the next request before telling the protocol.
+        self.heard_input = false;
         self.finish_log();
     }
 
@@ -926,9 +930,12 @@ mod tests {
     fn a_hand_off_drain_waits_for_the_next_request_and_then_tells_the_protocol() {
         let mut w = World::new("handoff");
         let mut c = core(vec![send("first")], &w);
+        c.recv(b"GET", w.now);
         assert!(matches!(c.next(&mut w.env()), Action::Send(_)));
-        c.sent();
+        // The drain comes while that response (without `Connection: close`) is sent.
         (w.draining, w.handoff) = (true, true);
+        c.sent();
+        c.proto.heard.clear();
         // Idle in a hand-off: not closed, not told (it would hang up), still waiting.
         assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
         assert!(!c.closes_at_drain(true) && c.closes_at_drain(false));

@@ -1,0 +1,388 @@
+//! Zero-downtime hand-off (issue 12): a successor started with --takeover receives the
+//! running server's listening sockets over its --control-socket, serves on them, and
+//! the old server drains and exits 0; SIGHUP does the same by re-executing itself.
+//! Under a keep-alive load plus a connection-per-request load, nothing may fail.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server process this test manages itself (its successors outlive it, so the
+/// common `Srv`, which removes the root when dropped, does not fit): its stderr lines
+/// are collected as they come.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(root: &Path, backend: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg(root)
+            .args(["--backend", backend])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in err.lines() {
+                let Ok(l) = l else { break };
+                eprintln!("  [server] {l}");
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The first line containing `needle`, waiting up to `limit`.
+    fn line(&self, needle: &str, limit: Duration) -> Option<String> {
+        let t = Instant::now();
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Some(l.clone());
+            }
+            if t.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn exit(&mut self, limit: Duration) -> Option<i32> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kill_pid(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a server process this test started (or its re-executed child).
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// What the load saw.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut e = self.errors.lock().unwrap();
+        if e.len() < 20 {
+            e.push(what);
+        }
+    }
+}
+
+/// The files the load fetches, each with distinct bytes.
+fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (i, len) in [0usize, 1, 1000, 16 << 10, 100 << 10, 300 << 10]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("f{i}.bin");
+        let body = pattern(i as u8 + 1, len);
+        std::fs::write(root.join(&name), &body).unwrap();
+        out.push((format!("/{name}"), body));
+    }
+    out
+}
+
+/// The load: `keepalive` clients each reusing one connection until the server says
+/// `Connection: close` (then a new one), and `fresh` clients opening a connection per
+/// request. Every response must be a 200 with exactly the file's bytes; a connect
+/// error, reset, early EOF or timeout is a failure. Never retried.
+fn load(
+    addr: SocketAddr,
+    files: Arc<Vec<(String, Vec<u8>)>>,
+    keepalive: usize,
+    fresh: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut ts = Vec::new();
+    for c in 0..keepalive + fresh {
+        let (files, stop, tally) = (files.clone(), stop.clone(), tally.clone());
+        let reuse = c < keepalive;
+        ts.push(std::thread::spawn(move || {
+            let mut conn: Option<BufReader<TcpStream>> = None;
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let (path, body) = &files[i % files.len()];
+                if conn.is_none() {
+                    match TcpStream::connect(addr) {
+                        Ok(s) => {
+                            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                            conn = Some(BufReader::new(s));
+                        }
+                        Err(e) => {
+                            tally.fail(format!("connect: {e}"));
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    }
+                }
+                let r = conn.as_mut().unwrap();
+                let close = if reuse { "" } else { "Connection: close\r\n" };
+                let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{close}\r\n");
+                let got = r
+                    .get_mut()
+                    .write_all(req.as_bytes())
+                    .and_then(|()| read_resp(r, false));
+                match got {
+                    Ok(resp) if resp.status == 200 && resp.body == *body => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                        let closing = resp
+                            .header("connection")
+                            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                        if closing || !reuse {
+                            conn = None;
+                        }
+                    }
+                    Ok(resp) => {
+                        tally.fail(format!(
+                            "{path}: status {} len {}",
+                            resp.status,
+                            resp.body.len()
+                        ));
+                        conn = None;
+                    }
+                    Err(e) => {
+                        tally.fail(format!("{path}: {e}"));
+                        conn = None;
+                    }
+                }
+            }
+        }));
+    }
+    ts
+}
+
+/// The address the banner names first.
+fn banner_addr(p: &Proc) -> SocketAddr {
+    let banner = p
+        .line("ringserve: serving", Duration::from_secs(20))
+        .expect("no banner");
+    parse_addrs(&banner)[0]
+}
+
+fn pid_in(line: &str, after: &str) -> i32 {
+    let rest = &line[line.find(after).expect(after) + after.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn ctl(dir: &Path) -> String {
+    dir.join("ctl.sock").display().to_string()
+}
+
+fn hand_off_dir(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    let root = dir.join("root");
+    std::fs::create_dir(&root).unwrap();
+    (dir, root)
+}
+
+backend_test! {
+    /// Three takeovers in a row under load (this backend first, then each backend in
+    /// turn: epoll → uring and back where both run). Zero failed requests, every
+    /// response byte-exact, each old server exits 0.
+    fn three_takeovers_under_load_lose_nothing(b) {
+        let (dir, root) = hand_off_dir("handoff");
+        let files = Arc::new(files(&root));
+        let sock = ctl(&dir);
+        let args = ["--listen", "127.0.0.1:0", "--control-socket", &sock, "--shutdown-timeout", "10s"];
+        let mut old = Proc::spawn(&root, b, &args);
+        let addr = banner_addr(&old);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let clients = load(addr, files.clone(), 4, 2, stop.clone(), tally.clone());
+        std::thread::sleep(Duration::from_millis(500));
+        let all = backends();
+        let at = all.iter().position(|x| *x == b).unwrap();
+        for round in 1..=3 {
+            let next = all[(at + round) % all.len()];
+            let before = tally.ok.load(Ordering::Relaxed);
+            let t = Instant::now();
+            let mut args_next: Vec<&str> = args.to_vec();
+            args_next.extend(["--takeover", &sock]);
+            let new = Proc::spawn(&root, next, &args_next);
+            let took = new
+                .line("ringserve: took over from pid", Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("[{b}] round {round}: no takeover by {next}"));
+            assert_eq!(banner_addr(&new), addr, "the same socket, the same address");
+            let code = old.exit(Duration::from_secs(20));
+            let during = tally.ok.load(Ordering::Relaxed) - before;
+            eprintln!(
+                "hand-off {round} ({b} run, to {next}): {took}; old exited {code:?} after {:.0} ms; {during} requests meanwhile",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            assert_eq!(code, Some(0), "[{b}] round {round}: the old server's exit");
+            assert!(during > 0, "[{b}] round {round}: no request was served meanwhile");
+            std::thread::sleep(Duration::from_millis(300));
+            old = new;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        let (ok, failed) = (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
+        eprintln!("[{b}] load: {ok} requests, {failed} failed");
+        assert_eq!(failed, 0, "[{b}] failures: {:?}", tally.errors.lock().unwrap());
+        assert!(ok > 100, "[{b}] too little load to mean anything: {ok}");
+        old.child.kill().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+backend_test! {
+    /// A successor that cannot start (its root does not exist, or a second address it
+    /// wants is taken) says why and exits; the old server keeps serving, says so, and
+    /// still hands off to a successor that can.
+    fn a_takeover_that_cannot_start_leaves_the_old_server_serving(b) {
+        let (dir, root) = hand_off_dir("handoff-fail");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let sock = ctl(&dir);
+        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
+        let addr = banner_addr(&old);
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = busy.local_addr().unwrap().to_string();
+        let missing = dir.join("missing");
+        let cases: [(&Path, Vec<&str>); 2] = [
+            (&missing, vec!["--listen", "127.0.0.1:0"]),
+            (&root, vec!["--listen", "127.0.0.1:0", "--listen", &busy]),
+        ];
+        for (i, (r, extra)) in cases.iter().enumerate() {
+            let mut a = extra.clone();
+            a.extend(["--takeover", &sock]);
+            let mut new = Proc::spawn(r, b, &a);
+            let code = new.exit(Duration::from_secs(20));
+            assert!(matches!(code, Some(1 | 2)), "[{b}] case {i}: exit {code:?}");
+            let said = old.line("hand-off failed", Duration::from_secs(5));
+            assert!(said.as_deref().is_some_and(|l| l.contains("still serving")), "[{b}] {said:?}");
+            old.lines.lock().unwrap().clear();
+            assert_eq!(get(addr, "/a").body, b"a", "[{b}] case {i}: the old server serves on");
+            assert_eq!(old.child.try_wait().unwrap(), None, "[{b}] case {i}: the old server exited");
+        }
+        let new = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--takeover", &sock]);
+        assert!(new.line("took over from pid", Duration::from_secs(20)).is_some());
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        assert_eq!(get(addr, "/a").body, b"a");
+        drop(new);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+backend_test! {
+    /// SIGHUP re-executes the binary with the same arguments through the same
+    /// hand-off, under load: no failed request, a new pid serves, the old exits 0.
+    fn sighup_re_executes_with_no_failed_request(b) {
+        let (dir, root) = hand_off_dir("sighup");
+        let files = Arc::new(files(&root));
+        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0"]);
+        let addr = banner_addr(&old);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let clients = load(addr, files, 3, 1, stop.clone(), tally.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        kill_pid(old.child.id() as i32, libc::SIGHUP);
+        let line = old
+            .line("reloaded: pid", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("[{b}] no reload"));
+        let new_pid = pid_in(&line, "reloaded: pid ");
+        assert_ne!(new_pid as u32, old.child.id());
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0), "[{b}] the old server's exit");
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        let (ok, failed) = (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
+        eprintln!("[{b}] SIGHUP under load: {ok} requests, {failed} failed");
+        assert_eq!(failed, 0, "[{b}] {:?}", tally.errors.lock().unwrap());
+        // The re-executed server serves, and stops on SIGTERM like any other.
+        assert_eq!(get(addr, "/f2.bin").body.len(), 1000);
+        kill_pid(new_pid, libc::SIGTERM);
+        assert!(eventually(Duration::from_secs(15), || {
+            // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
+            let alive = unsafe { libc::kill(new_pid, 0) };
+            alive != 0
+        }), "[{b}] the re-executed server did not stop");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+backend_test! {
+    /// Only our own uid may take the listeners: another uid is refused (SO_PEERCRED)
+    /// and the server serves on.
+    fn another_uid_is_refused(b) {
+        // SAFETY: getuid(2) cannot fail.
+        if unsafe { libc::getuid() } != 0 {
+            return skip(&test_name(), "needs root to connect as another uid");
+        }
+        if !have("setpriv") {
+            return;
+        }
+        let (dir, root) = hand_off_dir("handoff-uid");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let sock = dir.join("ctl").display().to_string();
+        // Abstract: no file permission stands between nobody and the socket.
+        let abs = format!("@ringserve-test-{}-{b}", std::process::id());
+        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &abs]);
+        let addr = banner_addr(&old);
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "serve"])
+            .arg(&root)
+            .args(["--backend", b, "--listen", "127.0.0.1:0", "--takeover", &abs])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "[{b}] {err}");
+        assert!(err.contains("uid"), "[{b}] {err}");
+        assert!(old.line("is not ours", Duration::from_secs(5)).is_some(), "[{b}]");
+        assert_eq!(get(addr, "/a").body, b"a");
+        assert_eq!(old.child.try_wait().unwrap(), None);
+        let _ = sock;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
