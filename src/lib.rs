@@ -17,12 +17,14 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod fs;
+pub mod hints;
 pub mod open_cache;
 pub mod probe;
 pub mod proto;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod systemd;
 
 pub use backend::{CloseReason, Control, Hooks, NoHooks};
 pub use config::Config;

@@ -24,3 +24,4 @@ pub mod mem;
 pub mod net;
 pub mod pipe;
 pub mod probe;
+pub mod unix;
