@@ -19,6 +19,7 @@ pub mod conn;
 pub mod fs;
 pub mod hints;
 pub mod open_cache;
+pub mod privs;
 pub mod probe;
 pub mod proto;
 pub mod server;

@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringserve::backend::blocking::Limits;
 use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
+use ringserve::privs::{self, UserSpec};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
@@ -321,6 +322,15 @@ struct ServeArgs {
     /// mtime-size ETags, so a client may switch between them and keep its cache.
     #[arg(long, value_enum, value_name = "FORM", default_value = "mtime-size")]
     etag: EtagArg,
+    /// After binding the listeners and opening the root, drop to this user (setgroups,
+    /// setgid, setuid), verified; exit 2 if it cannot. Names or numeric ids; GROUP
+    /// defaults to the user's primary group, and is the only supplementary group.
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = user_spec)]
+    user: Option<UserSpec>,
+}
+
+fn user_spec(s: &str) -> Result<UserSpec, String> {
+    s.parse()
 }
 
 impl ServeArgs {
@@ -509,6 +519,7 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let stats_interval = args.stats_interval;
     ringserve::access_log::set_queue_lines(args.access_log_queue as usize);
+    let user = args.user.clone();
     let (mut cfg, http, xfer, listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
         say!("ringserve: --allow-replace needs --allow-upload");
@@ -549,6 +560,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let xfer_uploads = xfer.allow_upload;
     let xfer_factory = XferFactory::new(xfer);
+    // PRIVDROP-SEAM: before any server thread starts (glibc's setuid applies to every
+    // thread); to move between binding the listeners and starting them.
+    if let Some(spec) = &user {
+        if let Err(e) = privs::drop_to(spec) {
+            say!("ringserve: --user {spec}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let mut servers: Vec<(ProtocolArg, Server)> = Vec::new();
     for p in protocols {
         let mut c = cfg.clone();

@@ -25,3 +25,4 @@ pub mod net;
 pub mod pipe;
 pub mod probe;
 pub mod unix;
+pub mod user;
