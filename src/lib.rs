@@ -18,13 +18,16 @@ pub mod config;
 pub mod conn;
 pub mod fs;
 pub mod handoff;
+pub mod hints;
 pub mod listener;
 pub mod open_cache;
+pub mod privs;
 pub mod probe;
 pub mod proto;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod systemd;
 
 pub use backend::{CloseReason, Control, Hooks, NoHooks};
 pub use config::Config;

@@ -7,6 +7,7 @@ use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::handoff;
 use ringserve::listener::{Bind, Listener};
+use ringserve::privs::{self, UserSpec};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
@@ -248,7 +249,12 @@ struct ServeArgs {
     #[arg(env = "RINGSERVE_WORKERS_MIN", long, value_name = "N")]
     workers_min: Option<usize>,
     /// epoll pool: most worker threads; the pool grows by one when all are busy.
-    #[arg(env = "RINGSERVE_WORKERS_MAX", long, value_name = "N", default_value_t = 256)]
+    #[arg(
+        env = "RINGSERVE_WORKERS_MAX",
+        long,
+        value_name = "N",
+        default_value_t = 256
+    )]
     workers_max: usize,
     /// epoll pool: a worker above the minimum that has been idle this long exits.
     #[arg(env = "RINGSERVE_WORKER_IDLE_TIMEOUT", long, value_name = "DUR", default_value = "20s", value_parser = duration)]
@@ -273,13 +279,28 @@ struct ServeArgs {
 
     /// Most open connections; more are accepted and closed at once (HTTP: a 503).
     /// Capped by the open-file limit.
-    #[arg(env = "RINGSERVE_MAX_CONNECTIONS", long, value_name = "N", default_value_t = 16384)]
+    #[arg(
+        env = "RINGSERVE_MAX_CONNECTIONS",
+        long,
+        value_name = "N",
+        default_value_t = 16384
+    )]
     max_connections: usize,
     /// listen(2) backlog.
-    #[arg(env = "RINGSERVE_BACKLOG", long, value_name = "N", default_value_t = 4096)]
+    #[arg(
+        env = "RINGSERVE_BACKLOG",
+        long,
+        value_name = "N",
+        default_value_t = 4096
+    )]
     backlog: u32,
     /// SO_SNDBUF for accepted sockets in bytes; 0 keeps the kernel's autotuning.
-    #[arg(env = "RINGSERVE_SNDBUF", long, value_name = "BYTES", default_value_t = 0)]
+    #[arg(
+        env = "RINGSERVE_SNDBUF",
+        long,
+        value_name = "BYTES",
+        default_value_t = 0
+    )]
     sndbuf: usize,
 
     /// io_uring: ring threads, each with its own ring and connections [default: CPU count].
@@ -291,7 +312,12 @@ struct ServeArgs {
     uring_shared_listener: bool,
     /// io_uring: provided receive buffers (4 KiB each) per ring; rounded up to a power
     /// of two. Idle connections hold none; when all are in use, reads wait.
-    #[arg(env = "RINGSERVE_URING_BUFFERS", long, value_name = "N", default_value_t = 256)]
+    #[arg(
+        env = "RINGSERVE_URING_BUFFERS",
+        long,
+        value_name = "N",
+        default_value_t = 256
+    )]
     uring_buffers: u16,
     /// io_uring: keep one multishot receive armed per connection (6.0+) instead of one
     /// receive per request. Input that arrives mid-response is held until the response
@@ -302,7 +328,12 @@ struct ServeArgs {
     /// Open-file cache: descriptors and metadata of this many recently served paths per
     /// ring (io_uring) or for the pool (epoll), so a hot file costs no open, stat or
     /// close per request. 0 turns it off.
-    #[arg(env = "RINGSERVE_OPEN_FILE_CACHE", long, value_name = "N", default_value_t = 1024)]
+    #[arg(
+        env = "RINGSERVE_OPEN_FILE_CACHE",
+        long,
+        value_name = "N",
+        default_value_t = 1024
+    )]
     open_file_cache: usize,
     /// Open-file cache: an entry is trusted this long, then the path is opened again. A
     /// file changed or removed on disk is seen at most this late. 0 turns the cache off.
@@ -313,7 +344,12 @@ struct ServeArgs {
     /// epoll wakeups, accepts, bytes by path, stale completions) grown in each interval,
     /// then a total with open connections and pool size, to stderr. SIGUSR1 prints the
     /// running totals at any time. 0 is off.
-    #[arg(env = "RINGSERVE_STATS_INTERVAL", long, value_name = "SECS", default_value_t = 0)]
+    #[arg(
+        env = "RINGSERVE_STATS_INTERVAL",
+        long,
+        value_name = "SECS",
+        default_value_t = 0
+    )]
     stats_interval: u64,
 
     /// TCP keepalive: idle time before the first probe.
@@ -323,7 +359,12 @@ struct ServeArgs {
     #[arg(env = "RINGSERVE_TCP_KEEPALIVE_INTERVAL", long, value_name = "DUR", default_value = "5s", value_parser = duration)]
     tcp_keepalive_interval: Duration,
     /// TCP keepalive: unanswered probes before the connection is dropped.
-    #[arg(env = "RINGSERVE_TCP_KEEPALIVE_COUNT", long, value_name = "N", default_value_t = 3)]
+    #[arg(
+        env = "RINGSERVE_TCP_KEEPALIVE_COUNT",
+        long,
+        value_name = "N",
+        default_value_t = 3
+    )]
     tcp_keepalive_count: u32,
 
     /// Serve an HTML listing for directories without index.html [default: off].
@@ -340,22 +381,53 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     access_log_queue: u32,
     /// Largest request header section in bytes; larger gets 431.
-    #[arg(env = "RINGSERVE_MAX_HEADER_BYTES", long, value_name = "BYTES", default_value_t = 16384)]
+    #[arg(
+        env = "RINGSERVE_MAX_HEADER_BYTES",
+        long,
+        value_name = "BYTES",
+        default_value_t = 16384
+    )]
     max_header_bytes: usize,
     /// Longest request-target in bytes; longer gets 414.
-    #[arg(env = "RINGSERVE_MAX_URI_BYTES", long, value_name = "BYTES", default_value_t = 8192)]
+    #[arg(
+        env = "RINGSERVE_MAX_URI_BYTES",
+        long,
+        value_name = "BYTES",
+        default_value_t = 8192
+    )]
     max_uri_bytes: usize,
     /// Most header field lines in one request (1 to 10000); more gets 431.
     #[arg(env = "RINGSERVE_MAX_HEADER_FIELDS", long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     max_header_fields: u16,
     /// HTTP: names starting with `.` (`.git`, `.env`). /.well-known/ is always served.
-    #[arg(env = "RINGSERVE_DOTFILES", long, value_enum, value_name = "POLICY", default_value = "deny")]
+    #[arg(
+        env = "RINGSERVE_DOTFILES",
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "deny"
+    )]
     dotfiles: DotfilesArg,
     /// HTTP: what a file's ETag is made of. Servers of copies of one tree agree on
     /// mtime-size ETags, so a client may switch between them and keep its cache.
-    #[arg(env = "RINGSERVE_ETAG", long, value_enum, value_name = "FORM", default_value = "mtime-size")]
+    #[arg(
+        env = "RINGSERVE_ETAG",
+        long,
+        value_enum,
+        value_name = "FORM",
+        default_value = "mtime-size"
+    )]
     etag: EtagArg,
+    /// After binding the listeners and opening the root, drop to this user (setgroups,
+    /// setgid, setuid), verified; exit 2 if it cannot. Names or numeric ids; GROUP
+    /// defaults to the user's primary group, and is the only supplementary group.
+    #[arg(env = "RINGSERVE_USER", long, value_name = "USER[:GROUP]", value_parser = user_spec)]
+    user: Option<UserSpec>,
+}
+
+fn user_spec(s: &str) -> Result<UserSpec, String> {
+    s.parse()
 }
 
 impl ServeArgs {
@@ -545,6 +617,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let explicit_listen = !args.listen.is_empty();
     let default_protocol = args.protocol;
     ringserve::access_log::set_queue_lines(args.access_log_queue as usize);
+    let user = args.user.clone();
     let (mut cfg, http, xfer, mut listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
         say!("ringserve: --allow-replace needs --allow-upload");
@@ -566,6 +639,21 @@ fn serve(args: ServeArgs) -> ExitCode {
             cfg.max_connections = room;
         }
     }
+    // Sockets systemd passed (socket activation), taken while this is the only thread:
+    // reading them unsets LISTEN_FDS and friends. A successor (--takeover) gets its
+    // predecessor's instead, systemd's among them.
+    let activated = if takeover.is_none() {
+        match ringserve::systemd::listen_fds() {
+            Ok(a) => a,
+            Err(e) => {
+                say!("ringserve: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let notify = ringserve::systemd::Notify::from_env().map(Arc::new);
     // Signals are blocked before any thread starts, so every thread inherits the mask
     // and they stay pending for the signal thread's sigwait. No handler ever runs.
     let signals = SigSet::of(&[
@@ -584,6 +672,19 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Listeners given to us: a predecessor's (--takeover), each under its scheme.
     let mut taken = None;
     let mut given: Vec<(ProtocolArg, Listener)> = Vec::new();
+    for a in activated {
+        let name = a.name.clone().unwrap_or_else(|| "unnamed".into());
+        let p = ringserve::systemd::scheme_of(&name)
+            .and_then(ProtocolArg::of_scheme)
+            .unwrap_or(default_protocol);
+        match Listener::inherited(a.fd, format!("systemd:{name}")) {
+            Ok(l) => given.push((p, l)),
+            Err(e) => {
+                say!("ringserve: socket activation: {name}: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
     if let Some(addr) = &takeover {
         match handoff::take(addr, HANDOFF_TIMEOUT) {
             Ok(mut t) => {
@@ -648,7 +749,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(taken, e.to_string(), exit_code(&e)),
         }
     }
-    // PRIVDROP-SEAM: every listener is bound and every root open; nothing serves yet.
+    // Every listener is bound and every root open, and no server thread runs yet
+    // (glibc's setuid applies to every thread, but there is only this one): drop.
+    if let Some(spec) = &user {
+        if let Err(e) = privs::drop_to(spec) {
+            return fail(taken, format!("--user {spec}: {e}"), EXIT_CONFIG);
+        }
+    }
 
     let xfer_uploads = xfer.allow_upload;
     let xfer_factory = XferFactory::new(xfer);
@@ -670,6 +777,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     let handoffs = Arc::new(Handoffs {
+        notify: notify.clone(),
         offers: servers
             .iter()
             .map(|(p, s)| (p.scheme(), s.listeners()))
@@ -694,6 +802,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 Ok(libc::SIGHUP) => reload(&on_signal),
                 Ok(_) => {
                     say!("ringserve: shutting down");
+                    if let Some(n) = &on_signal.notify {
+                        let _ = n.stopping();
+                    }
                     for c in &on_signal.controls {
                         c.shutdown();
                     }
@@ -750,6 +861,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             // We serve either way; the predecessor may not have heard, and serves too.
             Err(e) => say!("ringserve: hand-off from pid {from}: {e}"),
         }
+    }
+    // Under systemd, the service is up (a successor's MAINPID is its predecessor's
+    // to announce, and is, before this).
+    if let Some(n) = &notify {
+        let _ = n.ready();
     }
     if let Some(path) = control_socket {
         // A predecessor's control socket at this path is ours now.
@@ -820,6 +936,7 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a hand-off needs: every server's listeners under its scheme, and their
 /// controls; `done` once one has succeeded (there is nothing left to hand over).
 struct Handoffs {
+    notify: Option<Arc<ringserve::systemd::Notify>>,
     offers: Vec<(&'static str, Arc<[Listener]>)>,
     controls: Vec<Arc<ringserve::Control>>,
     done: Mutex<bool>,
@@ -852,6 +969,10 @@ impl Handoffs {
         *done = true;
         let pid = session.pid;
         say!("ringserve: handing off to pid {pid}; draining");
+        // systemd follows the successor as the main process (it is ready: it serves).
+        if let Some(n) = &self.notify {
+            let _ = n.send(&format!("MAINPID={pid}\nREADY=1"));
+        }
         for c in &self.controls {
             c.hand_off();
         }
@@ -914,6 +1035,9 @@ fn reload(h: &Handoffs) {
         args.push(a);
     }
     say!("ringserve: reloading: starting {}", exe.display());
+    if let Some(n) = &h.notify {
+        let _ = n.reloading();
+    }
     let mut child = match std::process::Command::new(&exe)
         .args(&args)
         .env("RINGSERVE_TAKEOVER", &name)
@@ -924,10 +1048,13 @@ fn reload(h: &Handoffs) {
     {
         Ok(c) => c,
         Err(e) => {
+            if let Some(n) = &h.notify {
+                let _ = n.ready();
+            }
             return say!(
                 "ringserve: reload: starting {}: {e}; still serving",
                 exe.display()
-            )
+            );
         }
     };
     let until = std::time::Instant::now() + HANDOFF_TIMEOUT;
@@ -950,6 +1077,9 @@ fn reload(h: &Handoffs) {
         Ok(pid) => say!("ringserve: reloaded: pid {pid} serves now"),
         Err(e) => {
             say!("ringserve: reload failed: {e}; still serving");
+            if let Some(n) = &h.notify {
+                let _ = n.send(&format!("READY=1\nSTATUS=reload failed: {e}"));
+            }
             // It exits by itself once it has said why; reap it, briefly.
             for _ in 0..50 {
                 if !matches!(child.try_wait(), Ok(None)) {

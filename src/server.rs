@@ -187,9 +187,16 @@ impl Server {
         let mut locked = Vec::new();
         for b in fresh {
             let cannot = |e: io::Error| {
+                let port = match &b.addr {
+                    ListenAddr::Tcp(a) => a.port(),
+                    ListenAddr::Unix(_) => 0,
+                };
                 let why = match e.raw_os_error() {
                     Some(libc::EADDRINUSE) => "address already in use".to_string(),
-                    _ => e.to_string(),
+                    _ => match crate::hints::low_port_hint(port, &e) {
+                        Some(hint) => format!("{e}; {hint}"),
+                        None => e.to_string(),
+                    },
                 };
                 StartError::Config(format!("cannot listen on {}: {why}", b.addr))
             };

@@ -24,11 +24,16 @@ struct Proc {
 
 impl Proc {
     fn spawn(root: &Path, backend: &str, args: &[&str]) -> Proc {
+        Self::spawn_env(root, backend, args, &[])
+    }
+
+    fn spawn_env(root: &Path, backend: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin())
             .arg("serve")
             .arg(root)
             .args(["--backend", backend])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -383,6 +388,52 @@ backend_test! {
         assert_eq!(get(addr, "/a").body, b"a");
         assert_eq!(old.child.try_wait().unwrap(), None);
         let _ = sock;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+backend_test! {
+    /// Under systemd (a NOTIFY_SOCKET the test listens on): READY=1 at start; on
+    /// SIGHUP, RELOADING=1, then the successor announced as MAINPID with READY=1;
+    /// the old server says no STOPPING=1 (the service goes on), the new one does on
+    /// SIGTERM.
+    fn sighup_announces_the_new_main_pid_to_systemd(b) {
+        let (dir, root) = hand_off_dir("notify");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let next = || {
+            let mut buf = [0u8; 4096];
+            let n = sock.recv(&mut buf).expect("a notification");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let notify = path.display().to_string();
+        let mut old = Proc::spawn_env(&root, b, &["--listen", "127.0.0.1:0"], &[("NOTIFY_SOCKET", &notify)]);
+        let addr = banner_addr(&old);
+        assert_eq!(next(), "READY=1");
+        kill_pid(old.child.id() as i32, libc::SIGHUP);
+        assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+        let mut seen = vec![next()];
+        if !seen[0].starts_with("MAINPID=") {
+            // The successor's own READY=1 may come first.
+            seen.push(next());
+        }
+        let main = seen.iter().find(|m| m.starts_with("MAINPID=")).expect("MAINPID").clone();
+        let pid: i32 = main["MAINPID=".len()..].split('\n').next().unwrap().parse().unwrap();
+        assert!(main.ends_with("\nREADY=1"), "{main:?}");
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        assert_eq!(get(addr, "/a").body, b"a", "[{b}] pid {pid} serves");
+        kill_pid(pid, libc::SIGTERM);
+        let mut rest = Vec::new();
+        while let Ok(m) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(next)) {
+            let stop = m == "STOPPING=1";
+            rest.push(m);
+            if stop {
+                break;
+            }
+        }
+        assert_eq!(rest.last().map(String::as_str), Some("STOPPING=1"), "[{b}] {seen:?} {rest:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

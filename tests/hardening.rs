@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
@@ -18,39 +18,17 @@ fn sparse(root: &std::path::Path, name: &str, len: u64) {
 }
 
 /// Starts `ringserve serve ROOT --listen ADDR --backend B ARGS` and waits for it to
-/// exit (bounded): its exit code and stderr.
+/// exit (bounded): its exit code (-2: still serving) and stderr.
 fn run_to_exit(root: &std::path::Path, addr: &str, b: &str, args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .arg(root)
-        .args(["--listen", addr, "--backend", b])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code().unwrap_or(-1);
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            // Serving: it started, which is the failure.
-            let _ = child.kill();
-            let _ = child.wait();
-            break -2;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (code, err)
+    let mut all: Vec<&std::ffi::OsStr> = vec![
+        root.as_os_str(),
+        "--listen".as_ref(),
+        addr.as_ref(),
+        "--backend".as_ref(),
+        b.as_ref(),
+    ];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    serve_to_exit(&all)
 }
 
 /// Every way a second server can listen here: each backend that runs, and the uring

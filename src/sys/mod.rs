@@ -25,3 +25,5 @@ pub mod net;
 pub mod pipe;
 pub mod probe;
 pub mod seqpacket;
+pub mod unix;
+pub mod user;

@@ -337,6 +337,40 @@ impl Drop for Srv {
     }
 }
 
+/// Runs `ringserve serve ARGS` and waits up to 10 s for it to exit: its exit code
+/// and stderr. -2 when it was still running then (it started serving, which is the
+/// failure for a caller expecting a refusal; it is killed).
+pub fn serve_to_exit<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String) {
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().unwrap_or(-1);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -2;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
 /// Removes the [`temp_dir`] a path lives in. Tests serve multi-gigabyte sparse files
 /// from tmpfs, and some kernels (5.10) fill a sparse file's holes when it is spliced:
 /// left behind, one test's file starves the next of space.
