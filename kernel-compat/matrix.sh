@@ -111,8 +111,10 @@ if printf '%s\n' "${selected[@]}" | grep -q '|vm|'; then
   files_list="$cache/guest-files"
   mkdir -p "$cache"
   { printf '%s\n' "$ringserve" "$nouring" "$here/suite.sh" "${test_bins[@]}"
-    # curl is what a few http tests use; without it they print SKIP, as on the host.
-    command -v curl || true; } >"$files_list"
+    # curl is what a few http tests use; setpriv and systemd-socket-activate the
+    # hand-off, error-log and socket-activation ones; without one they print SKIP, as
+    # on the host.
+    command -v curl setpriv systemd-socket-activate || true; } >"$files_list"
 fi
 
 total_start=$(date +%s)

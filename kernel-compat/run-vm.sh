@@ -65,8 +65,9 @@ if [[ ! -s "$base" ]]; then
   # node the guest prints nothing. mknod needs root (CI and this machine run as root).
   mknod -m 600 "$root/dev/console" c 5 1
   mknod -m 666 "$root/dev/null" c 1 3
-  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-  echo 'root:x:0:' >"$root/etc/group"
+  # nobody/nogroup: what the --user tests drop to (tests/production.rs).
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
   printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
   # Binaries at their host paths, libraries at the paths ldd names (dereferenced).
   # Debug info is stripped from the copies: it is most of their size, and the guest
