@@ -57,7 +57,9 @@ pub struct Config {
     /// A request body the protocol streams (an upload) ends when no byte arrives for
     /// this long; every byte restarts it (nginx's client_body_timeout).
     pub body_timeout: Duration,
-    /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
+    /// On SIGTERM/SIGINT/SIGQUIT (or a hand-off), in-flight responses get this long to
+    /// finish. 8 s: below Docker's 10 s stop grace period and systemd's 90 s, so the
+    /// drain ends before the supervisor's SIGKILL, with room for the exit.
     pub shutdown_timeout: Duration,
     /// Connections beyond this are accepted and closed at once (with a 503 for HTTP).
     pub max_connections: usize,
@@ -107,7 +109,7 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(8),
             max_connections: 16384,
             uring_threads: cpus.min(MAX_URING_THREADS),
             uring_shared_listener: false,

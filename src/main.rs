@@ -273,8 +273,10 @@ struct ServeArgs {
     /// this long; every byte restarts it.
     #[arg(env = "RINGSERVE_BODY_TIMEOUT", long, value_name = "DUR", default_value = "60s", value_parser = duration)]
     body_timeout: Duration,
-    /// On SIGTERM/SIGINT, in-flight responses get this long to finish.
-    #[arg(env = "RINGSERVE_SHUTDOWN_TIMEOUT", long, value_name = "DUR", default_value = "10s", value_parser = duration)]
+    /// On SIGTERM, SIGINT or SIGQUIT (and after a hand-off), in-flight responses get
+    /// this long to finish; a second signal stops at once. Below Docker's 10 s stop
+    /// grace period, so a drain ends before its SIGKILL.
+    #[arg(env = "RINGSERVE_SHUTDOWN_TIMEOUT", long, value_name = "DUR", default_value = "8s", value_parser = duration)]
     shutdown_timeout: Duration,
 
     /// Most open connections; more are accepted and closed at once (HTTP: a 503).

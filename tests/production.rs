@@ -68,6 +68,69 @@ backend_test! {
     }
 }
 
+/// A free TCP port below 1024 on loopback (we are root when this is asked).
+fn free_low_port() -> Option<u16> {
+    (900..1000).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+}
+
+backend_test! {
+    /// Root binds a port below 1024, then drops: the low port serves as nobody.
+    fn user_binds_a_low_port_as_root_then_drops(b) {
+        if !is_root() {
+            return skip(&test_name(), "needs root");
+        }
+        let Some(port) = free_low_port() else {
+            return skip(&test_name(), "no free port in 900-999");
+        };
+        let root = root_with_modes("user-lowport");
+        let listen = format!("127.0.0.1:{port}");
+        let srv = Srv::start(b, &root, &["--listen", &listen, "--user", "nobody"]);
+        assert_eq!(srv.addr.port(), port);
+        assert_eq!(status_ids(srv.pid(), "Uid:"), [65534; 4]);
+        assert_eq!(get(srv.addr, "/pub").body, b"pub");
+    }
+}
+
+#[test]
+fn a_low_port_refused_for_want_of_the_capability_says_how_to_grant_it() {
+    let unprivileged: u16 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+    if !is_root() || unprivileged <= 900 {
+        return skip(
+            &test_name(),
+            "needs root (to run as nobody) and ip_unprivileged_port_start above 900",
+        );
+    }
+    if !have("setpriv") {
+        return;
+    }
+    let Some(port) = free_low_port() else {
+        return skip(&test_name(), "no free port in 900-999");
+    };
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "serve",
+            "/",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("CAP_NET_BIND_SERVICE"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unknown_user_is_exit_2_with_one_line() {
     let root = temp_dir("user-unknown");

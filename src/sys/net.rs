@@ -146,7 +146,7 @@ pub fn inherited_listener(
         Ok(libc::SOCK_STREAM) => {}
         Ok(_) => return Err(not("not a stream socket")),
     }
-    if int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
+    if !super::unix::accepts_connections(fd)? {
         return Err(not("not a listening socket"));
     }
     // SAFETY: F_GETFL/F_SETFL take and return ints on a borrowed descriptor.
