@@ -2,12 +2,17 @@
 //! fallback. See `docs/ARCHITECTURE.md` for the layers and the two promises.
 
 /// Writes one line to stderr and ignores failure: `eprintln!` panics when stderr is a
-/// closed pipe, and a server must not die because its log reader went away.
+/// closed pipe, and a server must not die because its log reader went away. The line
+/// is formatted first and written in one `write(2)`: stderr is unbuffered, so
+/// `writeln!` would write it piece by piece, and two processes sharing the stream (a
+/// server and the successor it re-executed) would interleave their pieces.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
 

@@ -437,3 +437,55 @@ backend_test! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+backend_test! {
+    /// `systemctl reload` under socket activation: systemd's socket (fd 3, named
+    /// `http`) passes through the SIGHUP re-exec to the new process, which serves on it
+    /// without LISTEN_FDS of its own and binds nothing (no `--listen`).
+    fn sighup_under_socket_activation_keeps_systemds_socket(b) {
+        if !have("systemd-socket-activate") {
+            return;
+        }
+        let (dir, root) = hand_off_dir("activated-reload");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new("systemd-socket-activate")
+            .args(["-l", &listen, "--fdname=http", bin(), "serve"])
+            .arg(&root)
+            .args(["--backend", b])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                eprintln!("  [server] {l}");
+                sink.lock().unwrap().push(l);
+            }
+        });
+        let old = Proc { child, lines };
+        let addr: SocketAddr = listen.parse().unwrap();
+        // systemd-socket-activate says when it listens, and execs the server at the
+        // first connection.
+        assert!(old.line("Listening on", Duration::from_secs(20)).is_some());
+        assert_eq!(get(addr, "/a").body, b"a", "[{b}] activated");
+        let banner = old.line("ringserve: serving", Duration::from_secs(20)).unwrap();
+        assert!(banner.contains(&format!("http://{listen}")), "{banner}");
+        let mut old = old;
+        kill_pid(old.child.id() as i32, libc::SIGHUP);
+        let line = old.line("reloaded: pid", Duration::from_secs(20)).expect("reloaded");
+        let new_pid = pid_in(&line, "reloaded: pid ");
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        assert_eq!(get(addr, "/a").body, b"a", "[{b}] the new process serves systemd's socket");
+        let banners: Vec<String> = old.lines.lock().unwrap().iter().filter(|l| l.contains("ringserve: serving")).cloned().collect();
+        assert_eq!(banners.len(), 2, "{banners:?}");
+        assert!(banners[1].contains(&format!("http://{listen}")) && !banners[1].contains("8080"), "{banners:?}");
+        kill_pid(new_pid, libc::SIGTERM);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
