@@ -11,12 +11,12 @@ macro_rules! say {
     }};
 }
 
-pub mod access_log;
 pub mod backend;
 pub mod client;
 pub mod config;
 pub mod conn;
 pub mod fs;
+pub mod log;
 pub mod open_cache;
 pub mod probe;
 pub mod proto;

@@ -4,13 +4,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringserve::backend::blocking::Limits;
 use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
+use ringserve::log::Level;
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
-use ringserve::{say, NoHooks, Server, StartError};
+use ringserve::{log_error, log_info, log_notice, log_warn, say, NoHooks, Server, StartError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,6 +134,27 @@ enum EtagArg {
     MtimeSize,
     /// Device, inode, mtime and size: unique to this host's file.
     Inode,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevelArg {
+    Error,
+    Warn,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl LogLevelArg {
+    fn level(self) -> Level {
+        match self {
+            LogLevelArg::Error => Level::Error,
+            LogLevelArg::Warn => Level::Warn,
+            LogLevelArg::Notice => Level::Notice,
+            LogLevelArg::Info => Level::Info,
+            LogLevelArg::Debug => Level::Debug,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -294,16 +316,26 @@ struct ServeArgs {
     /// Serve an HTML listing for directories without index.html [default: off].
     #[arg(long)]
     listing: bool,
-    /// Write one access-log line per response to stdout, nginx's "combined" format with
-    /// the body bytes actually sent [default: off]. Never blocks serving: when stdout's
-    /// reader falls behind, lines are dropped, counted (log_dropped) and reported.
-    #[arg(long)]
-    access_log: bool,
+    /// Write one access-log line per response, nginx's "combined" format with the body
+    /// bytes actually sent, to PATH (appended; SIGUSR1 reopens it, for logrotate), or to
+    /// stdout without a PATH or with `-` [default: off]. Never blocks serving: when the
+    /// log's reader falls behind, lines are dropped, counted (log_dropped) and reported.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-")]
+    access_log: Option<PathBuf>,
     /// Access-log lines held for a reader that falls behind before new ones are
     /// dropped (like nginx's access_log buffer=, but in lines).
-    #[arg(long, value_name = "LINES", default_value_t = ringserve::access_log::QUEUE_LINES as u32,
+    #[arg(long, value_name = "LINES", default_value_t = ringserve::log::access::QUEUE_LINES as u32,
           value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     access_log_queue: u32,
+    /// Where the error log goes: start and stop, the cause of each 403 and 500,
+    /// accept errors, running out of descriptors, dropped log lines, statistics. A
+    /// PATH is appended to and reopened on SIGUSR1; `-` is stderr [default: stderr].
+    /// Under journald each line carries its syslog priority (`<3>` ... `<7>`).
+    #[arg(long, value_name = "PATH")]
+    error_log: Option<PathBuf>,
+    /// The least severe error-log lines written; the startup line is always written.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
+    log_level: LogLevelArg,
     /// Largest request header section in bytes; larger gets 431.
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     max_header_bytes: usize,
@@ -379,7 +411,7 @@ impl ServeArgs {
         };
         let http = HttpConfig {
             listing: self.listing,
-            access_log: self.access_log,
+            access_log: self.access_log.is_some(),
             max_header_bytes: self.max_header_bytes,
             max_uri_bytes: self.max_uri_bytes,
             max_header_fields: usize::from(self.max_header_fields),
@@ -506,9 +538,34 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
     }
 }
 
+/// The logs' level, files and queue, before anything writes a line.
+fn set_up_logs(args: &ServeArgs) -> Result<(), String> {
+    ringserve::log::set_level(args.log_level.level());
+    ringserve::log::access::set_queue_lines(args.access_log_queue as usize);
+    if let Some(p) = &args.access_log {
+        ringserve::log::access::set_path(p)
+            .map_err(|e| format!("--access-log {}: {e}", p.display()))?;
+    }
+    let p = args
+        .error_log
+        .as_deref()
+        .unwrap_or(std::path::Path::new("-"));
+    ringserve::log::error::set_path(p).map_err(|e| format!("--error-log {}: {e}", p.display()))
+}
+
+/// Says `line` synchronously on stderr, after what the logs hold (at most a second
+/// each): the last word of a run that ends before or instead of serving.
+fn last_word(line: std::fmt::Arguments<'_>) {
+    ringserve::log::flush(Duration::from_secs(1));
+    say!("{line}");
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let stats_interval = args.stats_interval;
-    ringserve::access_log::set_queue_lines(args.access_log_queue as usize);
+    if let Err(e) = set_up_logs(&args) {
+        say!("ringserve: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let (mut cfg, http, xfer, listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
         say!("ringserve: --allow-replace needs --allow-upload");
@@ -567,10 +624,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         match started {
             Ok(s) => servers.push((p, s)),
             Err(e) => {
-                say!("ringserve: {e}");
                 for (_, s) in servers {
                     s.shutdown();
                 }
+                last_word(format_args!("ringserve: {e}"));
                 return ExitCode::from(match e {
                     StartError::Config(_) => EXIT_CONFIG,
                     StartError::Io(_) => 1,
@@ -587,28 +644,29 @@ fn serve(args: ServeArgs) -> ExitCode {
         .spawn(move || loop {
             match signals.wait() {
                 Ok(libc::SIGUSR1) => {
+                    ringserve::log::reopen();
                     for hub in &hubs {
                         report_stats(hub, None);
                     }
                     report_xfer(&counters);
                 }
                 Ok(_) => {
-                    say!("ringserve: shutting down");
+                    log_notice!("ringserve: shutting down");
                     for c in &controls {
                         c.shutdown();
                     }
                 }
                 Err(e) => {
-                    say!("ringserve: sigwait: {e}");
+                    log_error!("ringserve: sigwait: {e}");
                     return;
                 }
             }
         });
     if let Err(e) = spawned {
-        say!("ringserve: starting the signal thread: {e}");
         for (_, s) in servers {
             s.shutdown();
         }
+        last_word(format_args!("ringserve: starting the signal thread: {e}"));
         return ExitCode::FAILURE;
     }
     let addrs: Vec<String> = servers
@@ -620,19 +678,23 @@ fn serve(args: ServeArgs) -> ExitCode {
         })
         .collect();
     let first = &servers[0].1;
-    say!(
-        "ringserve: serving {} on {} with backend {} ({})",
-        root.display(),
-        addrs.join(" "),
-        first.backend(),
-        first.reason()
+    // Written at every --log-level: tools (and the tests) wait for it.
+    ringserve::log::error::emit(
+        Level::Notice,
+        format_args!(
+            "ringserve: serving {} on {} with backend {} ({})",
+            root.display(),
+            addrs.join(" "),
+            first.backend(),
+            first.reason()
+        ),
     );
     for note in notes {
-        say!("{note}");
+        log_warn!("{note}");
     }
     if xfer_uploads && servers.iter().any(|(p, _)| matches!(p, ProtocolArg::Xfer)) {
         if let Ok(r) = ringserve::fs::Root::open(&root) {
-            say!("ringserve: xfer uploads: {}", r.write_path());
+            log_info!("ringserve: xfer uploads: {}", r.write_path());
         }
     }
     if stats_interval > 0 {
@@ -653,15 +715,16 @@ fn serve(args: ServeArgs) -> ExitCode {
                 }
             });
         if let Err(e) = spawned {
-            say!("ringserve: starting the stats thread: {e}; --stats-interval ignored");
+            log_error!("ringserve: starting the stats thread: {e}; --stats-interval ignored");
         }
     }
     for (_, s) in servers {
         s.wait();
     }
-    // The last responses' lines reach a reader that keeps reading; a stalled one
-    // costs the exit at most this (the writer is detached, never joined).
-    ringserve::access_log::flush(Duration::from_secs(1));
+    // The last responses' lines and the last messages reach a reader that keeps
+    // reading; a stalled one costs the exit at most this for each log (the writers are
+    // detached, never joined).
+    ringserve::log::flush(Duration::from_secs(1));
     ExitCode::SUCCESS
 }
 
@@ -669,7 +732,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn report_xfer(c: &ringserve::proto::xfer::Counters) {
     let line = c.line();
     if !line.is_empty() {
-        say!("ringserve: stats xfer: {line}");
+        log_info!("ringserve: stats xfer: {line}");
     }
 }
 
@@ -686,17 +749,17 @@ fn report_stats(hub: &StatsHub, last: Option<&mut Seen>) {
         Some((prev, prev_total)) => {
             for (name, s) in &threads {
                 let d = s.since(prev.get(name).unwrap_or(&Snapshot::default()));
-                say!("ringserve: stats {name}: {}", d.counters());
+                log_info!("ringserve: stats {name}: {}", d.counters());
             }
-            say!("ringserve: stats interval: {}", total.since(prev_total));
+            log_info!("ringserve: stats interval: {}", total.since(prev_total));
             *prev = threads.into_iter().collect();
             *prev_total = total;
         }
         None => {
             for (name, s) in &threads {
-                say!("ringserve: stats {name}: {}", s.counters());
+                log_info!("ringserve: stats {name}: {}", s.counters());
             }
-            say!("ringserve: stats {total}");
+            log_info!("ringserve: stats {total}");
         }
     }
 }
