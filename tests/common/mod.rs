@@ -228,6 +228,12 @@ impl Srv {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         tweak(&mut cmd);
+        Self::spawn(cmd, root)
+    }
+
+    /// Spawns `cmd`, a server whose stderr is piped (a wrapper that execs ringserve,
+    /// such as setpriv, will do), and waits for its banner.
+    pub fn spawn(mut cmd: Command, root: &Path) -> Srv {
         let mut child = cmd.spawn().expect("spawn ringserve");
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut banner = String::new();
