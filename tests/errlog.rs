@@ -243,3 +243,70 @@ backend_test! {
         assert!(srv.banner.starts_with("ringserve: serving "), "[{b}] {}", srv.banner);
     }
 }
+
+backend_test! {
+    /// Running out of descriptors at accept is one episode: one warning as it starts,
+    /// however many accepts fail, and one, with their count, once it is over.
+    fn an_emfile_episode_is_said_once_as_it_starts_and_once_as_it_ends(b) {
+        let root = temp_dir("emfile-log");
+        std::fs::write(root.join("small"), "small").unwrap();
+        let srv = Srv::start(b, &root, &[]);
+        assert_eq!(get(srv.addr, "/small").status, 200);
+        let lim = |cur: u64| libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: 20000,
+        };
+        let pid = srv.pid() as i32;
+        let tight = lim(srv.fd_count() as u64 + 4);
+        // SAFETY: prlimit on our own child with a live rlimit struct.
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let conns: Vec<_> = (0..40)
+            .filter_map(|_| TcpStream::connect(srv.addr).ok())
+            .collect();
+        let starts = |log: &[String]| {
+            log.iter()
+                .filter(|l| l.starts_with("ringserve: accept: ") && l.contains("refused or wait"))
+                .count()
+        };
+        let ends = |log: &[String]| {
+            log.iter()
+                .filter(|l| l.starts_with("ringserve: accept: descriptors available again after "))
+                .count()
+        };
+        // Whether the kernel refused any accept: io_uring's accept does not always
+        // heed a limit lowered from outside (prlimit) once the ring is running.
+        std::thread::sleep(Duration::from_millis(300));
+        srv.signal(libc::SIGUSR1);
+        let emfile = |log: &[String]| {
+            log.iter()
+                .filter(|l| l.starts_with("ringserve: stats accepts="))
+                .find_map(|l| l.split(' ').find_map(|w| w.strip_prefix("accept_emfile=")))
+                .map(|n| n.parse::<u64>().unwrap())
+        };
+        assert!(eventually(Duration::from_secs(5), || emfile(&srv.log()).is_some()));
+        if emfile(&srv.log()) == Some(0) {
+            let why = "no accept met EMFILE here after prlimit lowered RLIMIT_NOFILE";
+            skip(&test_name(), why);
+            return;
+        }
+        assert!(eventually(Duration::from_secs(5), || starts(&srv.log()) == 1), "[{b}] {:?}", srv.log());
+        std::thread::sleep(Duration::from_millis(300));
+        drop(conns);
+        let roomy = lim(20000);
+        // SAFETY: as above.
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        // Over once a second has passed without a failure and an accept succeeds.
+        std::thread::sleep(Duration::from_millis(1200));
+        let ended = eventually(Duration::from_secs(5), || {
+            let _ = try_get(srv.addr, "/small");
+            ends(&srv.log()) == 1
+        });
+        let log = srv.log();
+        assert!(ended, "[{b}] {log:?}");
+        assert_eq!(starts(&log), 1, "[{b}] {log:?}");
+        let episode = log.iter().filter(|l| l.starts_with("ringserve: accept: ")).count();
+        assert_eq!(episode, 2, "[{b}] {log:?}");
+    }
+}
