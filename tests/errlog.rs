@@ -252,15 +252,7 @@ backend_test! {
         std::fs::write(root.join("small"), "small").unwrap();
         let srv = Srv::start(b, &root, &[]);
         assert_eq!(get(srv.addr, "/small").status, 200);
-        let lim = |cur: u64| libc::rlimit {
-            rlim_cur: cur,
-            rlim_max: 20000,
-        };
-        let pid = srv.pid() as i32;
-        let tight = lim(srv.fd_count() as u64 + 4);
-        // SAFETY: prlimit on our own child with a live rlimit struct.
-        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
-        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        srv.set_nofile(srv.fd_count() as u64 + 4);
         let conns: Vec<_> = (0..40)
             .filter_map(|_| TcpStream::connect(srv.addr).ok())
             .collect();
@@ -293,10 +285,7 @@ backend_test! {
         assert!(eventually(Duration::from_secs(5), || starts(&srv.log()) == 1), "[{b}] {:?}", srv.log());
         std::thread::sleep(Duration::from_millis(300));
         drop(conns);
-        let roomy = lim(20000);
-        // SAFETY: as above.
-        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) };
-        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        srv.set_nofile(20000);
         // Over once a second has passed without a failure and an accept succeeds.
         std::thread::sleep(Duration::from_millis(1200));
         let ended = eventually(Duration::from_secs(5), || {

@@ -312,6 +312,25 @@ impl Srv {
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
+    /// Sets the server's open-file limit (soft `cur`, hard 20000) from outside, as
+    /// an operator's `prlimit` would.
+    pub fn set_nofile(&self, cur: u64) {
+        let lim = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: 20000,
+        };
+        // SAFETY: prlimit on our own child with a live rlimit struct.
+        let r = unsafe {
+            libc::prlimit(
+                self.pid() as i32,
+                libc::RLIMIT_NOFILE,
+                &lim,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid() as i32, sig) };
