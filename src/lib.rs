@@ -16,7 +16,6 @@ macro_rules! say {
     }};
 }
 
-pub mod access_log;
 pub mod backend;
 pub mod client;
 pub mod config;
@@ -25,6 +24,7 @@ pub mod fs;
 pub mod handoff;
 pub mod hints;
 pub mod listener;
+pub mod log;
 pub mod open_cache;
 pub mod privs;
 pub mod probe;

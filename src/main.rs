@@ -7,6 +7,7 @@ use ringserve::client::{self, parse_size, Failure};
 use ringserve::config::{parse_duration, Config, TcpKeepalive};
 use ringserve::handoff;
 use ringserve::listener::{Bind, Listener};
+use ringserve::log::Level;
 use ringserve::privs::{self, UserSpec};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
@@ -14,7 +15,7 @@ use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
-use ringserve::{say, NoHooks, Server, StartError};
+use ringserve::{log_error, log_info, log_notice, log_warn, say, NoHooks, Server, StartError};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -136,6 +137,27 @@ enum EtagArg {
     MtimeSize,
     /// Device, inode, mtime and size: unique to this host's file.
     Inode,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevelArg {
+    Error,
+    Warn,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl LogLevelArg {
+    fn level(self) -> Level {
+        match self {
+            LogLevelArg::Error => Level::Error,
+            LogLevelArg::Warn => Level::Warn,
+            LogLevelArg::Notice => Level::Notice,
+            LogLevelArg::Info => Level::Info,
+            LogLevelArg::Debug => Level::Debug,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -372,16 +394,32 @@ struct ServeArgs {
     /// Serve an HTML listing for directories without index.html [default: off].
     #[arg(env = "RINGSERVE_LISTING", long)]
     listing: bool,
-    /// Write one access-log line per response to stdout, nginx's "combined" format with
-    /// the body bytes actually sent [default: off]. Never blocks serving: when stdout's
-    /// reader falls behind, lines are dropped, counted (log_dropped) and reported.
-    #[arg(env = "RINGSERVE_ACCESS_LOG", long)]
-    access_log: bool,
+    /// Write one access-log line per response, nginx's "combined" format with the body
+    /// bytes actually sent, to PATH (appended; SIGUSR1 reopens it, for logrotate), or to
+    /// stdout without a PATH or with `-` [default: off]. Never blocks serving: when the
+    /// log's reader falls behind, lines are dropped, counted (log_dropped) and reported.
+    #[arg(env = "RINGSERVE_ACCESS_LOG", long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-")]
+    access_log: Option<PathBuf>,
     /// Access-log lines held for a reader that falls behind before new ones are
     /// dropped (like nginx's access_log buffer=, but in lines).
-    #[arg(env = "RINGSERVE_ACCESS_LOG_QUEUE", long, value_name = "LINES", default_value_t = ringserve::access_log::QUEUE_LINES as u32,
+    #[arg(env = "RINGSERVE_ACCESS_LOG_QUEUE", long, value_name = "LINES", default_value_t = ringserve::log::access::QUEUE_LINES as u32,
           value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     access_log_queue: u32,
+    /// Where the error log goes: start and stop, the cause of each 403 and 500,
+    /// accept errors, running out of descriptors, dropped log lines, statistics. A
+    /// PATH is appended to and reopened on SIGUSR1; `-` is stderr [default: stderr].
+    /// Under journald each line carries its syslog priority (`<3>` ... `<7>`).
+    #[arg(env = "RINGSERVE_ERROR_LOG", long, value_name = "PATH")]
+    error_log: Option<PathBuf>,
+    /// The least severe error-log lines written; the startup line is always written.
+    #[arg(
+        env = "RINGSERVE_LOG_LEVEL",
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
+    log_level: LogLevelArg,
     /// Largest request header section in bytes; larger gets 431.
     #[arg(
         env = "RINGSERVE_MAX_HEADER_BYTES",
@@ -485,7 +523,7 @@ impl ServeArgs {
         };
         let http = HttpConfig {
             listing: self.listing,
-            access_log: self.access_log,
+            access_log: self.access_log.is_some(),
             max_header_bytes: self.max_header_bytes,
             max_uri_bytes: self.max_uri_bytes,
             max_header_fields: usize::from(self.max_header_fields),
@@ -612,13 +650,38 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
     }
 }
 
+/// The logs' level, files and queue, before anything writes a line.
+fn set_up_logs(args: &ServeArgs) -> Result<(), String> {
+    ringserve::log::set_level(args.log_level.level());
+    ringserve::log::access::set_queue_lines(args.access_log_queue as usize);
+    if let Some(p) = &args.access_log {
+        ringserve::log::access::set_path(p)
+            .map_err(|e| format!("--access-log {}: {e}", p.display()))?;
+    }
+    let p = args
+        .error_log
+        .as_deref()
+        .unwrap_or(std::path::Path::new("-"));
+    ringserve::log::error::set_path(p).map_err(|e| format!("--error-log {}: {e}", p.display()))
+}
+
+/// Says `line` synchronously on stderr, after what the logs hold (at most a second
+/// each): the last word of a run that ends before or instead of serving.
+fn last_word(line: std::fmt::Arguments<'_>) {
+    ringserve::log::flush(Duration::from_secs(1));
+    say!("{line}");
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let stats_interval = args.stats_interval;
     let control_socket = args.control_socket.clone();
     let takeover = args.takeover.clone();
     let explicit_listen = !args.listen.is_empty();
     let default_protocol = args.protocol;
-    ringserve::access_log::set_queue_lines(args.access_log_queue as usize);
+    if let Err(e) = set_up_logs(&args) {
+        say!("ringserve: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let user = args.user.clone();
     let (mut cfg, http, xfer, mut listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
@@ -709,7 +772,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     // Until the predecessor hears READY it serves on; a failure here tells it why.
     let fail = |taken: Option<handoff::Taken>, msg: String, code: u8| {
-        say!("ringserve: {msg}");
+        last_word(format_args!("ringserve: {msg}"));
         if let Some(t) = taken {
             t.failed(&msg);
         }
@@ -796,6 +859,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .spawn(move || loop {
             match signals.wait() {
                 Ok(libc::SIGUSR1) => {
+                    ringserve::log::reopen();
                     for hub in &hubs {
                         report_stats(hub, None);
                     }
@@ -803,7 +867,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 }
                 Ok(libc::SIGHUP) => reload(&on_signal),
                 Ok(_) => {
-                    say!("ringserve: shutting down");
+                    log_notice!("ringserve: shutting down");
                     if let Some(n) = &on_signal.notify {
                         let _ = n.stopping();
                     }
@@ -812,7 +876,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                     }
                 }
                 Err(e) => {
-                    say!("ringserve: sigwait: {e}");
+                    log_error!("ringserve: sigwait: {e}");
                     return;
                 }
             }
@@ -832,20 +896,24 @@ fn serve(args: ServeArgs) -> ExitCode {
         })
         .collect();
     let first = &servers[0].1;
-    say!(
-        "ringserve: serving {} on {} with backend {} ({})",
-        root.display(),
-        addrs.join(" "),
-        first.backend(),
-        first.reason()
+    // Written at every --log-level: tools (and the tests) wait for it.
+    ringserve::log::error::emit(
+        Level::Notice,
+        format_args!(
+            "ringserve: serving {} on {} with backend {} ({})",
+            root.display(),
+            addrs.join(" "),
+            first.backend(),
+            first.reason()
+        ),
     );
     for (_, s) in &servers {
         for note in s.notes() {
-            say!("ringserve: {note}");
+            log_warn!("ringserve: {note}");
         }
     }
     for note in notes {
-        say!("{note}");
+        log_warn!("{note}");
     }
     if let Some(t) = taken {
         let (from, n) = (
@@ -856,12 +924,12 @@ fn serve(args: ServeArgs) -> ExitCode {
                 .sum::<usize>(),
         );
         match t.ready(HANDOFF_TIMEOUT) {
-            Ok(took) => say!(
+            Ok(took) => log_notice!(
                 "ringserve: took over from pid {from} in {:.1} ms; serving {n} listeners",
                 took.as_secs_f64() * 1e3
             ),
             // We serve either way; the predecessor may not have heard, and serves too.
-            Err(e) => say!("ringserve: hand-off from pid {from}: {e}"),
+            Err(e) => log_warn!("ringserve: hand-off from pid {from}: {e}"),
         }
     }
     // Under systemd, the service is up (a successor's MAINPID is its predecessor's
@@ -884,15 +952,15 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .name("ringserve-control".into())
                     .spawn(move || control_loop(&sock, &h));
                 if let Err(e) = spawned {
-                    say!("ringserve: --control-socket {path}: starting its thread: {e}");
+                    log_error!("ringserve: --control-socket {path}: starting its thread: {e}");
                 }
             }
-            Err(e) => say!("ringserve: --control-socket {path}: {e}; hand-offs are off"),
+            Err(e) => log_error!("ringserve: --control-socket {path}: {e}; hand-offs are off"),
         }
     }
     if xfer_uploads && servers.iter().any(|(p, _)| matches!(p, ProtocolArg::Xfer)) {
         if let Ok(r) = ringserve::fs::Root::open(&root) {
-            say!("ringserve: xfer uploads: {}", r.write_path());
+            log_info!("ringserve: xfer uploads: {}", r.write_path());
         }
     }
     if stats_interval > 0 {
@@ -913,15 +981,16 @@ fn serve(args: ServeArgs) -> ExitCode {
                 }
             });
         if let Err(e) = spawned {
-            say!("ringserve: starting the stats thread: {e}; --stats-interval ignored");
+            log_error!("ringserve: starting the stats thread: {e}; --stats-interval ignored");
         }
     }
     for (_, s) in servers {
         s.wait();
     }
-    // The last responses' lines reach a reader that keeps reading; a stalled one
-    // costs the exit at most this (the writer is detached, never joined).
-    ringserve::access_log::flush(Duration::from_secs(1));
+    // The last responses' lines and the last messages reach a reader that keeps
+    // reading; a stalled one costs the exit at most this for each log (the writers are
+    // detached, never joined).
+    ringserve::log::flush(Duration::from_secs(1));
     ExitCode::SUCCESS
 }
 
@@ -970,7 +1039,7 @@ impl Handoffs {
         let session = handoff::offer(conn, &offers, HANDOFF_TIMEOUT)?;
         *done = true;
         let pid = session.pid;
-        say!("ringserve: handing off to pid {pid}; draining");
+        log_notice!("ringserve: handing off to pid {pid}; draining");
         // systemd follows the successor as the main process (it is ready: it serves).
         if let Some(n) = &self.notify {
             let _ = n.send(&format!("MAINPID={pid}\nREADY=1"));
@@ -990,10 +1059,10 @@ fn control_loop(sock: &handoff::ControlSocket, h: &Handoffs) {
             Ok(None) => continue,
             Ok(Some(conn)) => match h.serve_one(conn) {
                 Ok(_) => return,
-                Err(e) => say!("ringserve: hand-off failed: {e}; still serving"),
+                Err(e) => log_warn!("ringserve: hand-off failed: {e}; still serving"),
             },
             Err(e) => {
-                say!("ringserve: --control-socket: {e}; hand-offs are off");
+                log_error!("ringserve: --control-socket: {e}; hand-offs are off");
                 return;
             }
         }
@@ -1010,7 +1079,7 @@ fn reload(h: &Handoffs) {
     let name = format!("@ringserve-reload-{}-{:x}", std::process::id(), rand_tag());
     let sock = match handoff::ControlSocket::bind(&name) {
         Ok(s) => s,
-        Err(e) => return say!("ringserve: reload: {e}; still serving"),
+        Err(e) => return log_error!("ringserve: reload: {e}; still serving"),
     };
     let exe = match std::env::current_exe() {
         // A binary replaced on disk shows as "PATH (deleted)": the new one is at PATH.
@@ -1018,7 +1087,7 @@ fn reload(h: &Handoffs) {
             let s = p.to_string_lossy();
             PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
         }
-        Err(e) => return say!("ringserve: reload: finding our binary: {e}; still serving"),
+        Err(e) => return log_error!("ringserve: reload: finding our binary: {e}; still serving"),
     };
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     let mut skip = false;
@@ -1036,7 +1105,7 @@ fn reload(h: &Handoffs) {
         }
         args.push(a);
     }
-    say!("ringserve: reloading: starting {}", exe.display());
+    log_notice!("ringserve: reloading: starting {}", exe.display());
     if let Some(n) = &h.notify {
         let _ = n.reloading();
     }
@@ -1053,7 +1122,7 @@ fn reload(h: &Handoffs) {
             if let Some(n) = &h.notify {
                 let _ = n.ready();
             }
-            return say!(
+            return log_error!(
                 "ringserve: reload: starting {}: {e}; still serving",
                 exe.display()
             );
@@ -1076,9 +1145,9 @@ fn reload(h: &Handoffs) {
         }
     };
     match outcome {
-        Ok(pid) => say!("ringserve: reloaded: pid {pid} serves now"),
+        Ok(pid) => log_notice!("ringserve: reloaded: pid {pid} serves now"),
         Err(e) => {
-            say!("ringserve: reload failed: {e}; still serving");
+            log_error!("ringserve: reload failed: {e}; still serving");
             if let Some(n) = &h.notify {
                 let _ = n.send(&format!("READY=1\nSTATUS=reload failed: {e}"));
             }
@@ -1109,7 +1178,7 @@ fn rand_tag() -> u64 {
 fn report_xfer(c: &ringserve::proto::xfer::Counters) {
     let line = c.line();
     if !line.is_empty() {
-        say!("ringserve: stats xfer: {line}");
+        log_info!("ringserve: stats xfer: {line}");
     }
 }
 
@@ -1126,17 +1195,17 @@ fn report_stats(hub: &StatsHub, last: Option<&mut Seen>) {
         Some((prev, prev_total)) => {
             for (name, s) in &threads {
                 let d = s.since(prev.get(name).unwrap_or(&Snapshot::default()));
-                say!("ringserve: stats {name}: {}", d.counters());
+                log_info!("ringserve: stats {name}: {}", d.counters());
             }
-            say!("ringserve: stats interval: {}", total.since(prev_total));
+            log_info!("ringserve: stats interval: {}", total.since(prev_total));
             *prev = threads.into_iter().collect();
             *prev_total = total;
         }
         None => {
             for (name, s) in &threads {
-                say!("ringserve: stats {name}: {}", s.counters());
+                log_info!("ringserve: stats {name}: {}", s.counters());
             }
-            say!("ringserve: stats {total}");
+            log_info!("ringserve: stats {total}");
         }
     }
 }

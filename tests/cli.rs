@@ -187,6 +187,8 @@ fn serve_help_documents_every_knob_and_its_default() {
         "--tcp-keepalive-count",
         "--listing",
         "--access-log",
+        "--error-log",
+        "--log-level",
         "--max-header-bytes",
         "--max-uri-bytes",
         "--max-header-fields",

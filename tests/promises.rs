@@ -364,15 +364,7 @@ backend_test! {
         let srv = Srv::start(b, &root, &[]);
         assert_eq!(get(srv.addr, "/small").status, 200);
         std::thread::sleep(Duration::from_millis(200));
-        let lim = |cur: u64| libc::rlimit {
-            rlim_cur: cur,
-            rlim_max: 20000,
-        };
-        let pid = srv.pid() as i32;
-        let tight = lim(srv.fd_count() as u64 + 4);
-        // SAFETY: prlimit on our own child with a live rlimit struct.
-        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &tight, std::ptr::null_mut()) };
-        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        srv.set_nofile(srv.fd_count() as u64 + 4);
         let conns: Vec<_> = (0..40)
             .filter_map(|_| TcpStream::connect(srv.addr).ok())
             .collect();
@@ -386,10 +378,7 @@ backend_test! {
             "[{b}] server used {spent} ticks in 1 s at EMFILE"
         );
         drop(conns);
-        let roomy = lim(20000);
-        // SAFETY: as above.
-        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &roomy, std::ptr::null_mut()) };
-        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+        srv.set_nofile(20000);
         let ok = eventually(Duration::from_secs(5), || {
             try_get(srv.addr, "/small").is_ok_and(|r| r.status == 200)
         });

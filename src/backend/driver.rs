@@ -29,10 +29,11 @@ use super::{refuse, CloseReason, Ctx};
 use crate::config::Config;
 use crate::conn::Key;
 use crate::fs::{Root, Temp};
+use crate::log::Level;
 use crate::open_cache::OpenCache;
 use crate::proto::{
-    Chunk, FileRef, FsDone, FsOp, LogLine, Protocol, ProtocolFactory, RecvFile, Step, TempFile,
-    Wait,
+    Chunk, Fault, FileRef, FsDone, FsOp, LogLine, Protocol, ProtocolFactory, RecvFile, Step,
+    TempFile, Wait,
 };
 use crate::stats::{Gauges, Stats};
 use std::io;
@@ -281,6 +282,9 @@ impl<P: Protocol> Core<P> {
                     // Written when the send ends, with the bytes that went out.
                     self.finish_log();
                     self.log = self.proto.take_log_line().map(|l| Box::new((l, 0)));
+                    if let Some(fault) = self.proto.take_fault() {
+                        log_fault(self.peer, &fault);
+                    }
                     self.mid_request = false;
                     self.doing = Doing::Send;
                     return Action::Send(chunks);
@@ -540,9 +544,24 @@ impl<P> Core<P> {
             if sent < line.head.saturating_add(line.body) {
                 Stats::add_here(|s| &s.responses_cut, 1);
             }
-            crate::access_log::write(line.finish(sent));
+            crate::log::access::write(line.finish(sent));
         }
     }
+}
+
+/// The cause of a failed response, as nginx's error log says one:
+/// `open() "/dir/file" failed (13: Permission denied), client: 10.0.0.1, request: "GET
+/// /dir/file HTTP/1.1"`. Rate-limited: a client can cause these at will.
+fn log_fault(peer: SocketAddr, f: &Fault) {
+    crate::log_limited!(
+        Level::Error,
+        "ringserve: {}() \"{}\" failed ({}), client: {}, request: \"{}\"",
+        f.op,
+        f.path,
+        crate::log::error::describe(&f.error),
+        peer.ip(),
+        f.request
+    );
 }
 
 impl<P> Drop for Core<P> {

@@ -258,6 +258,25 @@ pub trait Protocol: Send + 'static {
     fn take_log_line(&mut self) -> Option<LogLine> {
         None
     }
+    /// Why the response just returned by `poll` failed on the file system, if it did
+    /// in a way the server's operator should hear of (a file it may not read: 403; an
+    /// I/O error: 500). The driver writes it to the error log, rate-limited.
+    fn take_fault(&mut self) -> Option<Fault> {
+        None
+    }
+}
+
+/// A file-system failure behind a response, for the error log: nothing here does I/O,
+/// so the cause travels out beside the response and the driver says it.
+#[derive(Debug)]
+pub struct Fault {
+    /// The operation as the log names it: `open`, `opendir`.
+    pub op: &'static str,
+    /// The path beneath the root, from `/`, escaped for a log line.
+    pub path: String,
+    pub error: io::Error,
+    /// The request line, escaped for a log line.
+    pub request: String,
 }
 
 /// An access-log line waiting for its byte count. The driver writes `before`, the

@@ -228,6 +228,12 @@ impl Srv {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         tweak(&mut cmd);
+        Self::spawn(cmd, root)
+    }
+
+    /// Spawns `cmd`, a server whose stderr is piped (a wrapper that execs ringserve,
+    /// such as setpriv, will do), and waits for its banner.
+    pub fn spawn(mut cmd: Command, root: &Path) -> Srv {
         let mut child = cmd.spawn().expect("spawn ringserve");
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut banner = String::new();
@@ -304,6 +310,25 @@ impl Srv {
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = after.split(' ').collect();
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// Sets the server's open-file limit (soft `cur`, hard 20000) from outside, as
+    /// an operator's `prlimit` would.
+    pub fn set_nofile(&self, cur: u64) {
+        let lim = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: 20000,
+        };
+        // SAFETY: prlimit on our own child with a live rlimit struct.
+        let r = unsafe {
+            libc::prlimit(
+                self.pid() as i32,
+                libc::RLIMIT_NOFILE,
+                &lim,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
     }
 
     pub fn signal(&self, sig: i32) {

@@ -43,6 +43,8 @@ use super::driver::{self, Action, Cache, Core, Env, Timeouts};
 use super::sink::{Poll, Sink};
 use super::{close_socket, lock, Backend, CloseReason, Ctx, Running, ShutdownLevel};
 use crate::conn::{ConnTable, Key};
+use crate::log::episode::ACCEPT_EMFILE;
+use crate::log::Level;
 use crate::open_cache::OpenCache;
 use crate::proto::ProtocolFactory;
 use crate::stats::{Gauges, Seq, Stats};
@@ -265,7 +267,7 @@ impl<F: ProtocolFactory> Shared<F> {
         if self.workers.load(Ordering::SeqCst) < max {
             drop(hs);
             if let Err(e) = self.spawn_worker() {
-                crate::say!("ringserve: cannot start a worker thread: {e}");
+                crate::log_error!("ringserve: cannot start a worker thread: {e}");
             }
         }
     }
@@ -293,7 +295,7 @@ impl<F: ProtocolFactory> Shared<F> {
             let ev = match self.epoll.wait_one(Some(idle)) {
                 Ok(ev) => ev,
                 Err(e) => {
-                    crate::say!("ringserve: epoll_wait: {e}; worker exits");
+                    crate::log_error!("ringserve: epoll_wait: {e}; worker exits");
                     self.workers.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
@@ -611,11 +613,15 @@ impl<F: ProtocolFactory> Shared<F> {
                 return;
             }
             match net::accept(lfd) {
-                Ok((fd, peer)) => self.register(st, fd, peer),
+                Ok((fd, peer)) => {
+                    ACCEPT_EMFILE.ok();
+                    self.register(st, fd, peer);
+                }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => break,
                     Some(libc::EMFILE | libc::ENFILE) => {
                         Stats::add(&st.accept_emfile, 1);
+                        ACCEPT_EMFILE.hit(&e);
                         if !self.shed_one(lfd) {
                             // Leave the listener disarmed; the coordinator re-arms it.
                             let mut p = lock(&self.paused);
@@ -628,7 +634,7 @@ impl<F: ProtocolFactory> Shared<F> {
                     Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) => {}
                     Some(libc::ENOBUFS | libc::ENOMEM) => break,
                     _ => {
-                        crate::say!("ringserve: accept: {e}");
+                        crate::log_limited!(Level::Error, "ringserve: accept: {e}");
                         break;
                     }
                 },
@@ -646,7 +652,7 @@ impl<F: ProtocolFactory> Shared<F> {
                 .epoll
                 .modify(l.fd(), LISTEN_EVENTS, TOKEN_LISTENER + li as u64)
             {
-                crate::say!("ringserve: re-arming listener {}: {e}", l.addr());
+                crate::log_error!("ringserve: re-arming listener {}: {e}", l.addr());
             }
         }
     }

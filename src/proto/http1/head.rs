@@ -34,6 +34,17 @@ impl Method {
             _ => Method::Unknown,
         }
     }
+
+    /// The name of a method that reaches the file system (the others are answered
+    /// before any file is looked at, and keep theirs only in the access log).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+            Method::NotAllowed | Method::Unknown => "-",
+        }
+    }
 }
 
 /// Whether the connection outlives this exchange, and what the response says about it.
@@ -61,6 +72,8 @@ pub struct Request {
     pub method: Method,
     /// The request-target as received.
     pub target: String,
+    /// HTTP/1.x's x.
+    pub minor: u8,
     pub persist: Persist,
     pub framing: Framing,
     pub conditions: Conditions,
@@ -142,6 +155,7 @@ pub fn parse(input: &[u8], cfg: &HttpConfig) -> Result<Option<(Request, usize)>,
             Request {
                 method,
                 target: target.to_owned(),
+                minor,
                 persist,
                 framing,
                 conditions,

@@ -2,8 +2,9 @@
 
 use super::date;
 use super::status::Status;
-use crate::proto::LogLine;
+use crate::proto::{path_bytes, Fault, LogLine};
 use std::fmt::Write;
+use std::io;
 use std::net::IpAddr;
 
 /// The request's part of a log line, escaped when the head is parsed. Captured only when
@@ -23,11 +24,7 @@ impl LogFields {
         referer: Option<&[u8]>,
         agent: Option<&[u8]>,
     ) -> Box<Self> {
-        let mut request = String::with_capacity(method.len() + target.len() + 10);
-        escape(&mut request, method.as_bytes());
-        request.push(' ');
-        escape(&mut request, target.as_bytes());
-        let _ = write!(request, " HTTP/1.{minor}");
+        let request = request_line(method, target, minor);
         let field = |v: Option<&[u8]>| {
             let mut s = String::new();
             escape(&mut s, v.unwrap_or(b"-"));
@@ -64,6 +61,34 @@ pub fn line(
         after: format!(" \"{referer}\" \"{agent}\""),
         head,
         body,
+    }
+}
+
+/// `METHOD TARGET HTTP/1.x`, escaped.
+fn request_line(method: &str, target: &str, minor: u8) -> String {
+    let mut request = String::with_capacity(method.len() + target.len() + 10);
+    escape(&mut request, method.as_bytes());
+    request.push(' ');
+    escape(&mut request, target.as_bytes());
+    let _ = write!(request, " HTTP/1.{minor}");
+    request
+}
+
+/// The error log's account of `op` on `rel` (a path beneath the root, as `FsOp` names
+/// it) failing with `error` for the request `method target HTTP/1.minor`.
+pub fn fault(
+    op: &'static str,
+    rel: &str,
+    error: io::Error,
+    (method, target, minor): (&str, &str, u8),
+) -> Fault {
+    let mut path = String::from("/");
+    escape(&mut path, &path_bytes(rel).unwrap_or(rel.as_bytes().into()));
+    Fault {
+        op,
+        path,
+        error,
+        request: request_line(method, target, minor),
     }
 }
 

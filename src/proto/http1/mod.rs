@@ -27,7 +27,8 @@ mod status;
 mod tests;
 
 use super::{
-    Chunk, FileKind, FsDone, FsOp, Listing, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
+    Chunk, Fault, FileKind, FsDone, FsOp, Listing, LogLine, Opened, Protocol, ProtocolFactory,
+    Step, Wait,
 };
 use head::{Method, Persist, Request};
 use reader::Reader;
@@ -125,12 +126,30 @@ struct Job {
 impl Job {
     /// What to ask of the backend.
     fn step(&self) -> Step {
+        let path = self.path();
         Step::Fs(match self.look {
-            Look::Target => FsOp::Open(self.rel.clone()),
-            Look::Index if self.rel.is_empty() => FsOp::Open("index.html".into()),
-            Look::Index => FsOp::Open(format!("{}/index.html", self.rel)),
-            Look::Listing => FsOp::ReadDir(self.rel.clone()),
+            Look::Target | Look::Index => FsOp::Open(path),
+            Look::Listing => FsOp::ReadDir(path),
         })
+    }
+
+    /// The path beneath the root that the step opens or lists.
+    fn path(&self) -> String {
+        match self.look {
+            Look::Target | Look::Listing => self.rel.clone(),
+            Look::Index if self.rel.is_empty() => "index.html".into(),
+            Look::Index => format!("{}/index.html", self.rel),
+        }
+    }
+
+    /// The error log's account of the step failing with `e`.
+    fn fault(&self, e: io::Error) -> Fault {
+        let op = match self.look {
+            Look::Target | Look::Index => "open",
+            Look::Listing => "opendir",
+        };
+        let r = &self.req;
+        log::fault(op, &self.path(), e, (r.method.name(), &r.target, r.minor))
     }
 }
 
@@ -161,6 +180,7 @@ pub struct Http1 {
     draining: bool,
     responses: u64,
     log_line: Option<LogLine>,
+    fault: Option<Fault>,
 }
 
 impl Http1 {
@@ -174,6 +194,7 @@ impl Http1 {
             draining: false,
             responses: 0,
             log_line: None,
+            fault: None,
         }
     }
 
@@ -228,7 +249,7 @@ impl Http1 {
         let opened = match result {
             Ok(opened) => opened,
             Err(e) if job.look == Look::Index && open_missing(&e) => return self.list(now, job),
-            Err(e) => return self.reply(now, &job.req, Reply::open_error(&e)),
+            Err(e) => return self.failed(now, &job, e),
         };
         match (job.look, opened.meta.kind) {
             // `/file.txt/` or `/file.txt/.`: a file is no directory (POSIX ENOTDIR).
@@ -275,6 +296,16 @@ impl Http1 {
         }
         job.look = Look::Listing;
         self.pending(job)
+    }
+
+    /// The answer to a failed open or listing; a failure that is not simply "not
+    /// there" (a 403, a 500, a 503) is kept for the error log.
+    fn failed(&mut self, now: SystemTime, job: &Job, e: io::Error) -> Step {
+        let reply = Reply::open_error(&e);
+        if reply.status != Status::NotFound {
+            self.fault = Some(job.fault(e));
+        }
+        self.reply(now, &job.req, reply)
     }
 
     fn reply(&mut self, now: SystemTime, req: &Request, reply: Reply) -> Step {
@@ -392,13 +423,17 @@ impl Protocol for Http1 {
                 let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles);
                 self.reply(now, &job.req, reply)
             }
-            Stage::Listed(job, Err(e)) => self.reply(now, &job.req, Reply::open_error(&e)),
+            Stage::Listed(job, Err(e)) => self.failed(now, &job, e),
             Stage::Closed => self.close(),
         }
     }
 
     fn take_log_line(&mut self) -> Option<LogLine> {
         self.log_line.take()
+    }
+
+    fn take_fault(&mut self) -> Option<Fault> {
+        self.fault.take()
     }
 }
 

@@ -41,6 +41,8 @@ enum Node {
 pub struct Fs {
     dir: PathBuf,
     nodes: HashMap<String, Node>,
+    /// Directories that open but fail to list, with the errno.
+    unlistable: HashMap<String, i32>,
     next_ino: u64,
 }
 
@@ -55,6 +57,7 @@ impl Fs {
         Fs {
             dir,
             nodes,
+            unlistable: HashMap::new(),
             next_ino: 100,
         }
     }
@@ -106,6 +109,11 @@ impl Fs {
         self
     }
 
+    pub fn fail_listing(mut self, rel: &str, errno: i32) -> Fs {
+        self.unlistable.insert(rel.into(), errno);
+        self
+    }
+
     pub fn fail(mut self, rel: &str, errno: i32) -> Fs {
         self.nodes.insert(rel.into(), Node::Fail(errno));
         self
@@ -132,6 +140,9 @@ impl Fs {
     }
 
     fn read_dir(&self, rel: &str) -> io::Result<Listing> {
+        if let Some(errno) = self.unlistable.get(rel) {
+            return Err(io::Error::from_raw_os_error(*errno));
+        }
         match self.nodes.get(rel) {
             Some(Node::Dir(entries)) => Ok(Listing {
                 entries: entries.clone(),
@@ -155,6 +166,8 @@ pub struct Transcript {
     /// One entry per `Step::Send`, with file slices read in.
     pub sends: Vec<Vec<u8>>,
     pub logs: Vec<String>,
+    /// Each response's fault for the error log: operation, path, errno, request.
+    pub faults: Vec<(&'static str, String, Option<i32>, String)>,
     pub opens: Vec<String>,
     /// The last wait asked for, or `None` once closed.
     pub wait: Option<Wait>,
@@ -212,6 +225,9 @@ impl Driver {
                     self.t.sends.push(bytes);
                     let line = self.p.take_log_line();
                     self.t.logs.extend(line.map(|l| l.finish(sent)));
+                    let fault = self.p.take_fault();
+                    let fault = fault.map(|f| (f.op, f.path, f.error.raw_os_error(), f.request));
+                    self.t.faults.extend(fault);
                 }
                 Step::Fs(FsOp::Open(path)) => {
                     let r = self.fs.open(&path);
@@ -1000,7 +1016,50 @@ fn open_errors_map_to_statuses() {
         r.check(false);
         assert_eq!((r.status, t.wait), (status, Some(Wait::Idle)), "{errno}");
         assert_eq!(r.header("retry-after").is_some(), status == 503);
+        // What is not simply missing is the operator's to hear of, with its cause.
+        let fault = (
+            "open",
+            "/f".to_string(),
+            Some(errno),
+            "GET /f HTTP/1.1".into(),
+        );
+        let faults = if status == 404 { vec![] } else { vec![fault] };
+        assert_eq!(t.faults, faults, "{errno}");
     }
+}
+
+#[test]
+fn a_fault_names_the_file_opened_escaped_and_the_request() {
+    // The index of a directory, for a HEAD over HTTP/1.0, with a quote in the name.
+    let t = exchange_with(
+        HttpConfig::default(),
+        Fs::new()
+            .dir("a\"b", Vec::new())
+            .fail("a\"b/index.html", libc::EACCES),
+        b"HEAD /a%22b/ HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(t.only().status, 403);
+    let request = r#"HEAD /a%22b/ HTTP/1.0"#.to_string();
+    let path = r#"/a\x22b/index.html"#.to_string();
+    assert_eq!(t.faults, [("open", path, Some(libc::EACCES), request)]);
+    // A listing that fails is an opendir.
+    let cfg = HttpConfig {
+        listing: true,
+        ..HttpConfig::default()
+    };
+    let fs = Fs::new().dir("d", Vec::new()).fail_listing("d", libc::EIO);
+    let t = exchange_with(cfg, fs, get("/d/", "").as_bytes());
+    assert_eq!(t.only().status, 500);
+    let request = "GET /d/ HTTP/1.1".to_string();
+    assert_eq!(
+        t.faults,
+        [("opendir", "/d".into(), Some(libc::EIO), request)]
+    );
+    // Neither a 404 nor a success has one.
+    let t = exchange(&get("/a.txt", ""));
+    assert_eq!((t.only().status, t.faults.len()), (200, 0));
+    let t = exchange(&get("/nothing", ""));
+    assert_eq!((t.only().status, t.faults.len()), (404, 0));
 }
 
 // ---- conditionals ----------------------------------------------------------------

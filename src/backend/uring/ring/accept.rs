@@ -5,6 +5,8 @@
 use super::user_data;
 use super::{Conn, Conns, Io};
 use crate::backend::driver;
+use crate::log::episode::ACCEPT_EMFILE;
+use crate::log::Level;
 use crate::proto::ProtocolFactory;
 use crate::stats::Stats;
 use io_uring::{cqueue, opcode, types};
@@ -47,14 +49,16 @@ impl<F: ProtocolFactory> Io<'_, F> {
             self.accepting[li] = false;
         }
         if res >= 0 {
+            ACCEPT_EMFILE.ok();
             // SAFETY: the kernel just handed us this descriptor.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             self.register(conns, fd);
         } else {
             match -res {
-                libc::EMFILE | libc::ENFILE => {
+                e @ (libc::EMFILE | libc::ENFILE) => {
                     // Rest instead of spinning; the tick re-arms.
                     Stats::add(&self.st.accept_emfile, 1);
+                    ACCEPT_EMFILE.hit(&io::Error::from_raw_os_error(e));
                     self.paused_until = Some(Instant::now() + EMFILE_BACKOFF);
                     if self.accepting[li] {
                         self.cancel(user_data::accept(li));
@@ -63,7 +67,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
                 // A listener shut for reading at shutdown answers EINVAL.
                 _ if self.draining => {}
-                e => crate::say!("ringserve: accept: {}", io::Error::from_raw_os_error(e)),
+                e => crate::log_limited!(
+                    Level::Error,
+                    "ringserve: accept: {}",
+                    io::Error::from_raw_os_error(e)
+                ),
             }
         }
         if !self.accepting[li] {

@@ -209,7 +209,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
             self.flush_backlog();
             if let Err(e) = self.enter() {
-                crate::say!("ringserve: ring {}: teardown: io_uring_enter: {e}", self.me);
+                crate::log_error!("ringserve: ring {}: teardown: io_uring_enter: {e}", self.me);
                 break;
             }
             let done: Vec<(u64, i32, u32)> = self
@@ -238,7 +238,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         }
         if self.inflight > 0 {
             // Something the kernel may still write into: leak it rather than free it.
-            crate::say!(
+            crate::log_warn!(
                 "ringserve: ring {}: {} operations still in the kernel after {:?}; leaking their memory",
                 self.me,
                 self.inflight,

@@ -247,7 +247,7 @@ pub(super) fn run<F: ProtocolFactory>(
     let served = catch_unwind(AssertUnwindSafe(|| io.serve(&mut conns)));
     if served.is_err() {
         Stats::add(&io.st.panics, 1);
-        crate::say!("ringserve: ring {me}: the event loop panicked; closing its connections");
+        crate::log_error!("ringserve: ring {me}: the event loop panicked; closing its connections");
     }
     io.teardown(&mut conns);
     drop(counting);
@@ -312,7 +312,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         loop {
             if let Err(e) = self.turn(conns, &mut cqes) {
-                crate::say!(
+                crate::log_error!(
                     "ringserve: ring {}: io_uring_enter: {e}; ring stops",
                     self.me
                 );
@@ -325,7 +325,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             if limit.is_some_and(|l| self.now >= l) {
                 // Something ignores cancellation (a hung disk, a hard NFS mount):
                 // teardown bounds the rest, and leaks rather than hang.
-                crate::say!(
+                crate::log_warn!(
                     "ringserve: ring {}: {} connections still busy past the shutdown timeout",
                     self.me,
                     conns.len()
