@@ -402,3 +402,50 @@ impl Running for Handle {
         self.notes.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+    use crate::listener::{ListenAddr, Listener};
+    use std::os::fd::AsRawFd;
+
+    /// `n` listeners on one fresh loopback address (SO_REUSEPORT copies).
+    fn copies(n: usize) -> Vec<Listener> {
+        let mut at: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        (0..n)
+            .map(|_| {
+                let fd = crate::sys::net::listen(at, 16, true).unwrap();
+                at = crate::sys::net::local_addr(std::os::fd::AsFd::as_fd(&fd)).unwrap();
+                Listener::new(fd, ListenAddr::Tcp(at), "test")
+            })
+            .collect()
+    }
+
+    fn raw(rings: &[Vec<super::ListenFd>]) -> Vec<Vec<i32>> {
+        rings
+            .iter()
+            .map(|r| r.iter().map(|l| l.raw()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn every_listener_handed_over_is_accepted_on_by_some_ring() {
+        // As many copies as rings: one each. More: every n-th. Fewer: shared.
+        let l = copies(2);
+        let fds: Vec<i32> = l.iter().map(|l| l.fd().as_raw_fd()).collect();
+        assert_eq!(raw(&spread(&l, 2)), [vec![fds[0]], vec![fds[1]]]);
+        assert_eq!(raw(&spread(&l, 1)), [vec![fds[0], fds[1]]]);
+        assert_eq!(
+            raw(&spread(&l, 4)),
+            [vec![fds[0]], vec![fds[1]], vec![fds[0]], vec![fds[1]]]
+        );
+        // Two addresses, one socket and three copies, over two rings.
+        let mut two = copies(1);
+        two.extend(copies(3));
+        let f: Vec<i32> = two.iter().map(|l| l.fd().as_raw_fd()).collect();
+        assert_eq!(
+            raw(&spread(&two, 2)),
+            [vec![f[0], f[1], f[3]], vec![f[0], f[2]]]
+        );
+    }
+}
