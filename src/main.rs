@@ -814,6 +814,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(taken, e.to_string(), exit_code(&e)),
         }
     }
+    // A first server binds its control socket here, before any drop (it may live in
+    // a root-only directory), and one in use is a configuration error. A successor
+    // takes its predecessor's path over only once it serves: until then the
+    // predecessor must stay reachable there.
+    let mut control = None;
+    if let (Some(path), None) = (&control_socket, &takeover) {
+        match handoff::ControlSocket::bind(path) {
+            Ok(c) => control = Some(c),
+            Err(e) => return fail(taken, format!("--control-socket {path}: {e}"), EXIT_CONFIG),
+        }
+    }
     // Every listener is bound and every root open, and no server thread runs yet
     // (glibc's setuid applies to every thread, but there is only this one): drop.
     if let Some(spec) = &user {
@@ -938,12 +949,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         let _ = n.ready();
     }
     if let Some(path) = control_socket {
-        // A predecessor's control socket at this path is ours now.
-        let replacing = takeover.as_deref() == Some(path.as_str());
-        let bound = if replacing {
-            handoff::ControlSocket::bind_replacing(&path)
-        } else {
-            handoff::ControlSocket::bind(&path)
+        // A successor replaces whatever is at the path: its predecessor's socket.
+        let bound = match control {
+            Some(c) => Ok(c),
+            None => handoff::ControlSocket::bind_replacing(&path),
         };
         match bound {
             Ok(sock) => {
@@ -1017,7 +1026,9 @@ impl Handoffs {
     /// One session with a would-be successor on `conn`: it gets the listeners, and
     /// once it says it serves, every server here drains as for SIGTERM but leaves the
     /// listeners open for it. Returns its pid. Before that, nothing here changes.
-    fn serve_one(&self, conn: std::os::fd::OwnedFd) -> Result<i32, String> {
+    /// `reload`: the successor is our own re-execution (SIGHUP). What is said of the
+    /// outcome is said before the drain starts: once it has, the process may exit.
+    fn serve_one(&self, conn: std::os::fd::OwnedFd, reload: bool) -> Result<i32, String> {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         let offers: Vec<handoff::Offer<'_>> = self
             .offers
@@ -1039,7 +1050,11 @@ impl Handoffs {
         let session = handoff::offer(conn, &offers, HANDOFF_TIMEOUT)?;
         *done = true;
         let pid = session.pid;
-        log_notice!("ringserve: handing off to pid {pid}; draining");
+        if reload {
+            log_notice!("ringserve: reloaded: pid {pid} serves now; draining");
+        } else {
+            log_notice!("ringserve: handing off to pid {pid}; draining");
+        }
         // systemd follows the successor as the main process (it is ready: it serves).
         if let Some(n) = &self.notify {
             let _ = n.send(&format!("MAINPID={pid}\nREADY=1"));
@@ -1057,7 +1072,7 @@ fn control_loop(sock: &handoff::ControlSocket, h: &Handoffs) {
     loop {
         match sock.accept(Duration::from_secs(3600)) {
             Ok(None) => continue,
-            Ok(Some(conn)) => match h.serve_one(conn) {
+            Ok(Some(conn)) => match h.serve_one(conn, false) {
                 Ok(_) => return,
                 Err(e) => log_warn!("ringserve: hand-off failed: {e}; still serving"),
             },
@@ -1140,12 +1155,12 @@ fn reload(h: &Handoffs) {
         }
         match sock.accept(Duration::from_millis(100)) {
             Ok(None) => continue,
-            Ok(Some(conn)) => break h.serve_one(conn),
+            Ok(Some(conn)) => break h.serve_one(conn, true),
             Err(e) => break Err(e.to_string()),
         }
     };
     match outcome {
-        Ok(pid) => log_notice!("ringserve: reloaded: pid {pid} serves now"),
+        Ok(_) => {}
         Err(e) => {
             log_error!("ringserve: reload failed: {e}; still serving");
             if let Some(n) = &h.notify {

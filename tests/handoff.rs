@@ -489,3 +489,32 @@ backend_test! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+backend_test! {
+    /// A control socket another server listens on is a configuration error for a
+    /// server that is not taking over (exit 2, one line), and the first serves on.
+    fn a_control_socket_in_use_is_exit_2(b) {
+        let (dir, root) = hand_off_dir("ctl-busy");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let sock = ctl(&dir);
+        let first = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
+        let addr = banner_addr(&first);
+        let out = Command::new(bin())
+            .args(["serve"])
+            .arg(&root)
+            .args(["--backend", b, "--listen", "127.0.0.1:0", "--control-socket", &sock])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "[{b}] {err}");
+        assert_eq!(err.trim().lines().count(), 1, "[{b}] {err}");
+        assert!(err.contains("another server is listening on it"), "[{b}] {err}");
+        assert_eq!(get(addr, "/a").body, b"a");
+        // A stale socket file (its server gone) is simply replaced.
+        drop(first);
+        let again = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
+        assert!(again.line("ringserve: serving", Duration::from_secs(20)).is_some());
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
