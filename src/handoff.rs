@@ -36,7 +36,8 @@ const HELLO: &str = "TAKEOVER ringserve-handoff 1";
 /// path has replaced it, and its socket must stay.
 pub struct ControlSocket {
     fd: OwnedFd,
-    path: Option<(PathBuf, u64, u64)>,
+    /// The path, its device and inode, while it is ours to remove.
+    path: std::sync::Mutex<Option<(PathBuf, u64, u64)>>,
 }
 
 impl ControlSocket {
@@ -57,7 +58,10 @@ impl ControlSocket {
         let ua = UnixAddr::parse(addr);
         let UnixAddr::Path(p) = ua else {
             let fd = seqpacket::listen(&ua)?;
-            return Ok(ControlSocket { fd, path: None });
+            return Ok(ControlSocket {
+                fd,
+                path: Default::default(),
+            });
         };
         if let Ok(m) = std::fs::symlink_metadata(p) {
             if !m.file_type().is_socket() {
@@ -66,21 +70,52 @@ impl ControlSocket {
                     format!("{}: exists and is not a socket", p.display()),
                 ));
             }
-            if !replace && seqpacket::connect(&ua).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{}: another server is listening on it", p.display()),
-                ));
+            if !replace {
+                match seqpacket::connect(&ua) {
+                    Ok(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("{}: another server is listening on it", p.display()),
+                        ))
+                    }
+                    // Only a refused connect says the file is stale.
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+                    }
+                }
             }
-            std::fs::remove_file(p)?;
+            // Gone meanwhile (its server removed it on the way out) is as good.
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         let fd = seqpacket::listen(&ua)?;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
         let m = std::fs::metadata(p)?;
         Ok(ControlSocket {
             fd,
-            path: Some((p.to_path_buf(), m.dev(), m.ino())),
+            path: std::sync::Mutex::new(Some((p.to_path_buf(), m.dev(), m.ino()))),
         })
+    }
+
+    /// The path, if this is a socket file.
+    pub fn path(&self) -> Option<PathBuf> {
+        let p = self.path.lock().unwrap_or_else(|e| e.into_inner());
+        p.as_ref().map(|(p, _, _)| p.clone())
+    }
+
+    /// Removes the path now if it is still ours (the successor, once told, binds its
+    /// own there: removing it later could remove the successor's). Idempotent.
+    pub fn unlink(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let mut p = self.path.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((path, dev, ino)) = p.take() {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// The next connection, waiting up to `timeout` (`None`: no connection in time).
@@ -94,12 +129,7 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        if let Some((p, dev, ino)) = &self.path {
-            if std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino) {
-                let _ = std::fs::remove_file(p);
-            }
-        }
+        self.unlink();
     }
 }
 
@@ -137,31 +167,39 @@ fn recv_text(conn: &OwnedFd, timeout: Duration) -> Result<Option<String>, String
     }
 }
 
-/// The peer on `conn` is a process of our own user, or an error saying who it is.
+/// The peer on `conn` is a process of our own user (or root, who may do anything: a
+/// server that dropped privileges made its control socket as root, and SO_PEERCRED
+/// names the credentials of that listen), or an error saying who it is.
 fn same_user(conn: &OwnedFd) -> Result<i32, String> {
     let (pid, uid, _) =
         seqpacket::peer_cred(conn.as_fd()).map_err(|e| format!("SO_PEERCRED: {e}"))?;
     let me = seqpacket::effective_uid();
-    if uid != me {
+    if uid != me && uid != 0 {
         return Err(format!("refused pid {pid}: uid {uid} is not ours ({me})"));
     }
     Ok(pid)
 }
 
 /// The predecessor's side of one session on `conn`: checks that the peer is our own
-/// user, sends every listener of `offers`, and waits up to `ready_timeout` for the
-/// successor to say it serves. Any error leaves this process as it was: serving.
+/// user, calls `sharing` just before the first descriptor leaves (the listeners are
+/// the successor's too from then on), sends every listener of `offers`, and waits up
+/// to `ready_timeout` for the successor to say it serves. Any error leaves this
+/// process serving.
 pub fn offer(
     conn: OwnedFd,
     offers: &[Offer<'_>],
     ready_timeout: Duration,
+    sharing: impl FnOnce(),
 ) -> Result<Session, String> {
     let refuse = |conn: &OwnedFd, why: String| {
         let _ = seqpacket::send(conn.as_fd(), format!("REFUSED {why}").as_bytes(), &[]);
         why
     };
+    // The request is read before anything is decided: a socket closed with its
+    // request unread would reach the peer as a reset, not as our answer.
+    let hello = recv_text(&conn, Duration::from_secs(5));
     let pid = same_user(&conn).map_err(|e| refuse(&conn, e))?;
-    match recv_text(&conn, Duration::from_secs(5))? {
+    match hello? {
         Some(h) if h == HELLO => {}
         other => {
             return Err(refuse(
@@ -178,6 +216,7 @@ pub fn offer(
         seqpacket::send(conn.as_fd(), m, fds).map_err(|e| format!("sending to pid {pid}: {e}"))
     };
     send(format!("LISTENERS {}", all.len()).as_bytes(), &[])?;
+    sharing();
     for batch in all.chunks(MAX_FDS) {
         let mut m = String::from("FDS");
         for (scheme, l) in batch {

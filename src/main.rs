@@ -683,6 +683,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let user = args.user.clone();
+    // Log files the server opened as root, for --user's chown.
+    let log_files: Vec<PathBuf> = [args.access_log.clone(), args.error_log.clone()]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.as_os_str() != "-")
+        .collect();
     let (mut cfg, http, xfer, mut listens) = args.into_config();
     if xfer.allow_replace && !xfer.allow_upload {
         say!("ringserve: --allow-replace needs --allow-upload");
@@ -828,6 +834,19 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Every listener is bound and every root open, and no server thread runs yet
     // (glibc's setuid applies to every thread, but there is only this one): drop.
     if let Some(spec) = &user {
+        // What root made for the server becomes the user's: the control socket (a
+        // successor running as the user connects to it and replaces it), Unix
+        // listeners (their mode then means the user's group), the log files (reopened
+        // on SIGUSR1, and opened again by a re-executed successor).
+        let mut made: Vec<PathBuf> = log_files.clone();
+        made.extend(control.as_ref().and_then(|c| c.path()));
+        made.extend(listens.iter().filter_map(|(_, b)| match &b.addr {
+            ringserve::listener::ListenAddr::Unix(p) => p.clone(),
+            _ => None,
+        }));
+        if let Err(e) = give_to(spec, &made) {
+            return fail(taken, format!("--user {spec}: {e}"), EXIT_CONFIG);
+        }
         if let Err(e) = privs::drop_to(spec) {
             return fail(taken, format!("--user {spec}: {e}"), EXIT_CONFIG);
         }
@@ -843,7 +862,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             ProtocolArg::Xfer => b.start(xfer_factory.clone(), Arc::new(NoHooks)),
         };
         match started {
-            Ok(s) => servers.push((p, s)),
+            Ok(s) => {
+                // A successor shares the listeners with its predecessor, which serves
+                // on if we fail: no shutdown of ours may shut them, until it drains.
+                if taken.is_some() {
+                    s.control().share_listeners(true);
+                }
+                servers.push((p, s));
+            }
             Err(e) => {
                 for (_, s) in servers {
                     s.shutdown();
@@ -859,7 +885,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             .map(|(p, s)| (p.scheme(), s.listeners()))
             .collect(),
         controls: servers.iter().map(|(_, s)| s.control()).collect(),
-        done: Mutex::new(false),
+        busy: Mutex::new(()),
+        handed: Default::default(),
+        control: Default::default(),
     });
     // The signal thread starts before the banner, so the banner means "fully up".
     let hubs: Vec<_> = servers.iter().map(|(_, s)| s.stats_handle()).collect();
@@ -876,10 +904,21 @@ fn serve(args: ServeArgs) -> ExitCode {
                     }
                     report_xfer(&counters);
                 }
-                Ok(libc::SIGHUP) => reload(&on_signal),
+                // On a thread of its own: a reload waits for a whole start, and this
+                // thread must stay free for SIGTERM meanwhile.
+                Ok(libc::SIGHUP) => {
+                    let h = on_signal.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("ringserve-reload".into())
+                        .spawn(move || reload(&h));
+                    if let Err(e) = spawned {
+                        log_error!("ringserve: reload: starting its thread: {e}");
+                    }
+                }
                 Ok(_) => {
                     log_notice!("ringserve: shutting down");
-                    if let Some(n) = &on_signal.notify {
+                    // A server that handed off is not the service any more.
+                    if let Some(n) = on_signal.notify.as_ref().filter(|_| !on_signal.handed()) {
                         let _ = n.stopping();
                     }
                     for c in &on_signal.controls {
@@ -935,12 +974,29 @@ fn serve(args: ServeArgs) -> ExitCode {
                 .sum::<usize>(),
         );
         match t.ready(HANDOFF_TIMEOUT) {
-            Ok(took) => log_notice!(
-                "ringserve: took over from pid {from} in {:.1} ms; serving {n} listeners",
-                took.as_secs_f64() * 1e3
-            ),
-            // We serve either way; the predecessor may not have heard, and serves too.
-            Err(e) => log_warn!("ringserve: hand-off from pid {from}: {e}"),
+            Ok(took) => {
+                log_notice!(
+                    "ringserve: took over from pid {from} in {:.1} ms; serving {n} listeners",
+                    took.as_secs_f64() * 1e3
+                );
+                // It accepts no more: a shutdown of ours may shut them again (those
+                // systemd also holds stay unshut: Bound::start pinned them).
+                for (_, s) in &servers {
+                    s.control().share_listeners(false);
+                }
+            }
+            // It did not hear, or did not stop: it may be serving on. Two servers on
+            // one socket, one of them unreachable, help nobody: we go, without
+            // shutting what it uses.
+            Err(e) => {
+                for (_, s) in servers {
+                    s.shutdown();
+                }
+                last_word(format_args!(
+                    "ringserve: hand-off from pid {from}: {e}; stopped, it serves on"
+                ));
+                return ExitCode::FAILURE;
+            }
         }
     }
     // Under systemd, the service is up (a successor's MAINPID is its predecessor's
@@ -956,6 +1012,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         match bound {
             Ok(sock) => {
+                let sock = Arc::new(sock);
+                let _ = handoffs.control.set(sock.clone());
                 let h = handoffs.clone();
                 let spawned = std::thread::Builder::new()
                     .name("ringserve-control".into())
@@ -1003,6 +1061,20 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// chowns `paths` to `spec`'s user and group, when we are root (a server already
+/// running as the user, re-executed by SIGHUP, owns them already).
+fn give_to(spec: &UserSpec, paths: &[PathBuf]) -> Result<(), String> {
+    if ringserve::sys::seqpacket::effective_uid() != 0 {
+        return Ok(());
+    }
+    let ids = privs::resolve(spec)?;
+    for p in paths {
+        std::os::unix::fs::chown(p, Some(ids.uid), Some(ids.gid))
+            .map_err(|e| format!("chown {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 fn exit_code(e: &StartError) -> u8 {
     match e {
         StartError::Config(_) => EXIT_CONFIG,
@@ -1019,17 +1091,41 @@ struct Handoffs {
     notify: Option<Arc<ringserve::systemd::Notify>>,
     offers: Vec<(&'static str, Arc<[Listener]>)>,
     controls: Vec<Arc<ringserve::Control>>,
-    done: Mutex<bool>,
+    /// Held for a session: one at a time (a reload and a --control-socket request).
+    busy: Mutex<()>,
+    /// A hand-off succeeded: the successor is the service now (nothing more to hand
+    /// over, and systemd hears nothing more from us: not even STOPPING).
+    handed: std::sync::atomic::AtomicBool,
+    /// Our --control-socket, whose path is removed before the successor is told to
+    /// take it.
+    control: std::sync::OnceLock<Arc<handoff::ControlSocket>>,
 }
 
 impl Handoffs {
+    fn handed(&self) -> bool {
+        self.handed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// One session with a would-be successor on `conn`: it gets the listeners, and
     /// once it says it serves, every server here drains as for SIGTERM but leaves the
-    /// listeners open for it. Returns its pid. Before that, nothing here changes.
+    /// listeners open for it. Returns its pid. Before that, nothing here changes but
+    /// that the listeners are marked shared the moment they are sent: from then on no
+    /// shutdown of ours shuts them (the successor may be using them).
     /// `reload`: the successor is our own re-execution (SIGHUP). What is said of the
     /// outcome is said before the drain starts: once it has, the process may exit.
     fn serve_one(&self, conn: std::os::fd::OwnedFd, reload: bool) -> Result<i32, String> {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        // Dropping `conn` ends a refused session: the successor sees it closed.
+        let Ok(_one) = self.busy.try_lock() else {
+            return Err("another hand-off is in progress".into());
+        };
+        if self.handed()
+            || self
+                .controls
+                .iter()
+                .any(|c| c.level() != ShutdownLevel::Running)
+        {
+            return Err("already handed off or shutting down".into());
+        }
         let offers: Vec<handoff::Offer<'_>> = self
             .offers
             .iter()
@@ -1038,17 +1134,12 @@ impl Handoffs {
                 listeners: l,
             })
             .collect();
-        if *done
-            || self
-                .controls
-                .iter()
-                .any(|c| c.level() != ShutdownLevel::Running)
-        {
-            // Dropping `conn` ends the session: the successor sees it closed.
-            return Err("already handed off or shutting down".into());
-        }
-        let session = handoff::offer(conn, &offers, HANDOFF_TIMEOUT)?;
-        *done = true;
+        let session = handoff::offer(conn, &offers, HANDOFF_TIMEOUT, || {
+            for c in &self.controls {
+                c.share_listeners(true);
+            }
+        })?;
+        self.handed.store(true, std::sync::atomic::Ordering::SeqCst);
         let pid = session.pid;
         if reload {
             log_notice!("ringserve: reloaded: pid {pid} serves now; draining");
@@ -1062,15 +1153,20 @@ impl Handoffs {
         for c in &self.controls {
             c.hand_off();
         }
+        // Our path goes before the successor, told, binds its own there.
+        if let Some(c) = self.control.get() {
+            c.unlink();
+        }
         session.release();
         Ok(pid)
     }
 }
 
-/// The --control-socket thread: hand-off requests, one at a time, until one succeeds.
+/// The --control-socket thread: hand-off requests, one at a time, until one succeeds
+/// (here or by a reload).
 fn control_loop(sock: &handoff::ControlSocket, h: &Handoffs) {
-    loop {
-        match sock.accept(Duration::from_secs(3600)) {
+    while !h.handed() {
+        match sock.accept(Duration::from_millis(500)) {
             Ok(None) => continue,
             Ok(Some(conn)) => match h.serve_one(conn, false) {
                 Ok(_) => return,
@@ -1088,7 +1184,7 @@ fn control_loop(sock: &handoff::ControlSocket, h: &Handoffs) {
 /// that takes the listeners over (through an abstract control socket only it is
 /// told of); a new binary at the same path is picked up. If it fails, we serve on.
 fn reload(h: &Handoffs) {
-    if *h.done.lock().unwrap_or_else(|e| e.into_inner()) {
+    if h.handed() {
         return;
     }
     let name = format!("@ringserve-reload-{}-{:x}", std::process::id(), rand_tag());
@@ -1166,12 +1262,17 @@ fn reload(h: &Handoffs) {
             if let Some(n) = &h.notify {
                 let _ = n.send(&format!("READY=1\nSTATUS=reload failed: {e}"));
             }
-            // It exits by itself once it has said why; reap it, briefly.
+            // It exits by itself once it has said why; reap it, or end it: two
+            // servers on one socket, one of which nobody can reach, help no one.
             for _ in 0..50 {
                 if !matches!(child.try_wait(), Ok(None)) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
     }

@@ -285,6 +285,11 @@ impl Bound {
         let listeners: Arc<[Listener]> = listeners.into();
         let stats = Arc::new(StatsHub::default());
         let control = Arc::new(Control::default());
+        // systemd keeps its own copy of a socket it passed (to activate the service
+        // again): a shutdown of ours must never shut it.
+        if listeners.iter().any(|l| l.origin().starts_with("systemd:")) {
+            control.pin_shared();
+        }
         let ctx = Ctx {
             cfg,
             listeners: listeners.clone(),

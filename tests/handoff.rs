@@ -518,3 +518,138 @@ backend_test! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+backend_test! {
+    /// SIGTERM reaching the old server while a successor holds its listeners but has
+    /// not said READY: the old one stops, and must not shut the sockets the successor
+    /// now holds. The successor here is this test, speaking the protocol through the
+    /// library: after the old server has exited, a connection to the address is
+    /// accepted on the listener the test received.
+    fn a_shutdown_during_a_hand_off_leaves_the_sockets_to_the_successor(b) {
+        let (dir, root) = hand_off_dir("handoff-term");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let sock = ctl(&dir);
+        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
+        let addr = banner_addr(&old);
+        let mut taken = ringserve::handoff::take(&sock, Duration::from_secs(10)).unwrap();
+        let ls = taken.take_listeners();
+        assert!(!ls.is_empty() && ls.iter().all(|(s, _)| s == "http"));
+        kill_pid(old.child.id() as i32, libc::SIGTERM);
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        drop(taken);
+        // The kernel queues a connection on a listening socket nobody shut.
+        let c = TcpStream::connect(addr).expect("the listener survived the old server");
+        let fd = ls[0].1.fd();
+        let ok = eventually(Duration::from_secs(5), || {
+            ls.iter().any(|(_, l)| ringserve::sys::net::accept(l.fd()).is_ok())
+        });
+        assert!(ok, "[{b}] nothing to accept on {fd:?}");
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two protocols in one process (HTTP and xfer), and a Unix-socket listener: all
+    /// handed over, each under its scheme, and an idle keep-alive client of the old
+    /// server gets its next answer with `Connection: close`, then finds the new one.
+    fn every_listener_kind_is_handed_over_and_idle_clients_are_told_to_go(b) {
+        let (dir, root) = hand_off_dir("handoff-kinds");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let sock = ctl(&dir);
+        let unix = dir.join("http.sock");
+        let unix_spec = format!("unix:{}", unix.display());
+        let args = [
+            "--listen", "http://127.0.0.1:0", "--listen", "xfer://127.0.0.1:0",
+            "--listen", &unix_spec, "--control-socket", &sock,
+        ];
+        let mut old = Proc::spawn(&root, b, &args);
+        let banner = old.line("ringserve: serving", Duration::from_secs(20)).unwrap();
+        let addrs = parse_addrs(&banner);
+        assert_eq!(addrs.len(), 2, "{banner}");
+        let mut idle = BufReader::new(TcpStream::connect(addrs[0]).unwrap());
+        idle.get_ref().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        idle.get_mut().write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_resp(&mut idle, false).unwrap();
+        assert!(r.header("connection").is_none(), "kept alive before the hand-off");
+        let mut a = args.to_vec();
+        a.extend(["--takeover", &sock]);
+        let new = Proc::spawn(&root, b, &a);
+        let took = new.line("took over from pid", Duration::from_secs(20)).expect("took over");
+        assert!(new.line("ringserve: serving", Duration::from_secs(5)).unwrap().contains(&unix_spec));
+        // The idle client's next request: answered by the old server, with close.
+        idle.get_mut().write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = read_resp(&mut idle, false).unwrap();
+        assert_eq!((r.status, r.header("connection")), (200, Some("close")), "[{b}] {took}");
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        assert_eq!(get(addrs[0], "/a").body, b"a");
+        let ls = Command::new(bin()).args(["ls", &addrs[1].to_string()]).output().unwrap();
+        assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains('a'), "[{b}] xfer");
+        if have("curl") {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--unix-socket"])
+                .arg(&unix)
+                .arg("http://x/a")
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout, b"a", "[{b}] {}", String::from_utf8_lossy(&out.stderr));
+        }
+        drop(new);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With --user, what root made for the server is the user's: a successor running
+    /// as that user reaches the control socket, takes over and replaces it.
+    fn a_successor_running_as_the_dropped_user_takes_over(b) {
+        // SAFETY: getuid(2) cannot fail.
+        if unsafe { libc::getuid() } != 0 {
+            return skip(&test_name(), "needs root");
+        }
+        if !have("setpriv") {
+            return;
+        }
+        let (dir, root) = hand_off_dir("handoff-user");
+        std::fs::write(root.join("a"), "a").unwrap();
+        for d in [&dir, &root] {
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        }
+        let sock = ctl(&dir);
+        let args = ["--listen", "127.0.0.1:0", "--control-socket", &sock, "--user", "nobody"];
+        let mut old = Proc::spawn(&root, b, &args);
+        let addr = banner_addr(&old);
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&sock).unwrap());
+        assert_eq!(owner, 65534, "the control socket is the user's");
+        let as_nobody = || {
+            let mut child = Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "serve"])
+                .arg(&root)
+                .args(["--backend", b])
+                .args(args)
+                .args(["--takeover", &sock])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let err = BufReader::new(child.stderr.take().unwrap());
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for l in err.lines().map_while(Result::ok) {
+                    eprintln!("  [server] {l}");
+                    sink.lock().unwrap().push(l);
+                }
+            });
+            Proc { child, lines }
+        };
+        let mut new = as_nobody();
+        assert!(new.line("took over from pid", Duration::from_secs(20)).is_some(), "[{b}]");
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        assert_eq!(get(addr, "/a").body, b"a");
+        // And the successor's control socket, which it bound as the user, works for
+        // the next one.
+        let third = as_nobody();
+        assert!(third.line("took over from pid", Duration::from_secs(20)).is_some(), "[{b}] third");
+        assert_eq!(new.exit(Duration::from_secs(20)), Some(0));
+        drop(new);
+        drop(third);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

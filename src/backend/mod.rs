@@ -189,6 +189,10 @@ struct ControlState {
     closes: Vec<Key>,
     /// The shutdown is a hand-off ([`Control::hand_off`]).
     handoff: bool,
+    /// Another process holds these listeners too ([`Control::share_listeners`]).
+    shared: bool,
+    /// One always does (systemd): `shared` stays set.
+    pinned: bool,
 }
 
 impl Default for Control {
@@ -198,6 +202,8 @@ impl Default for Control {
                 level: ShutdownLevel::Running,
                 closes: Vec::new(),
                 handoff: false,
+                shared: false,
+                pinned: false,
             }),
             cv: Condvar::new(),
         }
@@ -224,19 +230,44 @@ impl Control {
     /// them for the successor too), serve what was accepted meanwhile, and let idle
     /// connections close after their next response (`Connection: close`) or at the
     /// shutdown timeout, instead of closing them now under a client that may be
-    /// sending. Ignored once a shutdown has begun: its listeners may be shut already.
-    pub fn hand_off(&self) {
+    /// sending. It also marks the listeners shared. A shutdown that had already begun
+    /// goes on as it was (false is returned).
+    pub fn hand_off(&self) -> bool {
         let mut st = self.lock();
-        if st.level == ShutdownLevel::Running {
+        st.shared = true;
+        let took = st.level == ShutdownLevel::Running;
+        if took {
             st.handoff = true;
             st.level = ShutdownLevel::Graceful;
         }
         self.cv.notify_all();
+        took
+    }
+
+    /// Says another process holds these very listening sockets (a successor they are
+    /// being handed to, or a predecessor they came from): from now on no shutdown
+    /// shuts them (`SHUT_RD` on a listener closes it for every process holding it),
+    /// they are only no longer accepted on. `false` says the other process is gone
+    /// or has stopped accepting for good, so a shutdown may shut them again.
+    pub fn share_listeners(&self, shared: bool) {
+        let mut st = self.lock();
+        st.shared = shared || st.pinned;
+    }
+
+    /// The listeners are always shared (systemd keeps a copy of each it passed).
+    pub(crate) fn pin_shared(&self) {
+        let mut st = self.lock();
+        (st.shared, st.pinned) = (true, true);
     }
 
     /// Whether the shutdown is a hand-off.
     pub(crate) fn handing_off(&self) -> bool {
         self.lock().handoff
+    }
+
+    /// Whether a shutdown must leave the listeners unshut.
+    pub(crate) fn listeners_shared(&self) -> bool {
+        self.lock().shared
     }
 
     /// Asks the backend to close connection `key` (a key from [`Hooks::on_accept`]):

@@ -55,13 +55,15 @@ impl Output {
         Ok(Output::File(path.to_path_buf(), f))
     }
 
+    /// Writes straight to the descriptor, never through std's `Stdout`/`Stderr`: those
+    /// hold a process-wide lock for the whole write, which `say!` and the panic hook
+    /// also take, so a reader that stalls this (blocking) write would stall a ring or
+    /// worker thread whose handler panicked. Only this writer thread may block here.
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use std::os::fd::AsFd;
         match self {
-            Output::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(bytes).and_then(|()| out.flush())
-            }
-            Output::Stderr => io::stderr().lock().write_all(bytes),
+            Output::Stdout => crate::sys::io::write_all(io::stdout().as_fd(), bytes),
+            Output::Stderr => crate::sys::io::write_all(io::stderr().as_fd(), bytes),
             Output::File(_, f) => f.write_all(bytes),
         }
     }

@@ -20,6 +20,7 @@ macro_rules! syscall {
 
 pub mod epoll;
 pub mod fs;
+pub mod io;
 pub mod mem;
 pub mod net;
 pub mod pipe;

@@ -100,9 +100,17 @@ pub fn listen_unix(path: &std::path::Path, backlog: u32, mode: u32) -> io::Resul
                 "the path exists and is not a socket",
             ));
         }
+        // Only a refused connect says nobody listens there; anything else (EACCES on
+        // another user's socket) leaves the file alone and is the error.
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
-            Err(_) => std::fs::remove_file(path)?,
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
     // The std listener binds and listens (blocking, close-on-exec); we take its

@@ -635,7 +635,13 @@ impl<F: ProtocolFactory> Shared<F> {
                     Some(libc::ENOBUFS | libc::ENOMEM) => break,
                     _ => {
                         crate::log_limited!(Level::Error, "ringserve: accept: {e}");
-                        break;
+                        // Rest as for EMFILE: a listener that fails every accept (shut
+                        // by another process holding it) would spin, its hang-up
+                        // reported again at every re-arm.
+                        let mut p = lock(&self.paused);
+                        let until = Instant::now() + EMFILE_BACKOFF;
+                        p.get_or_insert_with(|| (until, Vec::new())).1.push(li);
+                        return;
                     }
                 },
             }
@@ -774,11 +780,12 @@ impl<F: ProtocolFactory> Shared<F> {
         //    in a hand-off they are the successor's too, so they are only forgotten
         //    (shutting one would close it for the successor as well).
         let handoff = control.handing_off();
+        let shared = control.listeners_shared();
         self.handoff.store(handoff, Ordering::SeqCst);
         self.draining.store(true, Ordering::SeqCst);
         for l in self.ctx.listeners.iter() {
             let _ = self.epoll.delete(l.fd());
-            if !handoff {
+            if !shared {
                 let _ = net::shutdown(l.fd(), libc::SHUT_RD);
             }
         }

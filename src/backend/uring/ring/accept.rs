@@ -67,11 +67,19 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
                 // A listener shut for reading at shutdown answers EINVAL.
                 _ if self.draining => {}
-                e => crate::log_limited!(
-                    Level::Error,
-                    "ringserve: accept: {}",
-                    io::Error::from_raw_os_error(e)
-                ),
+                e => {
+                    crate::log_limited!(
+                        Level::Error,
+                        "ringserve: accept: {}",
+                        io::Error::from_raw_os_error(e)
+                    );
+                    // A listener that fails every accept (shut by another process
+                    // holding it) would otherwise be re-armed in a tight loop.
+                    self.paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    if self.accepting[li] {
+                        self.cancel(user_data::accept(li));
+                    }
+                }
             }
         }
         if !self.accepting[li] {

@@ -121,9 +121,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
             // A hand-off's listeners are the successor's too: shutting one would close
             // it for both, so it is only no longer accepted on.
             self.handoff = self.sh.ctx.control.handing_off();
+            let shared = self.sh.ctx.control.listeners_shared();
             self.stop_deadline = Some(now + self.sh.ctx.cfg.shutdown_timeout);
             for li in 0..self.listeners.len() {
-                if !self.handoff {
+                if !shared {
                     let _ = crate::sys::net::shutdown(self.listeners[li].fd(), libc::SHUT_RD);
                 }
                 if self.accepting[li] {
