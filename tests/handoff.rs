@@ -28,12 +28,19 @@ impl Proc {
     }
 
     fn spawn_env(root: &Path, backend: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(bin())
-            .arg("serve")
-            .arg(root)
-            .args(["--backend", backend])
-            .args(args)
-            .envs(env.iter().copied())
+        Proc::run(
+            Command::new(bin())
+                .arg("serve")
+                .arg(root)
+                .args(["--backend", backend])
+                .args(args)
+                .envs(env.iter().copied()),
+        )
+    }
+
+    /// Runs `cmd` (a server, or a launcher that becomes one) and collects its stderr.
+    fn run(cmd: &mut Command) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -88,6 +95,16 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Kills a server this test did not spawn itself (one its server re-executed) when
+/// the test ends, failed or not.
+struct Reaped(i32);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        kill_pid(self.0, libc::SIGKILL);
     }
 }
 
@@ -228,6 +245,21 @@ fn hand_off_dir(tag: &str) -> (PathBuf, PathBuf) {
     (dir, root)
 }
 
+/// A server of ROOT (holding `/a`) on a fresh port with a --control-socket: its dir
+/// and root, the control socket's path, the process and its address.
+fn controlled(tag: &str, b: &str) -> (PathBuf, PathBuf, String, Proc, SocketAddr) {
+    let (dir, root) = hand_off_dir(tag);
+    std::fs::write(root.join("a"), "a").unwrap();
+    let sock = ctl(&dir);
+    let p = Proc::spawn(
+        &root,
+        b,
+        &["--listen", "127.0.0.1:0", "--control-socket", &sock],
+    );
+    let addr = banner_addr(&p);
+    (dir, root, sock, p, addr)
+}
+
 backend_test! {
     /// Three takeovers in a row under load (this backend first, then each backend in
     /// turn: epoll → uring and back where both run). Zero failed requests, every
@@ -285,11 +317,7 @@ backend_test! {
     /// wants is taken) says why and exits; the old server keeps serving, says so, and
     /// still hands off to a successor that can.
     fn a_takeover_that_cannot_start_leaves_the_old_server_serving(b) {
-        let (dir, root) = hand_off_dir("handoff-fail");
-        std::fs::write(root.join("a"), "a").unwrap();
-        let sock = ctl(&dir);
-        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
-        let addr = banner_addr(&old);
+        let (dir, root, sock, mut old, addr) = controlled("handoff-fail", b);
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy = busy.local_addr().unwrap().to_string();
         let missing = dir.join("missing");
@@ -335,6 +363,7 @@ backend_test! {
             .line("reloaded: pid", Duration::from_secs(20))
             .unwrap_or_else(|| panic!("[{b}] no reload"));
         let new_pid = pid_in(&line, "reloaded: pid ");
+        let _reaped = Reaped(new_pid);
         assert_ne!(new_pid as u32, old.child.id());
         assert_eq!(old.exit(Duration::from_secs(20)), Some(0), "[{b}] the old server's exit");
         std::thread::sleep(Duration::from_millis(300));
@@ -421,6 +450,7 @@ backend_test! {
         }
         let main = seen.iter().find(|m| m.starts_with("MAINPID=")).expect("MAINPID").clone();
         let pid: i32 = main["MAINPID=".len()..].split('\n').next().unwrap().parse().unwrap();
+        let _reaped = Reaped(pid);
         assert!(main.ends_with("\nREADY=1"), "{main:?}");
         assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
         assert_eq!(get(addr, "/a").body, b"a", "[{b}] pid {pid} serves");
@@ -450,25 +480,12 @@ backend_test! {
         std::fs::write(root.join("a"), "a").unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new("systemd-socket-activate")
-            .args(["-l", &listen, "--fdname=http", bin(), "serve"])
-            .arg(&root)
-            .args(["--backend", b])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = BufReader::new(child.stderr.take().unwrap());
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for l in err.lines().map_while(Result::ok) {
-                eprintln!("  [server] {l}");
-                sink.lock().unwrap().push(l);
-            }
-        });
-        let old = Proc { child, lines };
+        let old = Proc::run(
+            Command::new("systemd-socket-activate")
+                .args(["-l", &listen, "--fdname=http", bin(), "serve"])
+                .arg(&root)
+                .args(["--backend", b]),
+        );
         let addr: SocketAddr = listen.parse().unwrap();
         // systemd-socket-activate says when it listens, and execs the server at the
         // first connection.
@@ -480,6 +497,7 @@ backend_test! {
         kill_pid(old.child.id() as i32, libc::SIGHUP);
         let line = old.line("reloaded: pid", Duration::from_secs(20)).expect("reloaded");
         let new_pid = pid_in(&line, "reloaded: pid ");
+        let _reaped = Reaped(new_pid);
         assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
         assert_eq!(get(addr, "/a").body, b"a", "[{b}] the new process serves systemd's socket");
         let banners: Vec<String> = old.lines.lock().unwrap().iter().filter(|l| l.contains("ringserve: serving")).cloned().collect();
@@ -494,11 +512,7 @@ backend_test! {
     /// A control socket another server listens on is a configuration error for a
     /// server that is not taking over (exit 2, one line), and the first serves on.
     fn a_control_socket_in_use_is_exit_2(b) {
-        let (dir, root) = hand_off_dir("ctl-busy");
-        std::fs::write(root.join("a"), "a").unwrap();
-        let sock = ctl(&dir);
-        let first = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
-        let addr = banner_addr(&first);
+        let (dir, root, sock, first, addr) = controlled("ctl-busy", b);
         let out = Command::new(bin())
             .args(["serve"])
             .arg(&root)
@@ -526,11 +540,7 @@ backend_test! {
     /// library: after the old server has exited, a connection to the address is
     /// accepted on the listener the test received.
     fn a_shutdown_during_a_hand_off_leaves_the_sockets_to_the_successor(b) {
-        let (dir, root) = hand_off_dir("handoff-term");
-        std::fs::write(root.join("a"), "a").unwrap();
-        let sock = ctl(&dir);
-        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--control-socket", &sock]);
-        let addr = banner_addr(&old);
+        let (dir, _root, sock, mut old, addr) = controlled("handoff-term", b);
         let mut taken = ringserve::handoff::take(&sock, Duration::from_secs(10)).unwrap();
         let ls = taken.take_listeners();
         assert!(!ls.is_empty() && ls.iter().all(|(s, _)| s == "http"));
@@ -618,26 +628,14 @@ backend_test! {
         let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&sock).unwrap());
         assert_eq!(owner, 65534, "the control socket is the user's");
         let as_nobody = || {
-            let mut child = Command::new("setpriv")
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "serve"])
-                .arg(&root)
-                .args(["--backend", b])
-                .args(args)
-                .args(["--takeover", &sock])
-                .stdin(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let err = BufReader::new(child.stderr.take().unwrap());
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for l in err.lines().map_while(Result::ok) {
-                    eprintln!("  [server] {l}");
-                    sink.lock().unwrap().push(l);
-                }
-            });
-            Proc { child, lines }
+            Proc::run(
+                Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "serve"])
+                    .arg(&root)
+                    .args(["--backend", b])
+                    .args(args)
+                    .args(["--takeover", &sock]),
+            )
         };
         let mut new = as_nobody();
         assert!(new.line("took over from pid", Duration::from_secs(20)).is_some(), "[{b}]");
