@@ -5,8 +5,11 @@
 //! level-triggered epoll:
 //! - FILE of at most 64 KiB: the whole response (headers + body) is built once in memory
 //!   and each request costs one `read` and one `send`;
-//! - larger FILE: per request the header goes out with `MSG_MORE`, then the body with
-//!   `sendfile(2)` from one descriptor opened at start.
+//! - larger FILE: per request the header goes out, then the body with `sendfile(2)`
+//!   from one descriptor opened at start, all under TCP_CORK (nginx's `tcp_nopush`):
+//!   the kernel sends only full segments until the response is whole, where a bare
+//!   `sendfile` pushes a partial one at the end of every call. Measured 1.5× on 1 GiB
+//!   bodies into a zero-copy receiver (issue 13), so without it this is no limit.
 //!
 //! Requests are not parsed: every `\r\n\r\n` in the byte stream (tracked across reads)
 //! is one request owed a response, so keep-alive and pipelining work and request bodies
@@ -238,6 +241,10 @@ fn send_owed(c: &mut Conn, resp: &Response) -> Progress {
                 unsafe { libc::send(c.fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) }
             }
             Response::File { header, .. } if (c.sent as usize) < header.len() => {
+                if c.sent == 0 {
+                    // Corked from the header to the body's last byte (uncorked below).
+                    let _ = sys::setsockopt(c.fd, libc::IPPROTO_TCP, libc::TCP_CORK, &1i32);
+                }
                 let rest = &header[c.sent as usize..];
                 // SAFETY: as above; MSG_MORE keeps the header for the body's first segment.
                 unsafe {
@@ -270,6 +277,10 @@ fn send_owed(c: &mut Conn, resp: &Response) -> Progress {
         }
         c.sent += ret as u64;
         if c.sent == total {
+            if let Response::File { .. } = resp {
+                // The response is whole: out goes its last partial segment.
+                let _ = sys::setsockopt(c.fd, libc::IPPROTO_TCP, libc::TCP_CORK, &0i32);
+            }
             c.sent = 0;
             c.owed -= 1;
         }
@@ -392,7 +403,7 @@ fn run(addr: SocketAddrV4, path: &str) -> io::Result<()> {
     );
     let how = match &resp {
         Response::Memory(_) => "from memory",
-        Response::File { .. } => "header + sendfile",
+        Response::File { .. } => "header + sendfile, corked",
     };
     let total = resp.total();
     eprintln!("limit: serving {path} ({total}-byte responses, {how}) on http://{addr}");
