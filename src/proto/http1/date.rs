@@ -16,6 +16,12 @@ pub fn format(secs: u64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs.min(MAX_SECS)))
 }
 
+/// The IMF-fixdate of `secs` as a value that formats itself where it is written (no
+/// String of its own: one allocation fewer per response).
+pub fn imf(secs: u64) -> httpdate::HttpDate {
+    httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs.min(MAX_SECS)))
+}
+
 /// Seconds since the epoch named by an HTTP date in any of the three RFC 9110 forms.
 pub fn parse(value: &str) -> Option<u64> {
     let t = httpdate::parse_http_date(value.trim_matches([' ', '\t'])).ok()?;
