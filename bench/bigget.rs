@@ -38,19 +38,12 @@ fn pipe() -> io::Result<(libc::c_int, libc::c_int)> {
     Ok((fds[0], fds[1]))
 }
 
+#[path = "sys.rs"]
+mod sys;
+
 /// One splice(2) of up to `len` bytes between two descriptors without offsets.
 fn splice(from: libc::c_int, to: libc::c_int, len: usize) -> io::Result<usize> {
-    // SAFETY: no offsets; both descriptors are live for the call.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
-        )
-    };
+    let n = sys::splice(from, to, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE);
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -466,18 +466,7 @@ fn send_all(sock: RawFd, file: &File) -> io::Result<u64> {
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
-    // SAFETY: null offsets: both descriptors use (or have) no file position of ours.
-    let ret = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE,
-        )
-    };
-    count(ret, "splice")
+    count(sys::splice(from, to, len, libc::SPLICE_F_MOVE), "splice")
 }
 
 /// Moves what `sock` delivers until its end into `dest`, socket→pipe→file by splice;

@@ -1,5 +1,6 @@
-//! The few libc helpers both bench examples (`limit.rs`, `idle.rs`) need; each includes
+//! The few libc helpers the bench examples (`limit.rs`, `idle.rs`, `bigget.rs`) need; each includes
 //! this file with `#[path = "sys.rs"] mod sys;`.
+#![allow(dead_code)] // each example uses some of them
 
 use std::io;
 
@@ -39,5 +40,22 @@ pub fn setsockopt<T>(
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// One splice(2) of up to `len` bytes between two descriptors, without offsets (a pipe
+/// and a socket or /dev/null), with `flags`; the raw return value (-1: see errno).
+pub fn splice(from: libc::c_int, to: libc::c_int, len: usize, flags: libc::c_uint) -> isize {
+    // SAFETY: null offsets: neither descriptor uses a file position of ours; both are
+    // the caller's and open for the call.
+    unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
     }
 }
