@@ -173,7 +173,7 @@ fn recv_text(conn: &OwnedFd, timeout: Duration) -> Result<Option<String>, String
 fn same_user(conn: &OwnedFd) -> Result<i32, String> {
     let (pid, uid, _) =
         seqpacket::peer_cred(conn.as_fd()).map_err(|e| format!("SO_PEERCRED: {e}"))?;
-    let me = seqpacket::effective_uid();
+    let me = crate::sys::user::effective_uid();
     if uid != me && uid != 0 {
         return Err(format!("refused pid {pid}: uid {uid} is not ours ({me})"));
     }
@@ -248,7 +248,7 @@ pub struct Taken {
     conn: OwnedFd,
     /// The predecessor's process id.
     pub from_pid: i32,
-    pub listeners: Vec<(String, Listener)>,
+    listeners: Vec<(String, Listener)>,
     started: Instant,
 }
 

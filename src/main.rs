@@ -844,10 +844,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             ringserve::listener::ListenAddr::Unix(p) => p.clone(),
             _ => None,
         }));
-        if let Err(e) = give_to(spec, &made) {
-            return fail(taken, format!("--user {spec}: {e}"), EXIT_CONFIG);
-        }
-        if let Err(e) = privs::drop_to(spec) {
+        // One lookup of the user serves both.
+        let dropped = privs::resolve(spec)
+            .and_then(|ids| privs::give(ids, &made).and_then(|()| privs::drop_to_ids(ids)));
+        if let Err(e) = dropped {
             return fail(taken, format!("--user {spec}: {e}"), EXIT_CONFIG);
         }
     }
@@ -1059,20 +1059,6 @@ fn serve(args: ServeArgs) -> ExitCode {
     // detached, never joined).
     ringserve::log::flush(Duration::from_secs(1));
     ExitCode::SUCCESS
-}
-
-/// chowns `paths` to `spec`'s user and group, when we are root (a server already
-/// running as the user, re-executed by SIGHUP, owns them already).
-fn give_to(spec: &UserSpec, paths: &[PathBuf]) -> Result<(), String> {
-    if ringserve::sys::seqpacket::effective_uid() != 0 {
-        return Ok(());
-    }
-    let ids = privs::resolve(spec)?;
-    for p in paths {
-        std::os::unix::fs::chown(p, Some(ids.uid), Some(ids.gid))
-            .map_err(|e| format!("chown {}: {e}", p.display()))?;
-    }
-    Ok(())
 }
 
 fn exit_code(e: &StartError) -> u8 {

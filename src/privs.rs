@@ -149,6 +149,19 @@ pub fn drop_to(spec: &UserSpec) -> Result<Dropped, String> {
     drop_to_ids(ids)
 }
 
+/// Gives `paths` (what the server made as root: sockets, log files) to `ids`, when we
+/// are root; a server already running as the user (re-executed by SIGHUP) owns them.
+pub fn give(ids: Ids, paths: &[std::path::PathBuf]) -> Result<(), String> {
+    if user::effective_uid() != 0 {
+        return Ok(());
+    }
+    for p in paths {
+        std::os::unix::fs::chown(p, Some(ids.uid), Some(ids.gid))
+            .map_err(|e| format!("chown {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// [`drop_to`] with the ids already resolved.
 pub fn drop_to_ids(Ids { uid, gid }: Ids) -> Result<Dropped, String> {
     let read = |what: &str, e: std::io::Error| format!("reading back {what}: {e}");

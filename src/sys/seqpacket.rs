@@ -134,12 +134,6 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
     Ok((c.pid, c.uid, c.gid))
 }
 
-/// This process's effective uid, which SO_PEERCRED's is compared with.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// Sends one message with `fds` attached (at most [`MAX_FDS`]). The kernel duplicates
 /// them into the receiver; ours stay open.
 pub fn send(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {

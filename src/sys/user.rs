@@ -134,6 +134,12 @@ pub fn set_uid(uid: u32) -> io::Result<()> {
     unsafe { syscall!(setuid(uid)) }.map(drop)
 }
 
+/// This process's effective uid.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The real, effective and saved user ids.
 pub fn res_uid() -> io::Result<(u32, u32, u32)> {
     let (mut r, mut e, mut s) = (0, 0, 0);
