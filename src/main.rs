@@ -1136,14 +1136,16 @@ impl Handoffs {
         if let Some(n) = &self.notify {
             let _ = n.send(&format!("MAINPID={pid}\nREADY=1"));
         }
-        for c in &self.controls {
-            c.hand_off();
-        }
-        // Our path goes before the successor, told, binds its own there.
+        // Our path goes before the successor, told, binds its own there. DRAINING is
+        // sent before the drain begins: a drain with nothing to wait for ends the
+        // process at once, which would close this session before the word is out.
         if let Some(c) = self.control.get() {
             c.unlink();
         }
         session.release();
+        for c in &self.controls {
+            c.hand_off();
+        }
         Ok(pid)
     }
 }
