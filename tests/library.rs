@@ -301,6 +301,9 @@ backend_test! {
             assert_eq!(shout(addr, "panic\n"), "", "[{b}]");
         }
         assert_eq!(shout(addr, "healthy\n"), "HEALTHY\n", "[{b}] {}", srv.stats());
+        // The unwinding drops the connection (the client sees the close) just before
+        // the worker counts the panic: wait for the count to land, then it must be 5.
+        eventually(Duration::from_secs(5), || srv.stats().panics >= 5);
         assert_eq!(srv.stats().panics, 5);
         srv.shutdown();
     }
