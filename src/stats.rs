@@ -102,6 +102,9 @@ stats! {
         refused_full,
         /// Accepts that hit EMFILE/ENFILE.
         accept_emfile,
+        /// io_uring accepts re-armed because their listener had a connection waiting
+        /// for a whole tick: a wake-up another waiter took and dropped (ring/accept.rs).
+        accept_rearms,
         /// Connections closed.
         closes,
         /// Responses handed to the kernel (one per `Step::Send`).

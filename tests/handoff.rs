@@ -434,7 +434,7 @@ backend_test! {
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let next = || {
             let mut buf = [0u8; 4096];
-            let n = sock.recv(&mut buf).expect("a notification");
+            let n = recv_datagram(&sock, &mut buf).expect("a notification");
             String::from_utf8_lossy(&buf[..n]).into_owned()
         };
         let notify = path.display().to_string();
@@ -500,7 +500,13 @@ backend_test! {
         let _reaped = Reaped(new_pid);
         assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
         assert_eq!(get(addr, "/a").body, b"a", "[{b}] the new process serves systemd's socket");
-        let banners: Vec<String> = old.lines.lock().unwrap().iter().filter(|l| l.contains("ringserve: serving")).cloned().collect();
+        // The successor's banner went to the same stderr pipe; the reader thread may
+        // not have reached it yet when the old process has been reaped.
+        let banners = || -> Vec<String> {
+            old.lines.lock().unwrap().iter().filter(|l| l.contains("ringserve: serving")).cloned().collect()
+        };
+        eventually(Duration::from_secs(10), || banners().len() >= 2);
+        let banners = banners();
         assert_eq!(banners.len(), 2, "{banners:?}");
         assert!(banners[1].contains(&format!("http://{listen}")) && !banners[1].contains("8080"), "{banners:?}");
         kill_pid(new_pid, libc::SIGTERM);

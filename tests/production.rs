@@ -298,7 +298,7 @@ fn only_listening_sockets_are_accepted_and_the_error_names_the_fd() {
 /// Receives one datagram (bounded).
 fn recv_text(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("a notification datagram");
+    let n = recv_datagram(sock, &mut buf).expect("a notification datagram");
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 

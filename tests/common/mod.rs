@@ -528,6 +528,21 @@ pub fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// One datagram into `buf`, retried when interrupted: a recv with a timeout is not
+/// restarted after a signal or io_uring task work on this thread (the backend probe
+/// runs on one of the test threads).
+pub fn recv_datagram(
+    sock: &std::os::unix::net::UnixDatagram,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    loop {
+        match sock.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// True if the peer closed the connection (EOF or reset) within the read timeout.
 pub fn closed_by_peer(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 4096];

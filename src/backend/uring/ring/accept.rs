@@ -38,6 +38,31 @@ impl<F: ProtocolFactory> Io<'_, F> {
         self.accepting[li] = true;
     }
 
+    /// Re-arms an accept whose listener has had a connection waiting since the last
+    /// tick. io_uring waits on a listener as an *exclusive* waiter: each connection
+    /// wakes one waiter. A waiter woken as it is being cancelled accepts nothing, and
+    /// the connection it was woken for then waits with nobody told. That happens when
+    /// another process's ring drains in a hand-off (both servers wait on the same
+    /// socket for a moment), or another ring here rests after EMFILE. A fresh accept
+    /// takes whatever is queued before it waits, so cancelling ours (its completion
+    /// re-arms it) brings such a connection in within two ticks. A ring merely behind
+    /// on a busy listener pays one cancel per tick. One poll(2) per listener per tick.
+    pub(super) fn rearm_stranded(&mut self) {
+        for li in 0..self.listeners.len() {
+            let waiting = self.accepting[li]
+                && !self.draining
+                && crate::sys::net::wait_readable(self.listeners[li].fd(), Duration::ZERO)
+                    .unwrap_or(false);
+            if waiting && self.queued[li] {
+                Stats::add(&self.st.accept_rearms, 1);
+                self.cancel(user_data::accept(li));
+                self.queued[li] = false;
+            } else {
+                self.queued[li] = waiting;
+            }
+        }
+    }
+
     pub(super) fn accepted(
         &mut self,
         conns: &mut Conns<F::Proto>,

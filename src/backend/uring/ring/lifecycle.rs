@@ -61,6 +61,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 self.arm_accept(li);
             }
         }
+        self.rearm_stranded();
         // Receives that found no buffer try again at least once a tick.
         self.ready.append(&mut self.starved);
         let hard_stop = self.stop_deadline.is_some_and(|d| d <= now);

@@ -168,6 +168,9 @@ struct Io<'a, F: ProtocolFactory> {
     listeners: Vec<ListenFd>,
     /// Per listener: an ACCEPT is armed.
     accepting: Vec<bool>,
+    /// Listeners seen with a connection waiting at the last tick (accept.rs,
+    /// [`Io::rearm_stranded`]).
+    queued: Vec<bool>,
     /// Accept rests until then (EMFILE).
     paused_until: Option<Instant>,
     /// SQEs in the kernel whose last CQE has not arrived: teardown waits for zero.
@@ -278,6 +281,7 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             wake_buf: Box::new(0),
             listeners,
             accepting: vec![false; n],
+            queued: vec![false; n],
             paused_until: None,
             inflight: 0,
             draining: false,
