@@ -31,6 +31,7 @@ pub mod probe;
 pub mod proto;
 pub mod server;
 pub mod stats;
+pub mod status;
 pub mod sys;
 pub mod systemd;
 

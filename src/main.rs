@@ -14,9 +14,11 @@ use ringserve::proto::echo::EchoFactory;
 use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
+use ringserve::status::StatusServer;
 use ringserve::sys::epoll::{raise_nofile_limit, SigSet};
 use ringserve::{log_error, log_info, log_notice, log_warn, say, NoHooks, Server, StartError};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -223,6 +225,19 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
+/// `--status-listen`: one TCP address, in `--listen`'s forms (the first address of a
+/// name; `:PORT` is every IPv4 interface).
+fn status_addr(s: &str) -> Result<SocketAddr, String> {
+    let (scheme, binds) = ringserve::listener::parse_listen(s)?;
+    if scheme.is_some() {
+        return Err(format!("{s}: no scheme here (the endpoint speaks HTTP)"));
+    }
+    match binds.first().map(|b| &b.addr) {
+        Some(ringserve::listener::ListenAddr::Tcp(a)) => Ok(*a),
+        _ => Err(format!("{s}: a TCP address (ADDR:PORT, :PORT, NAME:PORT)")),
+    }
+}
+
 /// Durations accept `20`, `20s`, `500ms` or `2m`; a bare number is seconds.
 #[derive(Args)]
 struct ServeArgs {
@@ -375,6 +390,13 @@ struct ServeArgs {
         default_value_t = 0
     )]
     stats_interval: u64,
+
+    /// Serve GET /metrics (Prometheus text format: every counter above per thread, the
+    /// gauges) and GET /healthz (200 "ok", or 503 once the server drains) on this
+    /// address, apart from the file server: ADDR:PORT, [V6]:PORT, NAME:PORT or :PORT.
+    /// Bind it to loopback or a private network: it is not access-controlled.
+    #[arg(env = "RINGSERVE_STATUS_LISTEN", long, value_name = "ADDR", value_parser = status_addr)]
+    status_listen: Option<SocketAddr>,
 
     /// TCP keepalive: idle time before the first probe.
     #[arg(env = "RINGSERVE_TCP_KEEPALIVE_IDLE", long, value_name = "DUR", default_value = "1800s", value_parser = duration)]
@@ -674,6 +696,7 @@ fn last_word(line: std::fmt::Arguments<'_>) {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let stats_interval = args.stats_interval;
+    let status_listen = args.status_listen;
     let control_socket = args.control_socket.clone();
     let takeover = args.takeover.clone();
     let explicit_listen = !args.listen.is_empty();
@@ -831,6 +854,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(taken, format!("--control-socket {path}: {e}"), EXIT_CONFIG),
         }
     }
+    // The status endpoint binds here too (its port may be below 1024). A successor
+    // binds it once its predecessor has closed its own, after READY.
+    let mut status = None;
+    if let (Some(addr), None) = (status_listen, &takeover) {
+        match StatusServer::bind(addr, Duration::ZERO) {
+            Ok(s) => status = Some(Arc::new(s)),
+            Err(e) => return fail(taken, format!("--status-listen {addr}: {e}"), EXIT_CONFIG),
+        }
+    }
     // Every listener is bound and every root open, and no server thread runs yet
     // (glibc's setuid applies to every thread, but there is only this one): drop.
     if let Some(spec) = &user {
@@ -888,7 +920,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         busy: Mutex::new(()),
         handed: Default::default(),
         control: Default::default(),
+        status: Default::default(),
     });
+    let targets: Vec<ringserve::status::Target> = servers
+        .iter()
+        .map(|(p, s)| ringserve::status::Target {
+            scheme: p.scheme(),
+            backend: s.backend(),
+            stats: s.stats_handle(),
+            control: s.control(),
+        })
+        .collect();
     // The signal thread starts before the banner, so the banner means "fully up".
     let hubs: Vec<_> = servers.iter().map(|(_, s)| s.stats_handle()).collect();
     let counters = xfer_factory.counters();
@@ -965,6 +1007,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     for note in notes {
         log_warn!("{note}");
     }
+    // After the banner, which tools (and tests) read as the first line.
+    if let Some(s) = status {
+        start_status(&handoffs, s, targets.clone());
+    }
     if let Some(t) = taken {
         let (from, n) = (
             t.from_pid,
@@ -983,6 +1029,16 @@ fn serve(args: ServeArgs) -> ExitCode {
                 // systemd also holds stay unshut: Bound::start pinned them).
                 for (_, s) in &servers {
                     s.control().share_listeners(false);
+                }
+                // It closed its status endpoint before it said DRAINING. Not having
+                // one is no reason to fail the hand-off: the predecessor is draining.
+                if let Some(addr) = status_listen {
+                    match StatusServer::bind(addr, STATUS_REBIND) {
+                        Ok(s) => start_status(&handoffs, Arc::new(s), targets.clone()),
+                        Err(e) => {
+                            log_error!("ringserve: --status-listen {addr}: {e}; no status endpoint")
+                        }
+                    }
                 }
             }
             // It did not hear, or did not stop: it may be serving on. Two servers on
@@ -1085,6 +1141,30 @@ struct Handoffs {
     /// Our --control-socket, whose path is removed before the successor is told to
     /// take it.
     control: std::sync::OnceLock<Arc<handoff::ControlSocket>>,
+    /// Our --status-listen endpoint, closed before the successor is told to bind it.
+    status: std::sync::OnceLock<Arc<StatusServer>>,
+}
+
+/// How long a successor retries binding the status address its predecessor has just
+/// closed.
+const STATUS_REBIND: Duration = Duration::from_secs(2);
+
+/// Serves the status endpoint and gives it to `h`, which closes it at a hand-off.
+fn start_status(h: &Handoffs, s: Arc<StatusServer>, targets: Vec<ringserve::status::Target>) {
+    match s.serve(targets) {
+        Ok(()) => {
+            // Written at every --log-level, as the banner: tools wait for it.
+            ringserve::log::error::emit(
+                Level::Notice,
+                format_args!(
+                    "ringserve: status on http://{} (/metrics, /healthz)",
+                    s.addr()
+                ),
+            );
+            let _ = h.status.set(s);
+        }
+        Err(e) => log_error!("ringserve: starting the status thread: {e}; no status endpoint"),
+    }
 }
 
 impl Handoffs {
@@ -1141,6 +1221,10 @@ impl Handoffs {
         // process at once, which would close this session before the word is out.
         if let Some(c) = self.control.get() {
             c.unlink();
+        }
+        // The successor binds the status address once it hears DRAINING.
+        if let Some(s) = self.status.get() {
+            s.close();
         }
         session.release();
         for c in &self.controls {

@@ -19,23 +19,29 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 macro_rules! stats {
-    (counters { $($(#[$doc:meta])* $name:ident),* $(,)? }
-     gauges { $($(#[$gdoc:meta])* $gname:ident),* $(,)? }) => {
+    (counters { $($(#[doc = $doc:literal])* $name:ident),* $(,)? }
+     gauges { $($(#[doc = $gdoc:literal])* $gname:ident),* $(,)? }) => {
         /// One thread's counters.
         #[derive(Debug, Default)]
         #[repr(align(128))]
-        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct Stats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
 
         /// Server-wide gauges.
         #[derive(Debug, Default)]
-        pub struct Gauges { $($(#[$gdoc])* pub $gname: AtomicU64,)* }
+        pub struct Gauges { $($(#[doc = $gdoc])* pub $gname: AtomicU64,)* }
 
         /// A point-in-time copy: counters summed over threads, and the gauges.
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct Snapshot {
-            $($(#[$doc])* pub $name: u64,)*
-            $($(#[$gdoc])* pub $gname: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
+            $($(#[doc = $gdoc])* pub $gname: u64,)*
         }
+
+        /// Every counter's name and description (its doc comment, lines joined), in
+        /// declaration order: what `/metrics` says of each (`status.rs`).
+        pub const COUNTERS: &[(&str, &str)] = &[$((stringify!($name), concat!($($doc),*)),)*];
+        /// Every gauge's name and description.
+        pub const GAUGES: &[(&str, &str)] = &[$((stringify!($gname), concat!($($gdoc),*)),)*];
 
         impl Stats {
             fn add_to(&self, s: &mut Snapshot) {
@@ -53,6 +59,16 @@ macro_rules! stats {
         }
 
         impl Snapshot {
+            /// The counters' values, in the order of [`COUNTERS`].
+            pub fn counter_values(&self) -> [u64; COUNTERS.len()] {
+                [$(self.$name,)*]
+            }
+
+            /// The gauges' values, in the order of [`GAUGES`].
+            pub fn gauge_values(&self) -> [u64; GAUGES.len()] {
+                [$(self.$gname,)*]
+            }
+
             /// The counters' growth since `earlier`; gauges keep their current value.
             pub fn since(&self, earlier: &Snapshot) -> Snapshot {
                 Snapshot {
@@ -290,16 +306,29 @@ impl StatsHub {
         s
     }
 
-    /// Each living thread's counters, by name (gauges are server-wide and left 0).
-    pub fn per_thread(&self) -> Vec<(String, Snapshot)> {
-        lock(&self.threads)
+    /// Each living thread's counters by name, and what exited threads and threads
+    /// never bound counted, read under one lock: a thread exiting meanwhile moves its
+    /// counts from its row to the second part, never counted twice or lost. The rows
+    /// and the second part sum to [`StatsHub::snapshot`]'s counters.
+    pub fn rows(&self) -> (Vec<(String, Snapshot)>, Snapshot) {
+        let threads = lock(&self.threads);
+        let rows = threads
             .iter()
             .map(|(name, t)| {
                 let mut s = Snapshot::default();
                 t.add_to(&mut s);
                 (name.clone(), s)
             })
-            .collect()
+            .collect();
+        let mut gone = Snapshot::default();
+        self.retired.add_to(&mut gone);
+        self.other.add_to(&mut gone);
+        (rows, gone)
+    }
+
+    /// Each living thread's counters, by name (gauges are server-wide and left 0).
+    pub fn per_thread(&self) -> Vec<(String, Snapshot)> {
+        self.rows().0
     }
 }
 

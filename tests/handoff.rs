@@ -657,3 +657,35 @@ backend_test! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+backend_test! {
+    /// SIGHUP with --status-listen: the old server closes its status endpoint just
+    /// before it says DRAINING, and the successor binds the same address then, so the
+    /// endpoint moves over with the listeners (a scrape in the gap of a few
+    /// milliseconds is refused, never answered by a server on its way out).
+    fn the_status_endpoint_moves_to_the_successor(b) {
+        let (dir, root) = hand_off_dir("status-reload");
+        std::fs::write(root.join("a"), "a").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let st: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let status = st.to_string();
+        let mut old = Proc::spawn(&root, b, &["--listen", "127.0.0.1:0", "--status-listen", &status]);
+        let addr = banner_addr(&old);
+        assert!(old.line("status on http://", Duration::from_secs(20)).is_some());
+        assert_eq!(get(st, "/healthz").status, 200);
+        kill_pid(old.child.id() as i32, libc::SIGHUP);
+        let line = old.line("reloaded: pid", Duration::from_secs(20)).expect("reloaded");
+        let new_pid = pid_in(&line, "reloaded: pid ");
+        let _reaped = Reaped(new_pid);
+        assert_eq!(old.exit(Duration::from_secs(20)), Some(0));
+        let statuses = || old.lines.lock().unwrap().iter().filter(|l| l.contains("status on http://")).count();
+        assert!(eventually(Duration::from_secs(10), || statuses() == 2), "[{b}] the successor has no status endpoint");
+        let m = get(st, "/metrics");
+        assert_eq!(m.status, 200);
+        assert!(String::from_utf8_lossy(&m.body).contains(&format!("backend=\"{b}\"")));
+        assert_eq!(get(st, "/healthz").status, 200, "[{b}] the successor is healthy");
+        assert_eq!(get(addr, "/a").body, b"a");
+        kill_pid(new_pid, libc::SIGTERM);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
