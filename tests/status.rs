@@ -8,7 +8,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The status address the server announced.
 fn status_addr(srv: &Srv) -> SocketAddr {
@@ -166,9 +166,19 @@ backend_test! {
         let srv = Srv::start(b, &dir, &["--status-listen", "127.0.0.1:0"]);
         let st = status_addr(&srv);
         let stalled: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(st).unwrap()).collect();
-        let t = Instant::now();
+        // Give the accept thread time to take them all first (it need not; this only
+        // makes the order below the likely one).
+        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(get(st, "/healthz").status, 200);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // Answered while every stalled one is still open: nobody waited for their
+        // deadlines (a server taking them in turn would have closed them first).
+        for s in &stalled {
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            let still_open = matches!((&*s).read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            assert!(still_open, "[{b}] a stalled scrape was closed before /healthz was answered");
+            s.set_nonblocking(false).unwrap();
+        }
         // The stalled ones are closed at their deadline, unanswered.
         for mut s in stalled {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -184,7 +194,8 @@ backend_test! {
     /// 503 so a load balancer stops sending, and /metrics still answers.
     fn healthz_is_503_while_draining(b) {
         let dir = temp_dir("status-drain");
-        std::fs::write(dir.join("big"), pattern(1, 64 << 20)).unwrap();
+        // Sparse: 256 MiB the unread socket cannot hold, costing no disk.
+        std::fs::File::create(dir.join("big")).unwrap().set_len(256 << 20).unwrap();
         let mut srv = Srv::start(b, &dir, &["--status-listen", "127.0.0.1:0", "--shutdown-timeout", "20s"]);
         let st = status_addr(&srv);
         // A download the client does not read: the drain waits for it.
