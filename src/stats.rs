@@ -24,7 +24,12 @@ macro_rules! stats {
         /// One thread's counters.
         #[derive(Debug, Default)]
         #[repr(align(128))]
-        pub struct Stats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// Service time: from the turn in which a request's last bytes arrived to
+            /// its response handed to the backend's send.
+            pub service: Histogram,
+        }
 
         /// Server-wide gauges.
         #[derive(Debug, Default)]
@@ -35,6 +40,8 @@ macro_rules! stats {
         pub struct Snapshot {
             $($(#[doc = $doc])* pub $name: u64,)*
             $($(#[doc = $gdoc])* pub $gname: u64,)*
+            /// Service times ([`Stats::service`]).
+            pub service: HistogramSnapshot,
         }
 
         /// Every counter's name and description (its doc comment, lines joined), in
@@ -46,9 +53,11 @@ macro_rules! stats {
         impl Stats {
             fn add_to(&self, s: &mut Snapshot) {
                 $( s.$name = s.$name.wrapping_add(self.$name.load(Relaxed)); )*
+                self.service.add_to(&mut s.service);
             }
             fn fold_into(&self, into: &Stats) {
                 $( into.$name.fetch_add(self.$name.load(Relaxed), Relaxed); )*
+                self.service.fold_into(&into.service);
             }
         }
 
@@ -74,6 +83,7 @@ macro_rules! stats {
                 Snapshot {
                     $( $name: self.$name.wrapping_sub(earlier.$name), )*
                     $( $gname: self.$gname, )*
+                    service: self.service.since(&earlier.service),
                 }
             }
 
@@ -178,6 +188,85 @@ stats! {
         workers,
         /// Workers handling a connection now.
         busy_workers,
+    }
+}
+
+/// `t` as nanoseconds since a process-wide origin (taken at the first call), never 0:
+/// an instant in 8 bytes, for what keeps one per connection.
+pub fn mono_ns(t: std::time::Instant) -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| t);
+    u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Service-time buckets: bucket `i` counts times of less than 2^i µs (bucket 0: under
+/// 1 µs), the last everything longer (2^25 µs is about 33 s).
+pub const SERVICE_BUCKETS: usize = 27;
+
+/// A log-bucketed histogram of durations, written by one thread (as every [`Stats`]
+/// block is): recording one is a leading-zeros count and two plain stores.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; SERVICE_BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+/// A copy of a [`Histogram`] (or a sum of several).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Per bucket, not cumulative: see [`SERVICE_BUCKETS`].
+    pub buckets: [u64; SERVICE_BUCKETS],
+    /// Every recorded duration summed, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl Histogram {
+    /// Records `d` (the calling thread must be this block's writer).
+    #[inline(always)]
+    pub fn record(&self, d: std::time::Duration) {
+        if cfg!(not(feature = "no-counters")) {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            let us = ns / 1000;
+            let i = ((u64::BITS - us.leading_zeros()) as usize).min(SERVICE_BUCKETS - 1);
+            Stats::add(&self.buckets[i], 1);
+            Stats::add(&self.sum_ns, ns);
+        }
+    }
+
+    fn add_to(&self, s: &mut HistogramSnapshot) {
+        for (b, into) in self.buckets.iter().zip(&mut s.buckets) {
+            *into = into.wrapping_add(b.load(Relaxed));
+        }
+        s.sum_ns = s.sum_ns.wrapping_add(self.sum_ns.load(Relaxed));
+    }
+
+    fn fold_into(&self, into: &Histogram) {
+        for (b, to) in self.buckets.iter().zip(&into.buckets) {
+            to.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        into.sum_ns.fetch_add(self.sum_ns.load(Relaxed), Relaxed);
+    }
+}
+
+impl HistogramSnapshot {
+    /// How many durations were recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+    }
+
+    /// Bucket `i`'s upper bound (exclusive) in seconds; `None` for the last, which is
+    /// unbounded.
+    pub fn bound_secs(i: usize) -> Option<f64> {
+        (i + 1 < SERVICE_BUCKETS).then(|| (1u64 << i) as f64 / 1e6)
+    }
+
+    fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        let mut d = *self;
+        for (b, e) in d.buckets.iter_mut().zip(&earlier.buckets) {
+            *b = b.wrapping_sub(*e);
+        }
+        d.sum_ns = d.sum_ns.wrapping_sub(earlier.sum_ns);
+        d
     }
 }
 
@@ -376,6 +465,27 @@ mod tests {
         b.add(|s| &s.responses, 5);
         assert_eq!(a.snapshot().responses, 0);
         assert_eq!(b.snapshot().responses, 5, "kept in b's `other` block");
+    }
+
+    #[test]
+    fn service_times_land_in_log2_microsecond_buckets() {
+        let h = Histogram::default();
+        for ns in [0, 999, 1_000, 3_500, 1_000_000, u64::MAX] {
+            h.record(std::time::Duration::from_nanos(ns));
+        }
+        let mut s = HistogramSnapshot::default();
+        h.add_to(&mut s);
+        let mut want = [0u64; SERVICE_BUCKETS];
+        want[0] = 2; // under 1 µs
+        want[1] = 1; // 1 µs
+        want[2] = 1; // 3 µs: under 4
+        want[10] = 1; // 1000 µs: under 1024
+        want[SERVICE_BUCKETS - 1] = 1; // everything longer
+        assert_eq!(s.buckets, want);
+        assert_eq!(s.count(), 6);
+        assert_eq!(HistogramSnapshot::bound_secs(0), Some(1e-6));
+        assert_eq!(HistogramSnapshot::bound_secs(10), Some(1024e-6));
+        assert_eq!(HistogramSnapshot::bound_secs(SERVICE_BUCKETS - 1), None);
     }
 
     #[test]

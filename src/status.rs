@@ -11,13 +11,15 @@
 //!
 //! `/metrics` carries every counter of `--stats-interval` per thread (label
 //! `thread`; `thread="exited"` holds what threads that are gone counted, so a sum over
-//! threads never goes backwards), the gauges, and `ringserve_info` with the version
+//! threads never goes backwards), the service-time histogram per thread
+//! (`ringserve_service_seconds`, log2 buckets from 1 µs), the gauges, and
+//! `ringserve_info` with the version
 //! and backend. Every series has a `server` label: the protocol it serves (`http`,
 //! `xfer`, `echo`).
 
 use crate::backend::{Control, ShutdownLevel};
 use crate::probe::BackendKind;
-use crate::stats::{StatsHub, COUNTERS, GAUGES};
+use crate::stats::{HistogramSnapshot, StatsHub, COUNTERS, GAUGES};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -87,6 +89,18 @@ pub fn metrics(targets: &[Target]) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP ringserve_service_seconds Time from the loop turn in which a request's last bytes arrived to its response handed to the backend's send.\n\
+         # TYPE ringserve_service_seconds histogram"
+    );
+    for (t, (threads, gone)) in targets.iter().zip(&rows) {
+        let gone = [("exited".to_string(), *gone)];
+        for (thread, s) in threads.iter().chain(&gone) {
+            let labels = format!("server=\"{}\",thread=\"{}\"", t.scheme, label(thread));
+            histogram(&mut out, "ringserve_service_seconds", &labels, &s.service);
+        }
+    }
     for (i, (name, help)) in GAUGES.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -103,6 +117,21 @@ pub fn metrics(targets: &[Target]) -> String {
         }
     }
     out
+}
+
+/// One histogram's series: cumulative buckets, `+Inf`, the sum and the count.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let mut cumulative = 0u64;
+    for (i, n) in h.buckets.iter().enumerate() {
+        cumulative = cumulative.wrapping_add(*n);
+        let le = match HistogramSnapshot::bound_secs(i) {
+            Some(b) => b.to_string(),
+            None => "+Inf".into(),
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
 }
 
 /// A doc comment as one HELP line: its lines joined, backslashes and line breaks

@@ -129,7 +129,16 @@ backend_test! {
             .filter_map(|l| l.split("thread=\"").nth(1)?.split('"').next())
             .collect();
         assert!(threads.contains(&"exited") && threads.len() >= 2, "{threads:?}");
+        // Every response so far was timed, once.
+        let served = sum(&page, "ringserve_responses_total", &["server=\"http\""]);
+        assert_eq!(sum(&page, "ringserve_service_seconds_count", &["server=\"http\""]), served, "{page}");
+        assert_eq!(
+            sum(&page, "ringserve_service_seconds_bucket", &["server=\"http\"", "le=\"+Inf\""]),
+            served,
+            "{page}"
+        );
         if let Some(families) = prometheus_parse(&page) {
+            assert!(families.iter().any(|f| f.starts_with("ringserve_service_seconds histogram")), "{families:?}");
             assert!(families.iter().any(|f| f.starts_with("ringserve_responses counter")), "{families:?}");
             assert!(families.iter().any(|f| f.starts_with("ringserve_open_conns gauge")), "{families:?}");
         }

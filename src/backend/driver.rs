@@ -196,6 +196,11 @@ pub(crate) struct Core<P> {
     /// The access-log line of the response being sent and the bytes of it in the
     /// kernel so far: written when the send ends, however it ends.
     log: Option<Box<(LogLine, u64)>>,
+    /// When the latest input arrived ([`crate::stats::mono_ns`]; 0: none since a
+    /// timeout, or ever): a response's service time runs from here. Kept across a
+    /// response, so each of several pipelined requests read at once is timed from the
+    /// read that brought it.
+    arrived_ns: u64,
 }
 
 /// The steps of an operation the driver splits so that every fsync can go to the
@@ -242,6 +247,7 @@ impl<P: Protocol> Core<P> {
             files: None,
             expired: false,
             log: None,
+            arrived_ns: 0,
         }
     }
 
@@ -279,6 +285,11 @@ impl<P: Protocol> Core<P> {
             match self.proto.poll(env.wall) {
                 Step::Send(chunks) => {
                     Stats::add(&env.st.responses, 1);
+                    if cfg!(not(feature = "no-counters")) && self.arrived_ns != 0 {
+                        let now = crate::stats::mono_ns(Instant::now());
+                        let took = Duration::from_nanos(now.saturating_sub(self.arrived_ns));
+                        env.st.service.record(took);
+                    }
                     // Written when the send ends, with the bytes that went out.
                     self.finish_log();
                     self.log = self.proto.take_log_line().map(|l| Box::new((l, 0)));
@@ -418,6 +429,9 @@ impl<P: Protocol> Core<P> {
     pub(crate) fn recv(&mut self, data: &[u8], now: Instant) {
         self.doing = Doing::Nothing;
         self.heard_input = true;
+        if cfg!(not(feature = "no-counters")) {
+            self.arrived_ns = crate::stats::mono_ns(now);
+        }
         if let Some((Wait::Body, start)) = &mut self.wait {
             *start = now;
         }
@@ -440,6 +454,8 @@ impl<P: Protocol> Core<P> {
     /// The armed receive outlived its deadline.
     pub(crate) fn timed_out(&mut self, st: &Stats) {
         self.doing = Doing::Nothing;
+        // A response to a timeout (408) is not a request served.
+        self.arrived_ns = 0;
         Stats::add(&st.recv_timeouts, 1);
         self.proto.handle_timeout();
     }
@@ -508,6 +524,10 @@ impl<P: Protocol> Core<P> {
     pub(crate) fn recv_file_done(&mut self, result: io::Result<u64>) {
         self.doing = Doing::Nothing;
         self.wait = None;
+        // The request is complete when its body is in the file.
+        if cfg!(not(feature = "no-counters")) {
+            self.arrived_ns = crate::stats::mono_ns(Instant::now());
+        }
         self.proto.handle_recv_file(result);
     }
 
