@@ -814,3 +814,59 @@ backend_test! {
         assert_eq!(req(&head(4)).status, 431, "[{b}] over --max-header-fields");
     }
 }
+
+backend_test! {
+    /// A pipelined burst of mixed responses (bodies from 1 byte to past the inline
+    /// limit, a 404, a HEAD, a range, a directory redirect), written at once and
+    /// answered in sends of several responses: every response is whole and in order,
+    /// and the access log has one line per response with its own body bytes.
+    fn a_pipelined_burst_of_mixed_responses_comes_back_whole_and_in_order(b) {
+        let top = temp_dir("burst");
+        let root = top.join("root");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        let sizes = [1usize, 1000, 64 * 1024, 64 * 1024 + 1, 300 * 1024, 7];
+        for (i, n) in sizes.iter().enumerate() {
+            std::fs::write(root.join(format!("f{i}")), pattern(i as u8, *n)).unwrap();
+        }
+        let log = top.join("access.log");
+        let srv = Srv::start(b, &root, &["--access-log", log.to_str().unwrap()]);
+        // (request, HEAD?, expected status, expected body)
+        let mut want: Vec<(String, bool, u16, Vec<u8>)> = Vec::new();
+        for round in 0..4 {
+            for (i, n) in sizes.iter().enumerate() {
+                want.push((format!("GET /f{i} HTTP/1.1\r\nHost: t\r\n\r\n"), false, 200, pattern(i as u8, *n)));
+            }
+            want.push(("GET /missing HTTP/1.1\r\nHost: t\r\n\r\n".into(), false, 404, Vec::new()));
+            want.push(("HEAD /f1 HTTP/1.1\r\nHost: t\r\n\r\n".into(), true, 200, Vec::new()));
+            let r = format!("GET /f1 HTTP/1.1\r\nHost: t\r\nRange: bytes={round}-{}\r\n\r\n", round + 9);
+            want.push((r, false, 206, pattern(1, 1000)[round..round + 10].to_vec()));
+            want.push(("GET /dir HTTP/1.1\r\nHost: t\r\n\r\n".into(), false, 301, Vec::new()));
+        }
+        let burst: String = want.iter().map(|w| w.0.as_str()).collect();
+        let mut s = srv.connect();
+        s.write_all(burst.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        for (i, (req, head, status, body)) in want.iter().enumerate() {
+            let got = read_resp(&mut r, *head).unwrap_or_else(|e| panic!("[{b}] response {i}: {e}"));
+            assert_eq!(got.status, *status, "[{b}] response {i} to {req:?}");
+            if *status != 404 && *status != 301 {
+                assert!(got.body == *body, "[{b}] response {i} to {req:?}: {} bytes, want {}", got.body.len(), body.len());
+            }
+        }
+        // The connection is still good for more.
+        r.get_mut().write_all(b"GET /f5 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_eq!(read_resp(&mut r, false).unwrap().body, pattern(5, 7));
+        let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(eventually(Duration::from_secs(10), || lines().lines().count() == want.len() + 1), "[{b}] {}", lines());
+        let logged: Vec<String> = lines().lines().map(String::from).collect();
+        for (i, (req, head, status, body)) in want.iter().enumerate() {
+            let line = &logged[i];
+            let target = req.split(' ').nth(1).unwrap();
+            assert!(line.contains(&format!(" {target} HTTP/1.1\" {status} ")), "[{b}] line {i}: {line}");
+            if *status == 200 && !head {
+                assert!(line.contains(&format!("\" 200 {} ", body.len())), "[{b}] line {i}: {line}");
+            }
+        }
+        remove_temp_tree(&top);
+    }
+}

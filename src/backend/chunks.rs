@@ -19,16 +19,30 @@ pub(crate) fn mem(c: &Chunk) -> Option<&[u8]> {
 /// [`MAX_IOV`] of them; and the index just past the run.
 pub(crate) fn gather(chunks: &[Chunk], i: usize, off: u64) -> (Vec<IoSlice<'_>>, usize) {
     let mut slices = Vec::new();
+    let end = visit_run(chunks, i, off, |b| slices.push(IoSlice::new(b)));
+    (slices, end)
+}
+
+/// [`gather`]'s run, each non-empty slice handed to `f` instead of collected: the
+/// index just past the run.
+pub(crate) fn visit_run<'a>(
+    chunks: &'a [Chunk],
+    i: usize,
+    off: u64,
+    mut f: impl FnMut(&'a [u8]),
+) -> usize {
+    let mut n = 0;
     let mut j = i;
-    while j < chunks.len() && slices.len() < MAX_IOV {
+    while j < chunks.len() && n < MAX_IOV {
         let Some(b) = mem(&chunks[j]) else { break };
         let b = if j == i { &b[off as usize..] } else { b };
         if !b.is_empty() {
-            slices.push(IoSlice::new(b));
+            f(b);
+            n += 1;
         }
         j += 1;
     }
-    (slices, j)
+    j
 }
 
 /// Moves the cursor `(i, off)` forward by `n` bytes, stepping over chunks that are

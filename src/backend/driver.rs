@@ -193,14 +193,23 @@ pub(crate) struct Core<P> {
     /// timeout. Asked for an expired wait again, the connection closes (a protocol
     /// that ignores timeouts must not loop here).
     expired: bool,
-    /// The access-log line of the response being sent and the bytes of it in the
-    /// kernel so far: written when the send ends, however it ends.
-    log: Option<Box<(LogLine, u64)>>,
+    /// The access-log lines of the responses being sent (in order: a pipelined burst
+    /// goes as one send) and the bytes of the send in the kernel so far: written when
+    /// the send ends, however it ends.
+    log: Option<Box<SendLog>>,
     /// When the latest input arrived ([`crate::stats::mono_ns`]; 0: none since a
     /// timeout, or ever): a response's service time runs from here. Kept across a
     /// response, so each of several pipelined requests read at once is timed from the
     /// read that brought it.
     arrived_ns: u64,
+}
+
+/// The access-log lines of a send in flight and its bytes in the kernel so far.
+struct SendLog {
+    first: LogLine,
+    /// The rest of a pipelined burst's (empty, and unallocated, otherwise).
+    more: Vec<LogLine>,
+    sent: u64,
 }
 
 /// The steps of an operation the driver splits so that every fsync can go to the
@@ -284,16 +293,29 @@ impl<P: Protocol> Core<P> {
             }
             match self.proto.poll(env.wall) {
                 Step::Send(chunks) => {
-                    Stats::add(&env.st.responses, 1);
+                    let n = self.proto.sent_responses().max(1);
+                    Stats::add(&env.st.responses, u64::from(n));
                     if cfg!(not(feature = "no-counters")) && self.arrived_ns != 0 {
                         let now = crate::stats::mono_ns(Instant::now());
                         let took = Duration::from_nanos(now.saturating_sub(self.arrived_ns));
-                        env.st.service.record(took);
+                        for _ in 0..n {
+                            env.st.service.record(took);
+                        }
                     }
                     // Written when the send ends, with the bytes that went out.
                     self.finish_log();
-                    self.log = self.proto.take_log_line().map(|l| Box::new((l, 0)));
-                    if let Some(fault) = self.proto.take_fault() {
+                    if let Some(first) = self.proto.take_log_line() {
+                        let mut more = Vec::new();
+                        while let Some(l) = self.proto.take_log_line() {
+                            more.push(l);
+                        }
+                        self.log = Some(Box::new(SendLog {
+                            first,
+                            more,
+                            sent: 0,
+                        }));
+                    }
+                    while let Some(fault) = self.proto.take_fault() {
                         log_fault(self.peer, &fault);
                     }
                     self.mid_request = false;
@@ -464,7 +486,7 @@ impl<P: Protocol> Core<P> {
     /// every byte, so a response cut short is logged with what went out.
     pub(crate) fn wrote(&mut self, n: u64) {
         if let Some(l) = &mut self.log {
-            l.1 += n;
+            l.sent += n;
         }
     }
 
@@ -560,11 +582,18 @@ impl<P> Core<P> {
     /// cut short (counted in `responses_cut`).
     fn finish_log(&mut self) {
         if let Some(l) = self.log.take() {
-            let (line, sent) = *l;
-            if sent < line.head.saturating_add(line.body) {
-                Stats::add_here(|s| &s.responses_cut, 1);
+            // The send's bytes belong to its responses in order.
+            let SendLog { first, more, sent } = *l;
+            let mut left = sent;
+            for line in std::iter::once(first).chain(more) {
+                let whole = line.head.saturating_add(line.body);
+                let sent = left.min(whole);
+                left -= sent;
+                if sent < whole {
+                    Stats::add_here(|s| &s.responses_cut, 1);
+                }
+                crate::log::access::write(line.finish(sent));
             }
-            crate::log::access::write(line.finish(sent));
         }
     }
 }

@@ -252,17 +252,25 @@ pub trait Protocol: Send + 'static {
     fn handle_drain(&mut self) {}
     /// The next step. `now` is the wall clock, for protocols that stamp dates.
     fn poll(&mut self, now: SystemTime) -> Step;
-    /// The access-log line of the response just returned by `poll` as a
-    /// [`Step::Send`], if this protocol keeps a log. The driver completes it with the
-    /// body bytes that reached the kernel and writes it once the send has ended.
+    /// The access-log lines of the responses just returned by `poll` as a
+    /// [`Step::Send`], in order, one per call until `None`, if this protocol keeps a
+    /// log. The driver completes each with the body bytes that reached the kernel
+    /// (the send's bytes go to its responses in order) and writes them once the send
+    /// has ended.
     fn take_log_line(&mut self) -> Option<LogLine> {
         None
     }
-    /// Why the response just returned by `poll` failed on the file system, if it did
-    /// in a way the server's operator should hear of (a file it may not read: 403; an
-    /// I/O error: 500). The driver writes it to the error log, rate-limited.
+    /// Why a response just returned by `poll` failed on the file system, if it did in
+    /// a way the server's operator should hear of (a file it may not read: 403; an I/O
+    /// error: 500): one per call until `None`. The driver writes each to the error
+    /// log, rate-limited.
     fn take_fault(&mut self) -> Option<Fault> {
         None
+    }
+    /// How many responses the [`Step::Send`] just returned carries: more than one when
+    /// a protocol answers pipelined requests in one send. For the counters.
+    fn sent_responses(&self) -> u32 {
+        1
     }
 }
 

@@ -1,8 +1,11 @@
 //! HTTP/1.1 static file serving (RFC 9110, RFC 9112), sans-IO.
 //!
-//! One [`Http1`] per connection. Requests are answered strictly one at a time: the
-//! [`Reader`](reader::Reader) hands over the next request only when the previous
-//! response has gone to the backend, so pipelining needs no queue.
+//! One [`Http1`] per connection. Requests are answered strictly in order. When
+//! pipelined requests are already buffered, their responses are held and go to the
+//! backend together, as one send (at most [`MAX_BATCH`] responses, [`MAX_BATCH_MEM`]
+//! bytes of memory): one trip through the kernel for a burst instead of one per
+//! request. The protocol is then not polled until all of it is in the kernel
+//! (promise 2), and a burst that ends in a partial request, or a close, is sent first.
 //!
 //! Modules, in the order a request meets them: `reader` (buffering), `head` (request
 //! line and fields), `body` (discarding bodies), `path` (target to file path), `cond`
@@ -102,6 +105,24 @@ impl Default for HttpConfig {
     }
 }
 
+/// Most responses held for one send.
+pub const MAX_BATCH: u32 = 16;
+/// Most bytes of memory (heads, small bodies built in memory) held for one send.
+pub const MAX_BATCH_MEM: usize = 64 * 1024;
+
+/// Responses held back for the send with the ones after them, in order.
+#[derive(Debug, Default)]
+struct Held {
+    chunks: Vec<Chunk>,
+    logs: Vec<LogLine>,
+    faults: Vec<Fault>,
+    count: u32,
+    mem: usize,
+    /// Each held response's length, for the tests to split a send into responses.
+    #[cfg(test)]
+    lens: Vec<u64>,
+}
+
 /// What to look for at a request's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Look {
@@ -179,8 +200,19 @@ pub struct Http1 {
     /// The server is shutting down: the next response is the last.
     draining: bool,
     responses: u64,
-    log_line: Option<LogLine>,
+    /// The fault behind the response being built.
     fault: Option<Fault>,
+    /// Pipelined responses waiting for the next one; boxed, so only a connection that
+    /// pipelines pays for it.
+    held: Option<Box<Held>>,
+    /// The send just returned by `poll`: how many responses it carries, and their log
+    /// lines and faults, last first (taken from the back).
+    sent_count: u32,
+    logs: Vec<LogLine>,
+    faults: Vec<Fault>,
+    /// The length of each response in the send just returned.
+    #[cfg(test)]
+    sent_lens: Vec<u64>,
 }
 
 impl Http1 {
@@ -193,8 +225,13 @@ impl Http1 {
             hang_up: false,
             draining: false,
             responses: 0,
-            log_line: None,
             fault: None,
+            held: None,
+            sent_count: 0,
+            logs: Vec::new(),
+            faults: Vec::new(),
+            #[cfg(test)]
+            sent_lens: Vec::new(),
         }
     }
 
@@ -349,22 +386,101 @@ impl Http1 {
             (false, _) => "",
         });
         out.push_str("\r\n");
-        if self.cfg.access_log {
+        let line = self.cfg.access_log.then(|| {
             let body = if head { 0 } else { len };
             let (ip, status) = (self.peer.ip(), reply.status);
-            self.log_line = Some(log::line(ip, date, log, status, out.len() as u64, body));
-        }
-        let mut chunks = Vec::with_capacity(1 + reply.body.len());
-        chunks.push(Chunk::Mem(out.into_bytes()));
-        if !head {
-            chunks.extend(reply.body.into_iter().filter(|c| !c.is_empty()));
-        }
+            log::line(ip, date, log, status, out.len() as u64, body)
+        });
+        let fault = self.fault.take();
+        #[cfg(test)]
+        let whole = out.len() as u64 + if head { 0 } else { len };
         self.responses += 1;
         if close {
             self.reader.stop();
             self.stage = Stage::Closed;
         }
+        // Another request is already here: hold this response for the same send.
+        let held = self.held.as_ref().map_or((0, 0), |h| (h.count, h.mem));
+        let mem = out.len()
+            + reply
+                .body
+                .iter()
+                .filter_map(|c| match c {
+                    Chunk::Mem(v) => Some(v.len()),
+                    _ => None,
+                })
+                .sum::<usize>();
+        if !close
+            && self.reader.is_ready()
+            && held.0 + 1 < MAX_BATCH
+            && held.1 + mem <= MAX_BATCH_MEM
+        {
+            let h = self.held.get_or_insert_with(Box::default);
+            h.chunks.push(Chunk::Mem(out.into_bytes()));
+            if !head {
+                h.chunks
+                    .extend(reply.body.into_iter().filter(|c| !c.is_empty()));
+            }
+            h.logs.extend(line);
+            h.faults.extend(fault);
+            h.count += 1;
+            h.mem += mem;
+            #[cfg(test)]
+            h.lens.push(whole);
+            return self.next_request(now);
+        }
+        let mut chunks = Vec::with_capacity(1 + reply.body.len());
+        let mut count = 1;
+        #[cfg(test)]
+        self.sent_lens.clear();
+        if let Some(h) = self.held.take() {
+            let h = *h;
+            chunks = h.chunks;
+            count += h.count;
+            self.logs.extend(h.logs);
+            self.faults.extend(h.faults);
+            #[cfg(test)]
+            self.sent_lens.extend(h.lens);
+        }
+        #[cfg(test)]
+        self.sent_lens.push(whole);
+        chunks.push(Chunk::Mem(out.into_bytes()));
+        if !head {
+            chunks.extend(reply.body.into_iter().filter(|c| !c.is_empty()));
+        }
+        self.logs.extend(line);
+        self.faults.extend(fault);
+        self.sent(count, chunks)
+    }
+
+    /// Hands over `chunks`, the `count` responses whose lines and faults are in
+    /// `logs` and `faults` (in order; reversed here to be taken from the back).
+    fn sent(&mut self, count: u32, chunks: Vec<Chunk>) -> Step {
+        self.logs.reverse();
+        self.faults.reverse();
+        self.sent_count = count;
         Step::Send(chunks)
+    }
+
+    /// Held responses go out before a wait or a close.
+    fn flush(&mut self, step: Step) -> Step {
+        match (&step, self.held.take()) {
+            (Step::Recv(_) | Step::Close, Some(h)) => {
+                let h = *h;
+                self.logs.extend(h.logs);
+                self.faults.extend(h.faults);
+                #[cfg(test)]
+                {
+                    self.sent_lens = h.lens;
+                }
+                // The wait or close is asked again once the send is done.
+                self.sent(h.count, h.chunks)
+            }
+            (_, held) => {
+                self.held = held;
+                step
+            }
+        }
     }
 
     fn close(&mut self) -> Step {
@@ -414,7 +530,10 @@ impl Protocol for Http1 {
     }
 
     fn poll(&mut self, now: SystemTime) -> Step {
-        match std::mem::replace(&mut self.stage, Stage::Read) {
+        // Whatever the driver took of the last send's lines and faults, it is done.
+        self.logs.clear();
+        self.faults.clear();
+        let step = match std::mem::replace(&mut self.stage, Stage::Read) {
             Stage::Read => self.next_request(now),
             // Asked again before the answer came: ask again.
             Stage::Pending(job) => self.pending(job),
@@ -425,15 +544,20 @@ impl Protocol for Http1 {
             }
             Stage::Listed(job, Err(e)) => self.failed(now, &job, e),
             Stage::Closed => self.close(),
-        }
+        };
+        self.flush(step)
     }
 
     fn take_log_line(&mut self) -> Option<LogLine> {
-        self.log_line.take()
+        self.logs.pop()
     }
 
     fn take_fault(&mut self) -> Option<Fault> {
-        self.fault.take()
+        self.faults.pop()
+    }
+
+    fn sent_responses(&self) -> u32 {
+        self.sent_count
     }
 }
 

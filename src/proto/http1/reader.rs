@@ -87,6 +87,11 @@ impl Reader {
         Some(item)
     }
 
+    /// Whether a complete request (or a rejection) is waiting to be taken.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready(_))
+    }
+
     /// Whether part of a request has arrived (and no complete one is waiting).
     pub fn is_partial(&self) -> bool {
         match self.state {

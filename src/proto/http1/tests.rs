@@ -163,8 +163,11 @@ impl Drop for Fs {
 /// What a connection did.
 #[derive(Debug, Default, PartialEq)]
 pub struct Transcript {
-    /// One entry per `Step::Send`, with file slices read in.
+    /// One entry per response, with file slices read in (a `Step::Send` of a
+    /// pipelined burst is split into its responses).
     pub sends: Vec<Vec<u8>>,
+    /// How many responses each `Step::Send` carried.
+    pub batches: Vec<u32>,
     pub logs: Vec<String>,
     /// Each response's fault for the error log: operation, path, errno, request.
     pub faults: Vec<(&'static str, String, Option<i32>, String)>,
@@ -221,13 +224,33 @@ impl Driver {
             match self.p.poll(now()) {
                 Step::Send(chunks) => {
                     let bytes = flatten(chunks);
-                    let sent = bytes.len() as u64;
-                    self.t.sends.push(bytes);
-                    let line = self.p.take_log_line();
-                    self.t.logs.extend(line.map(|l| l.finish(sent)));
-                    let fault = self.p.take_fault();
-                    let fault = fault.map(|f| (f.op, f.path, f.error.raw_os_error(), f.request));
-                    self.t.faults.extend(fault);
+                    let lens = self.p.sent_lens.clone();
+                    assert_eq!(lens.len() as u32, self.p.sent_responses());
+                    assert_eq!(
+                        lens.iter().sum::<u64>(),
+                        bytes.len() as u64,
+                        "the responses make up the send"
+                    );
+                    self.t.batches.push(self.p.sent_responses());
+                    let mut at = 0;
+                    for len in lens {
+                        let end = at + len as usize;
+                        self.t.sends.push(bytes[at..end].to_vec());
+                        // Each line completed with its own response's bytes.
+                        if let Some(l) = self.p.take_log_line() {
+                            self.t.logs.push(l.finish(len));
+                        }
+                        at = end;
+                    }
+                    assert!(
+                        self.p.take_log_line().is_none(),
+                        "one line per response at most"
+                    );
+                    while let Some(f) = self.p.take_fault() {
+                        self.t
+                            .faults
+                            .push((f.op, f.path, f.error.raw_os_error(), f.request));
+                    }
                 }
                 Step::Fs(FsOp::Open(path)) => {
                     let r = self.fs.open(&path);
@@ -641,7 +664,7 @@ fn connection_close_is_a_case_insensitive_token_list() {
 }
 
 #[test]
-fn pipelined_requests_answered_in_order_one_send_each() {
+fn pipelined_requests_answered_in_order_in_one_send() {
     let raw = [
         get("/a.txt", ""),
         get("/missing", ""),
@@ -653,7 +676,49 @@ fn pipelined_requests_answered_in_order_one_send_each() {
     let statuses: Vec<u16> = (0..t.sends.len()).map(|i| t.resp(i).status).collect();
     assert_eq!(statuses, [200, 404, 206, 200]);
     assert_eq!(t.resp(2).body, b"ab");
+    assert_eq!(t.batches, [4], "one send for the burst");
     assert_eq!(t.wait, Some(Wait::Idle));
+}
+
+#[test]
+fn a_pipelined_burst_is_sent_in_sends_of_at_most_max_batch() {
+    let raw = get("/a.txt", "").repeat(MAX_BATCH as usize * 2 + 3);
+    let t = exchange(&raw);
+    assert_eq!(t.sends.len(), MAX_BATCH as usize * 2 + 3);
+    assert!(t.sends.iter().all(|s| Resp::parse(s).status == 200));
+    assert_eq!(t.batches, [MAX_BATCH, MAX_BATCH, 3]);
+}
+
+#[test]
+fn a_burst_ending_in_a_partial_request_is_sent_before_the_wait() {
+    let raw = [get("/a.txt", ""), get("/a.txt", ""), "GET /a.t".into()].concat();
+    let mut d = Driver::new(HttpConfig::default(), fs());
+    d.recv(raw.as_bytes());
+    assert_eq!(d.t.batches, [2]);
+    assert_eq!(d.t.wait, Some(Wait::Request));
+    d.recv(b"xt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(d.t.batches, [2, 1]);
+}
+
+#[test]
+fn a_burst_ending_in_a_close_keeps_every_response_and_closes() {
+    let raw = [
+        get("/a.txt", ""),
+        get("/missing", ""),
+        get("/a.txt", "Connection: close\r\n"),
+        get("/a.txt", ""),
+    ]
+    .concat();
+    let t = exchange(&raw);
+    let statuses: Vec<u16> = (0..t.sends.len()).map(|i| t.resp(i).status).collect();
+    assert_eq!(
+        statuses,
+        [200, 404, 200],
+        "nothing after the close is answered"
+    );
+    assert_eq!(t.batches, [3]);
+    assert_eq!(t.resp(2).header("connection"), Some("close"));
+    assert!(t.closed());
 }
 
 #[test]
@@ -1363,6 +1428,9 @@ fn run_pieces(input: &[u8], cuts: &[usize]) -> Transcript {
         start = end;
     }
     d.t.opens.clear();
+    // How responses were grouped into sends depends on how the input was split.
+    assert_eq!(d.t.batches.iter().sum::<u32>() as usize, d.t.sends.len());
+    d.t.batches.clear();
     d.t
 }
 

@@ -1,15 +1,16 @@
 //! Promise 2 on io_uring: a response's chunks go out in order, one step in the kernel at
-//! a time. Memory chunks go as one SENDMSG (MSG_MORE while more follows); a file body up
-//! to 64 KiB right after them is READ into memory by a READ linked to that SENDMSG; any
-//! other body up to 64 KiB is READ and SENT; a larger one is spliced file→pipe→socket as
-//! a linked pair through a pipe from the ring's pool, copied when the pool is at its
-//! bound. A step that moves nothing for `send_timeout` is cancelled by the tick.
+//! a time. Memory chunks go as one SENDMSG (MSG_MORE while more follows); file bodies up
+//! to 64 KiB among them (each small file of a pipelined burst, up to [`MAX_INLINE`]) are
+//! READ into memory by READs linked ahead of that SENDMSG; any other body up to 64 KiB
+//! is READ and SENT; a larger one is spliced file→pipe→socket as a linked pair through
+//! a pipe from the ring's pool, copied when the pool is at its bound. A step that moves
+//! nothing for `send_timeout` is cancelled by the tick.
 
 use super::super::bufs::Pipe;
 use super::step::{Done, StepState};
 use super::user_data::{self, Op};
 use super::{Conn, Io};
-use crate::backend::chunks::{advance, gather, more_after};
+use crate::backend::chunks::{advance, more_after, visit_run};
 use crate::backend::CloseReason;
 use crate::conn::Key;
 use crate::proto::{Chunk, FileRef, ProtocolFactory};
@@ -21,6 +22,10 @@ use std::time::Instant;
 
 /// Read+send fallback: bytes read per step when no pipe can be had.
 const COPY_BUF: usize = 64 * 1024;
+/// Most small bodies READ ahead of one SENDMSG (the responses of a pipelined burst).
+pub(super) const MAX_INLINE: usize = 16;
+/// Most bytes READ into memory for one SENDMSG.
+const MAX_INLINE_BYTES: u64 = 256 * 1024;
 
 /// A response on its way out: the chunks, where we are in them, and the kernel-visible
 /// state of the step in flight. Boxed, and dropped only when no step is in the kernel.
@@ -41,8 +46,14 @@ pub(super) struct Sending {
     /// The step in flight and when bytes last moved: the tick ends a send that makes
     /// no progress for `send_timeout`.
     pub(super) step: StepState,
-    /// A small file body being READ into its (replaced) chunk: the length asked for.
-    reading: Option<u32>,
+    /// Small file bodies being READ into their (replaced) chunks: how many, how many
+    /// of their CQEs are in, and the bytes asked for and read.
+    reads: u8,
+    reads_in: u8,
+    read_want: u64,
+    read_got: u64,
+    /// A READ of this step failed (other than by being cancelled).
+    read_failed: Option<CloseReason>,
     /// Files whose bodies were read into memory chunks, kept open until release.
     inlined: Vec<FileRef>,
 }
@@ -132,46 +143,75 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 conn.ops |= ops;
                 return;
             }
-            // A small file body right after this run of memory rides in the same
-            // send: READ it into a memory chunk, linked to one SENDMSG of the run, the
-            // body and the memory after it. A short or failed READ breaks the link (the
-            // SENDMSG completes -ECANCELED, never sending stale bytes). One step and one
-            // send per response instead of three.
-            let mut read = None;
-            let (_, end) = gather(&st.chunks, st.i, st.off);
-            if let Some(Chunk::File { file, offset, len }) = st.chunks.get(end) {
-                if (1..=COPY_BUF as u64).contains(len) {
-                    let (file, offset, len) = (file.clone(), *offset, *len as u32);
-                    let mut body = vec![0u8; len as usize];
-                    let e = opcode::Read::new(
-                        types::Fd(file.file().as_raw_fd()),
-                        body.as_mut_ptr(),
-                        len,
-                    )
-                    .offset(offset)
-                    .build()
-                    .flags(squeue::Flags::IO_LINK)
-                    .user_data(Op::Read.ud(k));
-                    // The Vec's heap buffer does not move with it.
-                    st.chunks[end] = Chunk::Mem(body);
-                    st.inlined.push(file);
-                    st.reading = Some(len);
-                    read = Some(e);
+            // Small file bodies among this run of memory ride in the same send: each is
+            // READ into a memory chunk, then one SENDMSG takes the run, the bodies and
+            // the memory between them. One body: its READ is linked ahead of the
+            // SENDMSG (a short or failed READ breaks the link, and the SENDMSG completes
+            // -ECANCELED, never sending stale bytes): one step per response instead of
+            // three. Several (a pipelined burst): the READs go unlinked, as a step of
+            // their own, so page-cache hits all complete in the one submission (a chain
+            // would run link by link, a kernel round each); the SENDMSG follows once
+            // every READ is in, judged by their sum (no READ returns more than asked,
+            // so the sum is whole only when each is).
+            let mut entries: [squeue::Entry; MAX_INLINE + 1] =
+                std::array::from_fn(|_| opcode::Nop::new().build());
+            let mut inline_bytes = 0u64;
+            st.reads = 0;
+            st.reads_in = 0;
+            loop {
+                let end = visit_run(&st.chunks, st.i, st.off, |_| {});
+                let Some(Chunk::File { file, offset, len }) = st.chunks.get(end) else {
+                    break;
+                };
+                let fits = (1..=COPY_BUF as u64).contains(len)
+                    && usize::from(st.reads) < MAX_INLINE
+                    && (st.reads == 0 || inline_bytes + len <= MAX_INLINE_BYTES);
+                if !fits {
+                    break;
                 }
+                let (file, offset, len) = (file.clone(), *offset, *len as u32);
+                let mut body = vec![0u8; len as usize];
+                let e =
+                    opcode::Read::new(types::Fd(file.file().as_raw_fd()), body.as_mut_ptr(), len)
+                        .offset(offset)
+                        .build()
+                        .user_data(Op::Read.ud(k));
+                // The Vec's heap buffer does not move with it.
+                st.chunks[end] = Chunk::Mem(body);
+                st.inlined.push(file);
+                entries[usize::from(st.reads)] = e;
+                st.reads += 1;
+                inline_bytes += u64::from(len);
             }
-            let (slices, end) = gather(&st.chunks, st.i, st.off);
-            if slices.is_empty() {
+            st.read_want = inline_bytes;
+            st.read_got = 0;
+            if st.reads > 1 {
+                let n = usize::from(st.reads);
+                st.step.start(n);
+                // SAFETY: each READ fills a memory chunk the boxed `Sending` owns (its
+                // heap buffer stays put), from a file `inlined` keeps open; they stay
+                // until every CQE of the step is in (`step` counts them).
+                unsafe { self.push(&entries[..n]) };
+                conn.ops |= Op::Read.bit();
+                return;
+            }
+            if st.reads == 1 {
+                entries[0] = entries[0].clone().flags(squeue::Flags::IO_LINK);
+            }
+            // The iovec array is the Sending's, reused step after step.
+            st.iov.clear();
+            let iov = &mut st.iov;
+            let end = visit_run(&st.chunks, st.i, st.off, |b| {
+                iov.push(libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                });
+            });
+            if st.iov.is_empty() {
                 st.i = end;
                 st.off = 0;
                 continue;
             }
-            st.iov = slices
-                .iter()
-                .map(|s| libc::iovec {
-                    iov_base: s.as_ptr() as *mut libc::c_void,
-                    iov_len: s.len(),
-                })
-                .collect();
             st.msg.msg_iov = st.iov.as_mut_ptr();
             st.msg.msg_iovlen = st.iov.len();
             let flags = libc::MSG_NOSIGNAL
@@ -184,17 +224,17 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 .flags(flags as u32)
                 .build()
                 .user_data(Op::SendMsg.ud(k));
-            let entries: &[squeue::Entry] = match &read {
-                Some(r) => &[r.clone(), send],
-                None => &[send],
-            };
-            st.step.start(entries.len());
+            let reads = st.reads > 0;
+            let n = usize::from(st.reads) + 1;
+            entries[n - 1] = send;
+            let entries = &entries[..n];
+            st.step.start(n);
             // SAFETY: `msg` and `iov` live in the boxed `Sending`; the iovecs point into
-            // memory chunks it owns, the READ into one of them (its heap buffer, which
+            // memory chunks it owns, each READ into one of them (its heap buffer, which
             // stays put), from a file `inlined` keeps open. All stay until this step's
-            // CQEs have arrived (`ops`).
+            // CQEs have arrived (`ops`, and `step` counts every CQE of the chain).
             unsafe { self.push(entries) };
-            conn.ops |= Op::SendMsg.bit() | if read.is_some() { Op::Read.bit() } else { 0 };
+            conn.ops |= Op::SendMsg.bit() | if reads { Op::Read.bit() } else { 0 };
             return;
         }
         // Every byte is in the kernel: promise 2 lets the protocol go on.
@@ -248,6 +288,23 @@ impl<F: ProtocolFactory> Io<'_, F> {
             return;
         };
         let is_in = matches!(op, Op::SpliceIn | Op::Read);
+        if op == Op::Read && st.reads_in < st.reads {
+            // One of the READs of small bodies: counted, and judged by their sum.
+            st.reads_in += 1;
+            match res {
+                n if n >= 0 => st.read_got += n as u64,
+                n if n == -libc::ECANCELED => {}
+                n => {
+                    let e = CloseReason::Error(io::Error::from_raw_os_error(-n).kind());
+                    st.read_failed.get_or_insert(e);
+                }
+            }
+            // The dispatch cleared the kind's bit; more READs of the step are still in
+            // the kernel.
+            if st.reads_in < st.reads {
+                conn.ops |= Op::Read.bit();
+            }
+        }
         let Some(Done {
             r_in,
             r_out,
@@ -260,14 +317,14 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let mut fail = None;
         let err = |r: i32| CloseReason::Error(io::Error::from_raw_os_error(-r).kind());
         let is_file = matches!(st.chunks.get(st.i), Some(Chunk::File { .. }));
-        if let Some(want) = st.reading.take() {
-            // A small body READ into memory ahead of its SENDMSG.
-            match r_in {
-                Some(n) if n >= 0 && n as u32 == want => {}
-                Some(n) if n >= 0 => fail = Some(CloseReason::FileShrunk),
-                Some(n) if n == -libc::ECANCELED => {}
-                Some(n) => fail = Some(err(n)),
-                None => {}
+        if st.reads > 0 {
+            // Small bodies READ into memory ahead of the SENDMSG. A cancelled READ
+            // (the tick's timeout, or a broken link) leaves the sum short too; the
+            // timeout says why below.
+            st.reads = 0;
+            fail = st.read_failed.take();
+            if fail.is_none() && st.read_got != st.read_want && !timed_out {
+                fail = Some(CloseReason::FileShrunk);
             }
         } else if let Some(n) = r_in {
             match n {
@@ -334,7 +391,11 @@ impl Sending {
             copy_len: 0,
             copy_sent: 0,
             step: StepState::new(now),
-            reading: None,
+            reads: 0,
+            reads_in: 0,
+            read_want: 0,
+            read_got: 0,
+            read_failed: None,
             inlined: Vec::new(),
         }
     }
