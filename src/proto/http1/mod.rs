@@ -2,9 +2,10 @@
 //!
 //! One [`Http1`] per connection. Requests are answered strictly in order. When
 //! pipelined requests are already buffered, their responses are held and go to the
-//! backend together, as one send (at most [`MAX_BATCH`] responses, [`MAX_BATCH_MEM`]
-//! bytes of memory): one trip through the kernel for a burst instead of one per
-//! request. The protocol is then not polled until all of it is in the kernel
+//! backend together, as one send (at most [`MAX_BATCH`] responses of
+//! [`MAX_BATCH_BYTES`] in all, so only small ones): one trip through the kernel for a
+//! burst instead of one per request. A large response goes alone: batching it gains
+//! nothing, and would hold back a close or a drain for the responses behind it. The protocol is then not polled until all of it is in the kernel
 //! (promise 2), and a burst that ends in a partial request, or a close, is sent first.
 //!
 //! Modules, in the order a request meets them: `reader` (buffering), `head` (request
@@ -107,8 +108,9 @@ impl Default for HttpConfig {
 
 /// Most responses held for one send.
 pub const MAX_BATCH: u32 = 16;
-/// Most bytes of memory (heads, small bodies built in memory) held for one send.
-pub const MAX_BATCH_MEM: usize = 64 * 1024;
+/// Most bytes (heads and bodies, from memory or files) of the responses held for one
+/// send.
+pub const MAX_BATCH_BYTES: u64 = 256 * 1024;
 
 /// Responses held back for the send with the ones after them, in order.
 #[derive(Debug, Default)]
@@ -117,7 +119,7 @@ struct Held {
     logs: Vec<LogLine>,
     faults: Vec<Fault>,
     count: u32,
-    mem: usize,
+    bytes: u64,
     /// Each held response's length, for the tests to split a send into responses.
     #[cfg(test)]
     lens: Vec<u64>,
@@ -392,7 +394,6 @@ impl Http1 {
             log::line(ip, date, log, status, out.len() as u64, body)
         });
         let fault = self.fault.take();
-        #[cfg(test)]
         let whole = out.len() as u64 + if head { 0 } else { len };
         self.responses += 1;
         if close {
@@ -400,20 +401,11 @@ impl Http1 {
             self.stage = Stage::Closed;
         }
         // Another request is already here: hold this response for the same send.
-        let held = self.held.as_ref().map_or((0, 0), |h| (h.count, h.mem));
-        let mem = out.len()
-            + reply
-                .body
-                .iter()
-                .filter_map(|c| match c {
-                    Chunk::Mem(v) => Some(v.len()),
-                    _ => None,
-                })
-                .sum::<usize>();
+        let held = self.held.as_ref().map_or((0, 0), |h| (h.count, h.bytes));
         if !close
             && self.reader.is_ready()
             && held.0 + 1 < MAX_BATCH
-            && held.1 + mem <= MAX_BATCH_MEM
+            && held.1 + whole <= MAX_BATCH_BYTES
         {
             let h = self.held.get_or_insert_with(Box::default);
             h.chunks.push(Chunk::Mem(out.into_bytes()));
@@ -424,7 +416,7 @@ impl Http1 {
             h.logs.extend(line);
             h.faults.extend(fault);
             h.count += 1;
-            h.mem += mem;
+            h.bytes += whole;
             #[cfg(test)]
             h.lens.push(whole);
             return self.next_request(now);
