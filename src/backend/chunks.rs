@@ -15,12 +15,30 @@ pub(crate) fn mem(c: &Chunk) -> Option<&[u8]> {
     }
 }
 
+/// A gathered run of memory chunks, on the stack: no allocation per send.
+pub(crate) struct Gathered<'a> {
+    slices: [IoSlice<'a>; MAX_IOV],
+    n: usize,
+}
+
+impl<'a> Gathered<'a> {
+    pub(crate) fn as_slice(&self) -> &[IoSlice<'a>] {
+        &self.slices[..self.n]
+    }
+}
+
 /// The run of memory chunks from chunk `i` (skipping its first `off` bytes), up to
 /// [`MAX_IOV`] of them; and the index just past the run.
-pub(crate) fn gather(chunks: &[Chunk], i: usize, off: u64) -> (Vec<IoSlice<'_>>, usize) {
-    let mut slices = Vec::new();
-    let end = visit_run(chunks, i, off, |b| slices.push(IoSlice::new(b)));
-    (slices, end)
+pub(crate) fn gather(chunks: &[Chunk], i: usize, off: u64) -> (Gathered<'_>, usize) {
+    let mut g = Gathered {
+        slices: [IoSlice::new(&[]); MAX_IOV],
+        n: 0,
+    };
+    let end = visit_run(chunks, i, off, |b| {
+        g.slices[g.n] = IoSlice::new(b);
+        g.n += 1;
+    });
+    (g, end)
 }
 
 /// [`gather`]'s run, each non-empty slice handed to `f` instead of collected: the
@@ -91,7 +109,11 @@ mod tests {
     fn gather_starts_mid_chunk() {
         let c = chunks();
         let (s, end) = gather(&c, 0, 1);
-        let all: Vec<u8> = s.iter().flat_map(|s| s.iter().copied()).collect();
+        let all: Vec<u8> = s
+            .as_slice()
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
         assert_eq!(all, b"bcdef");
         assert_eq!(end, 4);
     }

@@ -368,6 +368,7 @@ impl<P: Protocol> Core<P> {
                 // and mtime it was cached with: a file rewritten in place is opened
                 // again, never sent with its old length and ETag.
                 Some(hit) if crate::fs::meta_of(hit.file.file()).ok() == Some(hit.meta) => {
+                    crate::proto::pool::give_string(path);
                     FsDone::Opened(Ok(hit))
                 }
                 Some(_) => {

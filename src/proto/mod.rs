@@ -35,6 +35,7 @@
 
 pub mod echo;
 pub mod http1;
+pub mod pool;
 pub mod xfer;
 
 mod file;

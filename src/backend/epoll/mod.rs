@@ -394,7 +394,7 @@ impl<F: ProtocolFactory> Shared<F> {
                     continue;
                 }
                 Resume::Send(sending) => {
-                    conn = match self.send(st, key, conn, sending) {
+                    conn = match self.send(st, key, conn, *sending) {
                         Ok(c) => c,
                         Err(out) => return out,
                     };
@@ -404,7 +404,8 @@ impl<F: ProtocolFactory> Shared<F> {
             };
             match action {
                 Action::Send(chunks) => {
-                    let sending = Box::new(Sending::new(chunks, Instant::now()));
+                    // On the stack: boxed only if it has to park.
+                    let sending = Sending::new(chunks, Instant::now());
                     conn = match self.send(st, key, conn, sending) {
                         Ok(c) => c,
                         Err(out) => return out,
@@ -461,7 +462,7 @@ impl<F: ProtocolFactory> Shared<F> {
         st: &Stats,
         key: Key,
         mut conn: Box<Conn<F::Proto>>,
-        mut sending: Box<Sending>,
+        mut sending: Sending,
     ) -> Result<Box<Conn<F::Proto>>, Outcome<F::Proto>> {
         let timeout = self.ctx.cfg.send_timeout;
         let core = &mut conn.core;
@@ -479,13 +480,14 @@ impl<F: ProtocolFactory> Shared<F> {
         );
         match r {
             Ok(Sent::Done) => {
+                sending.recycle();
                 conn.core.sent();
                 self.check_close(key, &mut conn.core);
                 Ok(conn)
             }
             Ok(Sent::Full) => {
                 let deadline = sending.deadline(timeout);
-                conn.resume = Resume::Send(sending);
+                conn.resume = Resume::Send(Box::new(sending));
                 Err(Outcome::Park(conn, deadline))
             }
             Err(why) => {

@@ -70,6 +70,11 @@ pub(crate) struct Report<'a> {
 }
 
 impl Sending {
+    /// A finished send's buffers, back to this thread's pool for the next response.
+    pub(crate) fn recycle(self) {
+        crate::proto::pool::give_chunks(self.chunks);
+    }
+
     pub(crate) fn new(chunks: Vec<Chunk>, now: Instant) -> Sending {
         Sending {
             chunks,
@@ -142,13 +147,14 @@ impl Sending {
                 }
                 _ => {
                     let (slices, end) = gather(chunks, self.i, self.off);
+                    let slices = slices.as_slice();
                     if slices.is_empty() {
                         self.i = end;
                         self.off = 0;
                         continue;
                     }
                     let more = more_after(chunks, end);
-                    net::send_vectored(fd, &slices, more).map(|n| {
+                    net::send_vectored(fd, slices, more).map(|n| {
                         Stats::add(&stats.bytes_copy, n as u64);
                         n as u64
                     })
@@ -214,5 +220,5 @@ pub(crate) fn send_all(
 /// Returns the bytes that went.
 pub(super) fn send_once(fd: BorrowedFd<'_>, chunks: &[Chunk]) -> u64 {
     let (slices, _) = gather(chunks, 0, 0);
-    net::send_vectored(fd, &slices, false).map_or(0, |n| n as u64)
+    net::send_vectored(fd, slices.as_slice(), false).map_or(0, |n| n as u64)
 }

@@ -81,6 +81,24 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request that owns no memory: what a kept box holds.
+    pub fn dead() -> Request {
+        Request {
+            method: Method::Get,
+            target: String::new(),
+            minor: 1,
+            persist: Persist::Close,
+            framing: Framing::None,
+            conditions: Conditions::default(),
+            log: None,
+        }
+    }
+
+    /// Its target's buffer back to the thread's pool.
+    pub fn recycle(self) {
+        crate::proto::pool::give_string(self.target);
+    }
+
     /// Turns a request whose body went wrong into its rejection.
     pub fn reject(self, status: Status) -> Rejected {
         Rejected {
@@ -154,7 +172,7 @@ pub fn parse(input: &[u8], cfg: &HttpConfig) -> Result<Option<(Request, usize)>,
         Ok((persist, framing, conditions)) => Ok(Some((
             Request {
                 method,
-                target: target.to_owned(),
+                target: crate::proto::pool::string_of(target),
                 minor,
                 persist,
                 framing,

@@ -30,6 +30,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+use super::pool::{self, free_list, PBox, Pooled};
 use super::{
     Chunk, Fault, FileKind, FsDone, FsOp, Listing, LogLine, Opened, Protocol, ProtocolFactory,
     Step, Wait,
@@ -146,6 +147,22 @@ struct Job {
     look: Look,
 }
 
+impl Pooled for Job {
+    free_list!(Job);
+    fn dead() -> Job {
+        Job {
+            req: Request::dead(),
+            rel: String::new(),
+            dir: false,
+            look: Look::Target,
+        }
+    }
+    fn recycle(self) {
+        self.req.recycle();
+        pool::give_string(self.rel);
+    }
+}
+
 impl Job {
     /// What to ask of the backend.
     fn step(&self) -> Step {
@@ -159,7 +176,7 @@ impl Job {
     /// The path beneath the root that the step opens or lists.
     fn path(&self) -> String {
         match self.look {
-            Look::Target | Look::Listing => self.rel.clone(),
+            Look::Target | Look::Listing => pool::string_of(&self.rel),
             Look::Index if self.rel.is_empty() => "index.html".into(),
             Look::Index => format!("{}/index.html", self.rel),
         }
@@ -183,9 +200,9 @@ enum Stage {
     Read,
     /// Waiting for the backend to answer [`Job::step`]. Boxed, so a connection between
     /// requests (`Read`) carries no request-sized state: idle connections are cheap.
-    Pending(Box<Job>),
-    Opened(Box<Job>, io::Result<Opened>),
-    Listed(Box<Job>, io::Result<Listing>),
+    Pending(PBox<Job>),
+    Opened(PBox<Job>, io::Result<Opened>),
+    Listed(PBox<Job>, io::Result<Listing>),
     /// The last response asked for the connection to close.
     Closed,
 }
@@ -269,7 +286,7 @@ impl Http1 {
             Some(t) if t.dotfile && self.cfg.dotfiles == Dotfiles::Deny => {
                 self.reply(now, &req, Reply::error(Status::NotFound))
             }
-            Some(t) => self.pending(Box::new(Job {
+            Some(t) => self.pending(PBox::new(Job {
                 req,
                 rel: t.rel,
                 dir: t.dir,
@@ -278,13 +295,13 @@ impl Http1 {
         }
     }
 
-    fn pending(&mut self, job: Box<Job>) -> Step {
+    fn pending(&mut self, job: PBox<Job>) -> Step {
         let step = job.step();
         self.stage = Stage::Pending(job);
         step
     }
 
-    fn opened(&mut self, now: SystemTime, mut job: Box<Job>, result: io::Result<Opened>) -> Step {
+    fn opened(&mut self, now: SystemTime, mut job: PBox<Job>, result: io::Result<Opened>) -> Step {
         let opened = match result {
             Ok(opened) => opened,
             Err(e) if job.look == Look::Index && open_missing(&e) => return self.list(now, job),
@@ -329,7 +346,7 @@ impl Http1 {
         }
     }
 
-    fn list(&mut self, now: SystemTime, mut job: Box<Job>) -> Step {
+    fn list(&mut self, now: SystemTime, mut job: PBox<Job>) -> Step {
         if !self.cfg.listing {
             return self.reply(now, &job.req, Reply::error(Status::Forbidden));
         }
@@ -361,7 +378,7 @@ impl Http1 {
     fn respond(
         &mut self,
         now: SystemTime,
-        reply: Reply,
+        mut reply: Reply,
         head: bool,
         persist: Persist,
         log: Option<&log::LogFields>,
@@ -373,7 +390,8 @@ impl Http1 {
             .body
             .iter()
             .fold(0u64, |n, c| n.saturating_add(c.len()));
-        let mut out = String::with_capacity(reply.fields.len() + 160);
+        let mut out = pool::string();
+        out.reserve(reply.fields.len() + 160);
         out.push_str(reply.status.line());
         out.push_str("Server: ringserve\r\nDate: ");
         out.push_str(date);
@@ -408,11 +426,15 @@ impl Http1 {
             && held.1 + whole <= MAX_BATCH_BYTES
         {
             let h = self.held.get_or_insert_with(Box::default);
+            if h.chunks.capacity() == 0 {
+                h.chunks = pool::chunks();
+            }
             h.chunks.push(Chunk::Mem(out.into_bytes()));
             if !head {
                 h.chunks
-                    .extend(reply.body.into_iter().filter(|c| !c.is_empty()));
+                    .extend(reply.body.drain(..).filter(|c| !c.is_empty()));
             }
+            reply.recycle();
             h.logs.extend(line);
             h.faults.extend(fault);
             h.count += 1;
@@ -421,7 +443,7 @@ impl Http1 {
             h.lens.push(whole);
             return self.next_request(now);
         }
-        let mut chunks = Vec::with_capacity(1 + reply.body.len());
+        let mut chunks = Vec::new();
         let mut count = 1;
         #[cfg(test)]
         self.sent_lens.clear();
@@ -436,10 +458,14 @@ impl Http1 {
         }
         #[cfg(test)]
         self.sent_lens.push(whole);
+        if chunks.capacity() == 0 {
+            chunks = pool::chunks();
+        }
         chunks.push(Chunk::Mem(out.into_bytes()));
         if !head {
-            chunks.extend(reply.body.into_iter().filter(|c| !c.is_empty()));
+            chunks.extend(reply.body.drain(..).filter(|c| !c.is_empty()));
         }
+        reply.recycle();
         self.logs.extend(line);
         self.faults.extend(fault);
         self.sent(count, chunks)

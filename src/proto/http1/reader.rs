@@ -9,7 +9,22 @@ use super::body::{BodyError, Discard};
 use super::head::{self, Framing, Persist, Rejected, Request};
 use super::status::Status;
 use super::HttpConfig;
+use crate::proto::pool::{free_list, PBox, Pooled};
 use std::mem;
+
+type Item = Result<Request, Rejected>;
+
+impl Pooled for Item {
+    free_list!(Item);
+    fn dead() -> Item {
+        Err(Status::BadRequest.into())
+    }
+    fn recycle(self) {
+        if let Ok(req) = self {
+            req.recycle();
+        }
+    }
+}
 
 /// What the reader is doing.
 #[derive(Debug)]
@@ -21,7 +36,7 @@ enum State {
     /// hold no request-sized state.
     Body(Box<Request>, Discard),
     /// A request, or the rejection of one, waits to be taken.
-    Ready(Box<Result<Request, Rejected>>),
+    Ready(PBox<Item>),
     /// The connection closes after the current exchange: input is ignored.
     Stopped,
 }
@@ -73,7 +88,7 @@ impl Reader {
     /// The next request (or rejection), if one is complete.
     pub fn take(&mut self, cfg: &HttpConfig) -> Option<Result<Request, Rejected>> {
         let item = match mem::replace(&mut self.state, State::Head) {
-            State::Ready(item) => *item,
+            State::Ready(item) => item.into_inner(),
             other => {
                 self.state = other;
                 return None;
@@ -129,7 +144,7 @@ impl Reader {
 
     fn fail(&mut self, r: Rejected) {
         self.stop();
-        self.state = State::Ready(Box::new(Err(r)));
+        self.state = State::Ready(PBox::new(Err(r)));
     }
 
     fn unconsumed(&self) -> &[u8] {
@@ -174,20 +189,20 @@ impl Reader {
                     Ok(Some((req, len))) => {
                         used += len;
                         match req.framing {
-                            Framing::None => State::Ready(Box::new(Ok(req))),
+                            Framing::None => State::Ready(PBox::new(Ok(req))),
                             Framing::Length(n) => State::Body(Box::new(req), Discard::length(n)),
                             Framing::Chunked => {
                                 State::Body(Box::new(req), Discard::chunked(cfg.max_body_discard))
                             }
                         }
                     }
-                    Err(r) => State::Ready(Box::new(Err(r))),
+                    Err(r) => State::Ready(PBox::new(Err(r))),
                 },
                 State::Body(req, mut body) => match body.feed(rest) {
                     Ok((n, done)) => {
                         used += n;
                         if done {
-                            State::Ready(Box::new(Ok(*req)))
+                            State::Ready(PBox::new(Ok(*req)))
                         } else {
                             State::Body(req, body)
                         }
@@ -197,7 +212,7 @@ impl Reader {
                             BodyError::Framing => Status::BadRequest,
                             BodyError::TooLarge => Status::ContentTooLarge,
                         };
-                        State::Ready(Box::new(Err(req.reject(status))))
+                        State::Ready(PBox::new(Err(req.reject(status))))
                     }
                 },
                 other => other,

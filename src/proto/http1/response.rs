@@ -8,7 +8,7 @@ use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
 use super::{Dotfiles, Etag, HttpConfig};
-use crate::proto::{path_bytes, Chunk, FileMeta, Listing, Opened};
+use crate::proto::{path_bytes, pool, Chunk, FileMeta, Listing, Opened};
 use std::fmt::Write;
 use std::io;
 
@@ -27,17 +27,25 @@ pub struct Reply {
 impl Reply {
     /// A status with its fixed HTML page.
     pub fn error(status: Status) -> Reply {
-        let mut fields = String::from(HTML);
+        let mut fields = pool::string_of(HTML);
         match status {
             Status::MethodNotAllowed => fields.push_str("Allow: GET, HEAD\r\n"),
             Status::ServiceUnavailable => fields.push_str("Retry-After: 1\r\n"),
             _ => {}
         }
+        let mut body = pool::chunks();
+        body.push(Chunk::Static(status.page()));
         Reply {
             status,
             fields,
-            body: vec![Chunk::Static(status.page())],
+            body,
         }
+    }
+
+    /// The fields and body lists back to the pool, once framed.
+    pub fn recycle(self) {
+        pool::give_string(self.fields);
+        pool::give_chunks(self.body);
     }
 
     /// `OPTIONS *`: what the server's resources allow, and no body.
@@ -122,15 +130,35 @@ impl Reply {
     ) -> Reply {
         let meta = opened.meta;
         let v = validators(&meta, cfg.etag, now);
-        let mut fields = String::with_capacity(256);
+        let mut fields = pool::string();
+        fields.reserve(256);
         let _ = write!(
             fields,
             "ETag: {}\r\nLast-Modified: {}\r\n",
             v.etag,
             date::imf(v.modified)
         );
-        match cond::evaluate(c, &v) {
-            Precondition::Failed => return Reply::error(Status::PreconditionFailed),
+        let reply = Reply::file_after(opened, content_type, c, cfg.max_ranges, &v, fields, seed);
+        pool::give_string(v.etag);
+        reply
+    }
+
+    /// [`Reply::file`] once the validators are known and written into `fields`.
+    fn file_after(
+        opened: Opened,
+        content_type: &str,
+        c: &Conditions,
+        max_ranges: usize,
+        v: &Validators,
+        mut fields: String,
+        seed: u64,
+    ) -> Reply {
+        let meta = opened.meta;
+        match cond::evaluate(c, v) {
+            Precondition::Failed => {
+                pool::give_string(fields);
+                return Reply::error(Status::PreconditionFailed);
+            }
             // No Content-Length: a 304 has no body, and RFC 9110 §8.6 allows omitting it.
             Precondition::NotModified => {
                 return Reply {
@@ -146,9 +174,9 @@ impl Reply {
             Some(r)
                 if c.if_range
                     .as_deref()
-                    .map_or(true, |ir| cond::if_range_holds(ir, &v)) =>
+                    .map_or(true, |ir| cond::if_range_holds(ir, v)) =>
             {
-                range::resolve(r, meta.len, cfg.max_ranges)
+                range::resolve(r, meta.len, max_ranges)
             }
             _ => Ranges::Whole,
         };
@@ -160,17 +188,17 @@ impl Reply {
         };
         let (status, body) = match ranges {
             Ranges::Whole => {
-                let body = if meta.len == 0 {
-                    Vec::new()
-                } else {
-                    vec![slice(ByteRange {
+                let mut body = pool::chunks();
+                if meta.len > 0 {
+                    body.push(slice(ByteRange {
                         first: 0,
                         last: meta.len - 1,
-                    })]
-                };
+                    }));
+                }
                 (Status::Ok, body)
             }
             Ranges::Unsatisfiable => {
+                pool::give_string(fields);
                 let mut reply = Reply::error(Status::RangeNotSatisfiable);
                 let _ = write!(reply.fields, "Content-Range: bytes */{}\r\n", meta.len);
                 return reply;
@@ -230,7 +258,8 @@ impl Reply {
 fn validators(m: &FileMeta, form: Etag, now: u64) -> Validators {
     // One allocation, sized for the longest (four u64s in hex and the punctuation):
     // `format!` of the pieces cost six per response (bench/allocs.rs).
-    let mut etag = String::with_capacity(72);
+    let mut etag = pool::string();
+    etag.reserve(72);
     etag.push('"');
     if form == Etag::Inode {
         let _ = write!(etag, "{:x}-{:x}-", m.dev, m.ino);

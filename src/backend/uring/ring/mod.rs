@@ -191,6 +191,10 @@ struct Io<'a, F: ProtocolFactory> {
     /// This ring's recently opened files (`--open-file-cache`): a hit skips OPENAT2,
     /// STATX and CLOSE.
     open_cache: OpenCache,
+    /// Finished sends' boxes, reused (with their iovec and file lists) for the next:
+    /// the allocations are what is kept, hence boxed inside the `Vec`.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<send::Sending>>,
     timeouts: Timeouts,
     /// Teardown has begun: the ring is not entered for new work, so descriptors are
     /// closed with close(2), not IORING_OP_CLOSE.
@@ -291,6 +295,7 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             starved: Vec::new(),
             recycled: false,
             backlog: VecDeque::new(),
+            spare_sends: Vec::new(),
             open_cache: OpenCache::sharing(
                 cfg.open_file_cache,
                 cfg.open_file_cache_valid,
@@ -547,7 +552,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             let action = conn.core.next(&mut self.env());
             match action {
                 Action::Send(chunks) => {
-                    conn.send = Some(Box::new(send::Sending::new(chunks, self.now)));
+                    conn.send = Some(self.sending(chunks));
                 }
                 Action::Recv { deadline } => {
                     conn.deadline = Some(deadline);

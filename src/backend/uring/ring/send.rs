@@ -26,6 +26,8 @@ const COPY_BUF: usize = 64 * 1024;
 pub(super) const MAX_INLINE: usize = 16;
 /// Most bytes READ into memory for one SENDMSG.
 const MAX_INLINE_BYTES: u64 = 256 * 1024;
+/// Released send boxes a ring keeps for reuse.
+const SPARE_SENDS: usize = 64;
 
 /// A response on its way out: the chunks, where we are in them, and the kernel-visible
 /// state of the step in flight. Boxed, and dropped only when no step is in the kernel.
@@ -170,7 +172,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     break;
                 }
                 let (file, offset, len) = (file.clone(), *offset, *len as u32);
-                let mut body = vec![0u8; len as usize];
+                let mut body = crate::proto::pool::bytes();
+                body.resize(len as usize, 0);
                 let e =
                     opcode::Read::new(types::Fd(file.file().as_raw_fd()), body.as_mut_ptr(), len)
                         .offset(offset)
@@ -247,22 +250,22 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// Returns a finished (or abandoned) response's pipe to the pool, and closes its
     /// files on the ring (IORING_OP_CLOSE) rather than with a close(2) per response.
     /// Only called with no step of it in the kernel.
-    pub(super) fn release(&mut self, st: Box<Sending>) {
-        let Sending {
-            chunks,
-            pipe,
-            in_pipe,
-            inlined,
-            ..
-        } = *st;
-        if let Some(pipe) = pipe {
-            self.pipes.give(pipe, in_pipe == 0);
+    /// Its memory, the chunk list and the box itself are kept for the next response.
+    pub(super) fn release(&mut self, mut st: Box<Sending>) {
+        if let Some(pipe) = st.pipe.take() {
+            self.pipes.give(pipe, st.in_pipe == 0);
         }
-        let files = chunks.into_iter().filter_map(|c| match c {
-            Chunk::File { file, .. } => Some(file),
-            _ => None,
-        });
-        for file in files.chain(inlined) {
+        let mut chunks = std::mem::take(&mut st.chunks);
+        let mut files = std::mem::take(&mut st.inlined);
+        for c in chunks.drain(..) {
+            match c {
+                Chunk::File { file, .. } => files.push(file),
+                Chunk::Mem(b) => crate::proto::pool::give_bytes(b),
+                Chunk::Static(_) => {}
+            }
+        }
+        crate::proto::pool::give_chunks(chunks);
+        for file in files.drain(..) {
             // The last holder closes it; others (the open-file cache, another response)
             // just drop their share. A CLOSE that would have to wait in the backlog is
             // a close(2) instead, so no descriptor ever waits outside the kernel.
@@ -279,6 +282,21 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 // is handed to the kernel to close.
                 unsafe { self.push(&[e]) };
             }
+        }
+        if self.spare_sends.len() < SPARE_SENDS {
+            st.inlined = files;
+            self.spare_sends.push(st);
+        }
+    }
+
+    /// A box for a new response's send: a released one if there is one.
+    pub(super) fn sending(&mut self, chunks: Vec<Chunk>) -> Box<Sending> {
+        match self.spare_sends.pop() {
+            Some(mut st) => {
+                st.reset(chunks, self.now);
+                st
+            }
+            None => Box::new(Sending::new(chunks, self.now)),
         }
     }
 
@@ -377,6 +395,20 @@ impl<F: ProtocolFactory> Io<'_, F> {
 }
 
 impl Sending {
+    /// A released box made ready for `chunks`: every field as [`Sending::new`] sets it,
+    /// but the iovec and file lists keep their capacity.
+    fn reset(&mut self, chunks: Vec<Chunk>, now: Instant) {
+        let mut iov = std::mem::take(&mut self.iov);
+        let mut inlined = std::mem::take(&mut self.inlined);
+        iov.clear();
+        inlined.clear();
+        *self = Sending {
+            iov,
+            inlined,
+            ..Sending::new(chunks, now)
+        };
+    }
+
     pub(super) fn new(chunks: Vec<Chunk>, now: Instant) -> Sending {
         Sending {
             chunks,
