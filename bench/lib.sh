@@ -207,8 +207,8 @@ bench_cargo() {
 
 # ringserve, limit and idle in release. Sets RINGSERVE_BIN LIMIT_BIN IDLE_BIN.
 bench_build_release() {
-    bench_log "cargo build --release (ringserve, examples limit + idle)"
-    bench_cargo "$BENCH_TMP/build-release.log" build --release --bin ringserve --example limit --example idle
+    bench_log "cargo build --release (ringserve, examples limit + idle + allocs)"
+    bench_cargo "$BENCH_TMP/build-release.log" build --release --bin ringserve --example limit --example idle --example allocs
     RINGSERVE_BIN=$TARGET_DIR/release/ringserve
     LIMIT_BIN=$TARGET_DIR/release/examples/limit
     IDLE_BIN=$TARGET_DIR/release/examples/idle

@@ -2,7 +2,7 @@
 # bench/profile.sh — a CPU flamegraph of one server under one bench workload.
 #
 #   bench/profile.sh WORKLOAD BACKEND [SECONDS]
-#     WORKLOAD  1k-1 | 1k-50 | 1k-256 | 100k-50 | 1g-4 | get-1g | get-1g-null | put-1g
+#     WORKLOAD  1k-1 | 1k-50 | 1k-256 | p16-256 | 100k-50 | 1g-4 | get-1g | get-1g-null | put-1g
 #     BACKEND   uring | epoll | nginx | limit   (xfer: uring | epoll | limit | curl | rsync | socat)
 #     SECONDS   how long perf records (default 10)
 #
@@ -35,7 +35,7 @@ usage() {
 WL=$1 BACKEND=$2 SECS=${3:-10}
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || bench_die "SECONDS must be a positive number, not '$SECS'"
 bench_workload "$WL"
-[[ $WL_KIND != idle ]] || bench_die "$WL is not a load workload; profile one of 1k-1 1k-50 1k-256 100k-50 1g-4 get-1g get-1g-null put-1g"
+[[ $WL_KIND != idle ]] || bench_die "$WL is not a load workload; profile one of 1k-1 1k-50 1k-256 p16-256 100k-50 1g-4 get-1g get-1g-null put-1g"
 bench_runs_in "$WL" "$BACKEND" || bench_die "$BACKEND does not take part in $WL (bench/README.md, Contenders)"
 
 bench_init
