@@ -6,9 +6,11 @@
 //! request opens the path again. Within `valid`, the driver checks every hit against
 //! an `fstat` of its descriptor (one syscall, no path walk) and serves it only if the
 //! size, mtime, inode and device are those it was cached with; otherwise it drops the
-//! entry and opens the path again. So the metadata a hit carries (the length, the
-//! ETag, Last-Modified) is always what a fresh open of the same inode would report at
-//! that moment: a file rewritten in place is never sent with its old length or ETag.
+//! entry and opens the path again. An io_uring ring checks an entry once per loop turn
+//! ([`OpenCache::get_fresh`]), after the turn's completions were reaped, so for every
+//! request of the turn the check is later than its arrival. So the metadata a hit
+//! carries (the length, the ETag, Last-Modified) is always what a fresh open of the
+//! same inode would report when the request arrived: a file rewritten in place is never sent with its old length or ETag.
 //! What the cache can still lag on, by at most `valid` (1 s by default,
 //! `--open-file-cache-valid`), is *which* inode a path names: a file replaced by
 //! rename or deleted behind the server's back keeps being served whole and
@@ -51,6 +53,8 @@ pub struct OpenCache {
 struct Entry {
     opened: Opened,
     born: Instant,
+    /// The caller's turn in which `fresh` last said yes (0: never).
+    checked: u64,
 }
 
 impl OpenCache {
@@ -74,6 +78,11 @@ impl OpenCache {
     /// The cached open of `path`, if it is still valid at `now`. A hit shares the
     /// descriptor; the caller may send from it for as long as it likes.
     pub fn get(&mut self, path: &str, now: Instant) -> Option<Opened> {
+        self.live(path, now).map(|e| e.opened.clone())
+    }
+
+    /// The entry of `path` if it is still valid at `now`; an expired one is dropped.
+    fn live(&mut self, path: &str, now: Instant) -> Option<&mut Entry> {
         // Acquire: pairs with the Release in `forget`, which follows the link or
         // unlink, so a lookup that sees the count also sees the new directory entry.
         let replaced = self.replaced.load(Ordering::Acquire);
@@ -83,7 +92,33 @@ impl OpenCache {
             return None;
         }
         let e = self.map.get(path)?;
-        if now.saturating_duration_since(e.born) < self.valid {
+        if now.saturating_duration_since(e.born) >= self.valid {
+            self.map.remove(path);
+            return None;
+        }
+        self.map.get_mut(path)
+    }
+
+    /// [`OpenCache::get`], and the hit still what its descriptor says: `fresh` (an
+    /// `fstat` of it) is asked, and a hit it rejects is dropped, so the caller opens the
+    /// path again. `turn` names the caller's batch of input (an io_uring loop turn:
+    /// nonzero, one value per reap of completions): every request of the batch arrived
+    /// before the batch was reaped, so one check made while handling the batch is as
+    /// late as a check per request, and a hit already checked in `turn` is trusted
+    /// without another. `None` checks every hit.
+    pub fn get_fresh(
+        &mut self,
+        path: &str,
+        now: Instant,
+        turn: Option<u64>,
+        fresh: impl FnOnce(&Opened) -> bool,
+    ) -> Option<Opened> {
+        let e = self.live(path, now)?;
+        if turn.is_some_and(|t| t != 0 && e.checked == t) {
+            return Some(e.opened.clone());
+        }
+        if fresh(&e.opened) {
+            e.checked = turn.unwrap_or(0);
             return Some(e.opened.clone());
         }
         self.map.remove(path);
@@ -108,6 +143,7 @@ impl OpenCache {
         let entry = Entry {
             opened: opened.clone(),
             born: now,
+            checked: 0,
         };
         self.map.insert(path.into(), entry);
     }
@@ -169,6 +205,41 @@ mod tests {
                 ino: len,
             },
         }
+    }
+
+    #[test]
+    fn a_hit_is_checked_once_a_turn_and_dropped_when_stale() {
+        let t0 = Instant::now();
+        let mut c = OpenCache::new(8, Duration::from_secs(1));
+        c.put("a", &opened(1), t0);
+        let asked = std::cell::Cell::new(0);
+        let mut look = |turn, ok| {
+            c.get_fresh("a", t0, turn, |_| {
+                asked.set(asked.get() + 1);
+                ok
+            })
+            .is_some()
+        };
+        assert!(look(Some(1), true));
+        assert!(look(Some(1), false), "checked this turn: trusted");
+        assert_eq!(asked.get(), 1);
+        assert!(look(Some(2), true), "a new turn asks again");
+        assert_eq!(asked.get(), 2);
+        assert!(
+            look(None, true) && look(None, true),
+            "no turn: every hit asks"
+        );
+        assert_eq!(asked.get(), 4);
+        // A check with no turn trusts nothing later either.
+        assert!(look(Some(2), true));
+        assert_eq!(asked.get(), 5);
+        assert!(!look(Some(3), false), "a stale hit is refused");
+        assert!(
+            !look(Some(3), true),
+            "and dropped: the path is opened again"
+        );
+        assert_eq!(asked.get(), 6);
+        assert!(c.is_empty());
     }
 
     #[test]

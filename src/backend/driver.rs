@@ -71,10 +71,14 @@ pub(crate) enum Cache<'a> {
 }
 
 impl Cache<'_> {
-    fn get(&mut self, path: &str, now: Instant) -> Option<crate::proto::Opened> {
+    /// A hit whose descriptor's inode still has the size, mtime, inode and device it
+    /// was cached with (see [`OpenCache::get_fresh`] for when that is asked).
+    fn get(&mut self, path: &str, now: Instant, turn: Option<u64>) -> Option<crate::proto::Opened> {
+        let fresh =
+            |o: &crate::proto::Opened| crate::fs::meta_of(o.file.file()).ok() == Some(o.meta);
         match self {
-            Cache::Own(c) => c.get(path, now),
-            Cache::Shared(m) => super::lock(m).get(path, now),
+            Cache::Own(c) => c.get_fresh(path, now, turn, fresh),
+            Cache::Shared(m) => super::lock(m).get_fresh(path, now, turn, fresh),
         }
     }
 
@@ -91,18 +95,15 @@ impl Cache<'_> {
             Cache::Shared(m) => super::lock(m).forget(path),
         }
     }
-
-    fn remove(&mut self, path: &str) {
-        match self {
-            Cache::Own(c) => c.remove(path),
-            Cache::Shared(m) => super::lock(m).remove(path),
-        }
-    }
 }
 
 /// What the driver needs from the backend's thread at one step.
 pub(crate) struct Env<'a> {
     pub now: Instant,
+    /// The caller's batch of input, where it has one ([`OpenCache::get_fresh`]): an
+    /// io_uring loop turn. `None` (the epoll pool, whose workers share one cache and
+    /// receive one connection at a time): every open-file cache hit is checked.
+    pub turn: Option<u64>,
     /// The wall clock, for protocols that stamp dates.
     pub wall: SystemTime,
     /// The server is shutting down.
@@ -127,6 +128,7 @@ impl<'a> Env<'a> {
     ) -> Env<'a> {
         Env {
             now: Instant::now(),
+            turn: None,
             wall: SystemTime::now(),
             draining: false,
             handoff: false,
@@ -363,17 +365,13 @@ impl<P: Protocol> Core<P> {
     fn fs(&mut self, env: &mut Env<'_>, op: FsOp) -> Option<Action> {
         let root = env.root;
         let done = match op {
-            FsOp::Open(path) => match env.cache.get(&path, env.now) {
-                // A hit is served only if its descriptor's inode still has the size
-                // and mtime it was cached with: a file rewritten in place is opened
-                // again, never sent with its old length and ETag.
-                Some(hit) if crate::fs::meta_of(hit.file.file()).ok() == Some(hit.meta) => {
+            // A hit is served only if its descriptor's inode is still what it was
+            // cached as: a file rewritten in place is opened again, never sent with
+            // its old length and ETag.
+            FsOp::Open(path) => match env.cache.get(&path, env.now, env.turn) {
+                Some(hit) => {
                     crate::proto::pool::give_string(path);
                     FsDone::Opened(Ok(hit))
-                }
-                Some(_) => {
-                    env.cache.remove(&path);
-                    return Some(Action::Open(path));
                 }
                 None => return Some(Action::Open(path)),
             },
@@ -777,6 +775,7 @@ mod tests {
         fn env(&mut self) -> Env<'_> {
             Env {
                 now: self.now,
+                turn: None,
                 wall: SystemTime::UNIX_EPOCH,
                 draining: self.draining,
                 handoff: self.handoff,

@@ -358,6 +358,7 @@ impl<F: ProtocolFactory> Shared<F> {
     fn env<'a>(&'a self, st: &'a Stats) -> Env<'a> {
         Env {
             now: Instant::now(),
+            turn: None,
             wall: SystemTime::now(),
             draining: self.draining.load(Ordering::Relaxed),
             handoff: self.handoff.load(Ordering::Relaxed),

@@ -204,6 +204,8 @@ struct Io<'a, F: ProtocolFactory> {
     /// a small request's cost.
     now: Instant,
     wall: SystemTime,
+    /// Loop turns so far: the open-file cache checks a hit at most once a turn.
+    turns: u64,
     /// This ring thread's counters (src/stats.rs).
     st: Arc<Stats>,
 }
@@ -305,6 +307,7 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             tearing_down: false,
             now: Instant::now(),
             wall: SystemTime::now(),
+            turns: 0,
             st,
         }
     }
@@ -354,6 +357,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
         self.flush_backlog();
         self.enter()?;
         Stats::add(&self.st.uring_enters, 1);
+        // Counted before the completions are reaped: everything this turn handles
+        // arrived before the reap (see `OpenCache::get_fresh`).
+        self.turns += 1;
         self.now = Instant::now();
         self.wall = SystemTime::now();
         for note in self.inbox.take(NOTES_PER_TURN) {
@@ -401,6 +407,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
     fn env(&mut self) -> Env<'_> {
         Env {
             now: self.now,
+            turn: Some(self.turns),
             wall: self.wall,
             draining: self.draining,
             handoff: self.handoff,
