@@ -81,12 +81,19 @@ pub fn chunks() -> Vec<Chunk> {
 }
 
 /// Gives a chunk list back: its memory chunks' buffers go to the byte list, any other
-/// chunk is dropped (a file chunk's [`FileRef`](super::FileRef) with it: a backend that
-/// closes files its own way takes them out first).
-pub fn give_chunks(mut v: Vec<Chunk>) {
+/// chunk is dropped (a file chunk's [`FileRef`](super::FileRef) with it).
+pub fn give_chunks(v: Vec<Chunk>) {
+    give_chunks_with(v, drop);
+}
+
+/// [`give_chunks`], handing each file chunk's [`FileRef`](super::FileRef) to `file`: a
+/// backend that closes files its own way (the ring's CLOSE) takes them in the same walk.
+pub fn give_chunks_with(mut v: Vec<Chunk>, mut file: impl FnMut(super::FileRef)) {
     for c in v.drain(..) {
-        if let Chunk::Mem(b) = c {
-            give_bytes(b);
+        match c {
+            Chunk::Mem(b) => give_bytes(b),
+            Chunk::File { file: f, .. } => file(f),
+            Chunk::Static(_) => {}
         }
     }
     if v.capacity() == 0 || v.capacity() > MAX_CHUNKS {

@@ -255,16 +255,8 @@ impl<F: ProtocolFactory> Io<'_, F> {
         if let Some(pipe) = st.pipe.take() {
             self.pipes.give(pipe, st.in_pipe == 0);
         }
-        let mut chunks = std::mem::take(&mut st.chunks);
         let mut files = std::mem::take(&mut st.inlined);
-        for c in chunks.drain(..) {
-            match c {
-                Chunk::File { file, .. } => files.push(file),
-                Chunk::Mem(b) => crate::proto::pool::give_bytes(b),
-                Chunk::Static(_) => {}
-            }
-        }
-        crate::proto::pool::give_chunks(chunks);
+        crate::proto::pool::give_chunks_with(std::mem::take(&mut st.chunks), |f| files.push(f));
         for file in files.drain(..) {
             // The last holder closes it; others (the open-file cache, another response)
             // just drop their share. A CLOSE that would have to wait in the backlog is
