@@ -32,8 +32,7 @@ mod tests;
 
 use super::pool::{self, free_list, PBox, Pooled};
 use super::{
-    Chunk, Fault, FileKind, FsDone, FsOp, Listing, LogLine, Opened, Protocol, ProtocolFactory,
-    Step, Wait,
+    Chunk, Fault, FileKind, FsDone, FsOp, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
 };
 use head::{Method, Persist, Request};
 use reader::Reader;
@@ -41,7 +40,7 @@ use response::Reply;
 use status::Status;
 use std::fmt::Write;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -145,6 +144,8 @@ struct Job {
     rel: String,
     dir: bool,
     look: Look,
+    /// The backend's answer to [`Job::step`], once it came (an open or a listing).
+    answer: Option<FsDone>,
 }
 
 impl Pooled for Job {
@@ -155,6 +156,7 @@ impl Pooled for Job {
             rel: String::new(),
             dir: false,
             look: Look::Target,
+            answer: None,
         }
     }
     fn recycle(self) {
@@ -201,8 +203,8 @@ enum Stage {
     /// Waiting for the backend to answer [`Job::step`]. Boxed, so a connection between
     /// requests (`Read`) carries no request-sized state: idle connections are cheap.
     Pending(PBox<Job>),
-    Opened(PBox<Job>, io::Result<Opened>),
-    Listed(PBox<Job>, io::Result<Listing>),
+    /// The backend answered: the answer is in the job (a `Stage` stays two words).
+    Answered(PBox<Job>),
     /// The last response asked for the connection to close.
     Closed,
 }
@@ -211,7 +213,8 @@ enum Stage {
 #[derive(Debug)]
 pub struct Http1 {
     cfg: Arc<HttpConfig>,
-    peer: SocketAddr,
+    /// The peer's address, for the access log (the port is not logged).
+    ip: IpAddr,
     reader: Reader,
     stage: Stage,
     /// The peer is gone (EOF) or idle too long: close once nothing is left to answer.
@@ -220,7 +223,7 @@ pub struct Http1 {
     draining: bool,
     responses: u64,
     /// The fault behind the response being built.
-    fault: Option<Fault>,
+    fault: Option<Box<Fault>>,
     /// Pipelined responses waiting for the next one; boxed, so only a connection that
     /// pipelines pays for it.
     held: Option<Box<Held>>,
@@ -238,7 +241,7 @@ impl Http1 {
     fn new(cfg: Arc<HttpConfig>, peer: SocketAddr) -> Self {
         Http1 {
             cfg,
-            peer,
+            ip: peer.ip(),
             reader: Reader::new(),
             stage: Stage::Read,
             hang_up: false,
@@ -291,6 +294,7 @@ impl Http1 {
                 rel: t.rel,
                 dir: t.dir,
                 look: Look::Target,
+                answer: None,
             })),
         }
     }
@@ -359,7 +363,7 @@ impl Http1 {
     fn failed(&mut self, now: SystemTime, job: &Job, e: io::Error) -> Step {
         let reply = Reply::open_error(&e);
         if reply.status != Status::NotFound {
-            self.fault = Some(job.fault(e));
+            self.fault = Some(Box::new(job.fault(e)));
         }
         self.reply(now, &job.req, reply)
     }
@@ -408,10 +412,10 @@ impl Http1 {
         out.push_str("\r\n");
         let line = self.cfg.access_log.then(|| {
             let body = if head { 0 } else { len };
-            let (ip, status) = (self.peer.ip(), reply.status);
+            let (ip, status) = (self.ip, reply.status);
             log::line(ip, date, log, status, out.len() as u64, body)
         });
-        let fault = self.fault.take();
+        let fault = self.fault.take().map(|f| *f);
         let whole = out.len() as u64 + if head { 0 } else { len };
         self.responses += 1;
         if close {
@@ -533,11 +537,13 @@ impl Protocol for Http1 {
     /// Ignored unless it answers what was asked: an open, or a listing.
     fn handle_fs(&mut self, done: FsDone) {
         self.stage = match (std::mem::replace(&mut self.stage, Stage::Read), done) {
-            (Stage::Pending(job), FsDone::Opened(r)) if job.look != Look::Listing => {
-                Stage::Opened(job, r)
+            (Stage::Pending(mut job), done @ FsDone::Opened(_)) if job.look != Look::Listing => {
+                job.answer = Some(done);
+                Stage::Answered(job)
             }
-            (Stage::Pending(job), FsDone::Listed(r)) if job.look == Look::Listing => {
-                Stage::Listed(job, r)
+            (Stage::Pending(mut job), done @ FsDone::Listed(_)) if job.look == Look::Listing => {
+                job.answer = Some(done);
+                Stage::Answered(job)
             }
             (other, _) => other,
         };
@@ -555,12 +561,16 @@ impl Protocol for Http1 {
             Stage::Read => self.next_request(now),
             // Asked again before the answer came: ask again.
             Stage::Pending(job) => self.pending(job),
-            Stage::Opened(job, result) => self.opened(now, job, result),
-            Stage::Listed(job, Ok(listing)) => {
-                let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles);
-                self.reply(now, &job.req, reply)
-            }
-            Stage::Listed(job, Err(e)) => self.failed(now, &job, e),
+            Stage::Answered(mut job) => match job.answer.take() {
+                Some(FsDone::Opened(result)) => self.opened(now, job, result),
+                Some(FsDone::Listed(Ok(listing))) => {
+                    let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles);
+                    self.reply(now, &job.req, reply)
+                }
+                Some(FsDone::Listed(Err(e))) => self.failed(now, &job, e),
+                // handle_fs answers only an open or a listing.
+                _ => self.pending(job),
+            },
             Stage::Closed => self.close(),
         };
         self.flush(step)

@@ -1,7 +1,7 @@
 //! Whole exchanges, driven against an in-memory backend that opens real temp files.
 
 use super::*;
-use crate::proto::{DirEntry, FileMeta, FileRef};
+use crate::proto::{DirEntry, FileMeta, FileRef, Listing};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
