@@ -27,7 +27,7 @@ macro_rules! stats {
         pub struct Stats {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             /// Service time: from the turn in which a request's last bytes arrived to
-            /// its response handed to the backend's send.
+            /// its response handed to the kernel (docs/ARCHITECTURE.md, the counters).
             pub service: Histogram,
         }
 
@@ -191,14 +191,6 @@ stats! {
     }
 }
 
-/// `t` as nanoseconds since a process-wide origin (taken at the first call), never 0:
-/// an instant in 8 bytes, for what keeps one per connection.
-pub fn mono_ns(t: std::time::Instant) -> u64 {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let origin = *ORIGIN.get_or_init(|| t);
-    u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX - 1) + 1
-}
-
 /// Service-time buckets: bucket `i` counts times of less than 2^i µs (bucket 0: under
 /// 1 µs), the last everything longer (2^25 µs is about 33 s).
 pub const SERVICE_BUCKETS: usize = 27;
@@ -224,12 +216,22 @@ impl Histogram {
     /// Records `d` (the calling thread must be this block's writer).
     #[inline(always)]
     pub fn record(&self, d: std::time::Duration) {
+        self.record_n(d, 1);
+    }
+
+    /// Records `n` times of `d` each (a pipelined burst answered in one send).
+    #[inline(always)]
+    pub fn record_n(&self, d: std::time::Duration, n: u64) {
         if cfg!(not(feature = "no-counters")) {
-            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            // No u128 (`as_nanos`): seconds and nanoseconds, saturating.
+            let ns = d
+                .as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(d.subsec_nanos()));
             let us = ns / 1000;
             let i = ((u64::BITS - us.leading_zeros()) as usize).min(SERVICE_BUCKETS - 1);
-            Stats::add(&self.buckets[i], 1);
-            Stats::add(&self.sum_ns, ns);
+            Stats::add(&self.buckets[i], n);
+            Stats::add(&self.sum_ns, ns.wrapping_mul(n));
         }
     }
 

@@ -91,7 +91,7 @@ pub fn metrics(targets: &[Target]) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP ringserve_service_seconds Time from the loop turn in which a request's last bytes arrived to its response handed to the backend's send.\n\
+        "# HELP ringserve_service_seconds Time from the loop turn in which a request's last bytes arrived to its response handed to the kernel.\n\
          # TYPE ringserve_service_seconds histogram"
     );
     for (t, (threads, gone)) in targets.iter().zip(&rows) {

@@ -64,6 +64,19 @@ impl Timeouts {
     }
 }
 
+/// Responses waiting to be timed (see [`Env::served`]): when their request arrived, and
+/// how many responses went in one send. [`record_served`] times them.
+pub(crate) type Served = Vec<(Instant, u32)>;
+
+/// Records every response in `served` as handed to the kernel at `now`, into `st`'s
+/// service-time histogram, and empties it.
+pub(crate) fn record_served(st: &Stats, served: &mut Served, now: Instant) {
+    for (arrived, n) in served.drain(..) {
+        st.service
+            .record_n(now.saturating_duration_since(arrived), u64::from(n));
+    }
+}
+
 /// The open-file cache as a backend holds it: a ring's own, or the pool's shared one.
 pub(crate) enum Cache<'a> {
     Own(&'a mut OpenCache),
@@ -104,6 +117,10 @@ pub(crate) struct Env<'a> {
     /// io_uring loop turn. `None` (the epoll pool, whose workers share one cache and
     /// receive one connection at a time): every open-file cache hit is checked.
     pub turn: Option<u64>,
+    /// Where a backend that submits a turn's sends together (io_uring) wants each
+    /// response's arrival and count, to time them all with one clock read when it hands
+    /// them to the kernel ([`Served`]). `None`: timed here, with a clock read each.
+    pub served: Option<&'a mut Served>,
     /// The wall clock, for protocols that stamp dates.
     pub wall: SystemTime,
     /// The server is shutting down.
@@ -129,6 +146,7 @@ impl<'a> Env<'a> {
         Env {
             now: Instant::now(),
             turn: None,
+            served: None,
             wall: SystemTime::now(),
             draining: false,
             handoff: false,
@@ -199,11 +217,10 @@ pub(crate) struct Core<P> {
     /// goes as one send) and the bytes of the send in the kernel so far: written when
     /// the send ends, however it ends.
     log: Option<Box<SendLog>>,
-    /// When the latest input arrived ([`crate::stats::mono_ns`]; 0: none since a
-    /// timeout, or ever): a response's service time runs from here. Kept across a
+    /// When the latest input arrived (`None`: none since a timeout, or ever): a response's service time runs from here. Kept across a
     /// response, so each of several pipelined requests read at once is timed from the
     /// read that brought it.
-    arrived_ns: u64,
+    arrived: Option<Instant>,
 }
 
 /// The access-log lines of a send in flight and its bytes in the kernel so far.
@@ -258,7 +275,7 @@ impl<P: Protocol> Core<P> {
             files: None,
             expired: false,
             log: None,
-            arrived_ns: 0,
+            arrived: None,
         }
     }
 
@@ -297,11 +314,17 @@ impl<P: Protocol> Core<P> {
                 Step::Send(chunks) => {
                     let n = self.proto.sent_responses().max(1);
                     Stats::add(&env.st.responses, u64::from(n));
-                    if cfg!(not(feature = "no-counters")) && self.arrived_ns != 0 {
-                        let now = crate::stats::mono_ns(Instant::now());
-                        let took = Duration::from_nanos(now.saturating_sub(self.arrived_ns));
-                        for _ in 0..n {
-                            env.st.service.record(took);
+                    if let Some(arrived) =
+                        self.arrived.filter(|_| cfg!(not(feature = "no-counters")))
+                    {
+                        match env.served.as_deref_mut() {
+                            // Timed when the backend hands the turn's sends over.
+                            Some(served) => served.push((arrived, n)),
+                            // One clock read per response, the counters' only one.
+                            None => {
+                                let took = Instant::now().saturating_duration_since(arrived);
+                                env.st.service.record_n(took, u64::from(n));
+                            }
                         }
                     }
                     // Written when the send ends, with the bytes that went out.
@@ -450,9 +473,7 @@ impl<P: Protocol> Core<P> {
     pub(crate) fn recv(&mut self, data: &[u8], now: Instant) {
         self.doing = Doing::Nothing;
         self.heard_input = true;
-        if cfg!(not(feature = "no-counters")) {
-            self.arrived_ns = crate::stats::mono_ns(now);
-        }
+        self.arrived = Some(now);
         if let Some((Wait::Body, start)) = &mut self.wait {
             *start = now;
         }
@@ -476,7 +497,7 @@ impl<P: Protocol> Core<P> {
     pub(crate) fn timed_out(&mut self, st: &Stats) {
         self.doing = Doing::Nothing;
         // A response to a timeout (408) is not a request served.
-        self.arrived_ns = 0;
+        self.arrived = None;
         Stats::add(&st.recv_timeouts, 1);
         self.proto.handle_timeout();
     }
@@ -547,7 +568,7 @@ impl<P: Protocol> Core<P> {
         self.wait = None;
         // The request is complete when its body is in the file.
         if cfg!(not(feature = "no-counters")) {
-            self.arrived_ns = crate::stats::mono_ns(Instant::now());
+            self.arrived = Some(Instant::now());
         }
         self.proto.handle_recv_file(result);
     }
@@ -776,6 +797,7 @@ mod tests {
             Env {
                 now: self.now,
                 turn: None,
+                served: None,
                 wall: SystemTime::UNIX_EPOCH,
                 draining: self.draining,
                 handoff: self.handoff,

@@ -359,6 +359,7 @@ impl<F: ProtocolFactory> Shared<F> {
         Env {
             now: Instant::now(),
             turn: None,
+            served: None,
             wall: SystemTime::now(),
             draining: self.draining.load(Ordering::Relaxed),
             handoff: self.handoff.load(Ordering::Relaxed),

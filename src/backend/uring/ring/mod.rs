@@ -24,7 +24,7 @@ mod user_data;
 
 use super::bufs::{BufRing, PipePool};
 use super::{Caps, ListenFd, Note, Notifier, Shared};
-use crate::backend::driver::{Action, Cache, Core, Env, Timeouts};
+use crate::backend::driver::{self, Action, Cache, Core, Env, Served, Timeouts};
 use crate::conn::{ConnTable, Key};
 use crate::open_cache::OpenCache;
 use crate::proto::{FileRef, ProtocolFactory};
@@ -206,6 +206,8 @@ struct Io<'a, F: ProtocolFactory> {
     wall: SystemTime,
     /// Loop turns so far: the open-file cache checks a hit at most once a turn.
     turns: u64,
+    /// The responses of this turn, timed when the next enter hands them to the kernel.
+    served: Served,
     /// This ring thread's counters (src/stats.rs).
     st: Arc<Stats>,
 }
@@ -308,6 +310,7 @@ impl<'a, F: ProtocolFactory> Io<'a, F> {
             now: Instant::now(),
             wall: SystemTime::now(),
             turns: 0,
+            served: Served::new(),
             st,
         }
     }
@@ -355,6 +358,11 @@ impl<F: ProtocolFactory> Io<'_, F> {
         cqes: &mut Vec<(u64, i32, u32)>,
     ) -> io::Result<()> {
         self.flush_backlog();
+        if !self.served.is_empty() {
+            // One clock read for every response of the last turn: this enter submits
+            // their sends.
+            driver::record_served(&self.st, &mut self.served, Instant::now());
+        }
         self.enter()?;
         Stats::add(&self.st.uring_enters, 1);
         // Counted before the completions are reaped: everything this turn handles
@@ -408,6 +416,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         Env {
             now: self.now,
             turn: Some(self.turns),
+            served: Some(&mut self.served),
             wall: self.wall,
             draining: self.draining,
             handoff: self.handoff,
