@@ -895,3 +895,12 @@ impl<F: ProtocolFactory> Shared<F> {
         }
     }
 }
+
+/// An idle connection's memory is mostly its `Conn` (bench's idle-10k measures the
+/// RSS): a field that grows it shows here first. Raise the bound only with a reason.
+#[cfg(all(test, target_pointer_width = "64"))]
+#[test]
+fn an_http_connection_stays_within_its_size_budget() {
+    let n = std::mem::size_of::<Conn<crate::proto::http1::Http1>>();
+    assert!(n <= 272, "a pool's HTTP connection is {n} bytes");
+}

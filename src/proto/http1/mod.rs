@@ -125,6 +125,14 @@ struct Held {
     lens: Vec<u64>,
 }
 
+/// The log lines and faults of the send just returned by `poll`, last first: boxed on
+/// first use and kept, so a connection with no access log pays one word.
+#[derive(Debug, Default)]
+struct Said {
+    logs: Vec<LogLine>,
+    faults: Vec<Fault>,
+}
+
 /// What to look for at a request's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Look {
@@ -230,8 +238,7 @@ pub struct Http1 {
     /// The send just returned by `poll`: how many responses it carries, and their log
     /// lines and faults, last first (taken from the back).
     sent_count: u32,
-    logs: Vec<LogLine>,
-    faults: Vec<Fault>,
+    said: Option<Box<Said>>,
     /// The length of each response in the send just returned.
     #[cfg(test)]
     sent_lens: Vec<u64>,
@@ -250,8 +257,7 @@ impl Http1 {
             fault: None,
             held: None,
             sent_count: 0,
-            logs: Vec::new(),
-            faults: Vec::new(),
+            said: None,
             #[cfg(test)]
             sent_lens: Vec::new(),
         }
@@ -455,8 +461,7 @@ impl Http1 {
             let h = *h;
             chunks = h.chunks;
             count += h.count;
-            self.logs.extend(h.logs);
-            self.faults.extend(h.faults);
+            self.note(h.logs, h.faults);
             #[cfg(test)]
             self.sent_lens.extend(h.lens);
         }
@@ -470,16 +475,35 @@ impl Http1 {
             chunks.extend(reply.body.drain(..).filter(|c| !c.is_empty()));
         }
         reply.recycle();
-        self.logs.extend(line);
-        self.faults.extend(fault);
+        self.note(line, fault);
         self.sent(count, chunks)
     }
 
+    /// Adds log lines and faults of the send being built, in order. Nothing to add
+    /// allocates nothing: without an access log and faults a connection never boxes a
+    /// [`Said`].
+    fn note(
+        &mut self,
+        logs: impl IntoIterator<Item = LogLine>,
+        faults: impl IntoIterator<Item = Fault>,
+    ) {
+        let mut logs = logs.into_iter().peekable();
+        let mut faults = faults.into_iter().peekable();
+        if logs.peek().is_none() && faults.peek().is_none() {
+            return;
+        }
+        let s = self.said.get_or_insert_with(Box::default);
+        s.logs.extend(logs);
+        s.faults.extend(faults);
+    }
+
     /// Hands over `chunks`, the `count` responses whose lines and faults are in
-    /// `logs` and `faults` (in order; reversed here to be taken from the back).
+    /// [`Said`] (in order; reversed here to be taken from the back).
     fn sent(&mut self, count: u32, chunks: Vec<Chunk>) -> Step {
-        self.logs.reverse();
-        self.faults.reverse();
+        if let Some(s) = &mut self.said {
+            s.logs.reverse();
+            s.faults.reverse();
+        }
         self.sent_count = count;
         Step::Send(chunks)
     }
@@ -489,8 +513,7 @@ impl Http1 {
         match (&step, self.held.take()) {
             (Step::Recv(_) | Step::Close, Some(h)) => {
                 let h = *h;
-                self.logs.extend(h.logs);
-                self.faults.extend(h.faults);
+                self.note(h.logs, h.faults);
                 #[cfg(test)]
                 {
                     self.sent_lens = h.lens;
@@ -555,8 +578,10 @@ impl Protocol for Http1 {
 
     fn poll(&mut self, now: SystemTime) -> Step {
         // Whatever the driver took of the last send's lines and faults, it is done.
-        self.logs.clear();
-        self.faults.clear();
+        if let Some(s) = &mut self.said {
+            s.logs.clear();
+            s.faults.clear();
+        }
         let step = match std::mem::replace(&mut self.stage, Stage::Read) {
             Stage::Read => self.next_request(now),
             // Asked again before the answer came: ask again.
@@ -577,11 +602,11 @@ impl Protocol for Http1 {
     }
 
     fn take_log_line(&mut self) -> Option<LogLine> {
-        self.logs.pop()
+        self.said.as_mut()?.logs.pop()
     }
 
     fn take_fault(&mut self) -> Option<Fault> {
-        self.faults.pop()
+        self.said.as_mut()?.faults.pop()
     }
 
     fn sent_responses(&self) -> u32 {

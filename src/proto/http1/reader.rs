@@ -34,7 +34,7 @@ enum State {
     /// Discarding the body of a request that is answered once it is gone. Requests are
     /// boxed so a reader between requests (`Head`) is a few words: idle connections
     /// hold no request-sized state.
-    Body(Box<Request>, Discard),
+    Body(Box<(Request, Discard)>),
     /// A request, or the rejection of one, waits to be taken.
     Ready(PBox<Item>),
     /// The connection closes after the current exchange: input is ignored.
@@ -123,7 +123,7 @@ impl Reader {
         }
         let status = Status::RequestTimeout;
         let rejected = match mem::replace(&mut self.state, State::Stopped) {
-            State::Body(req, _) => req.reject(status),
+            State::Body(b) => b.0.reject(status),
             _ => status.into(),
         };
         self.fail(rejected);
@@ -190,21 +190,22 @@ impl Reader {
                         used += len;
                         match req.framing {
                             Framing::None => State::Ready(PBox::new(Ok(req))),
-                            Framing::Length(n) => State::Body(Box::new(req), Discard::length(n)),
+                            Framing::Length(n) => State::Body(Box::new((req, Discard::length(n)))),
                             Framing::Chunked => {
-                                State::Body(Box::new(req), Discard::chunked(cfg.max_body_discard))
+                                let discard = Discard::chunked(cfg.max_body_discard);
+                                State::Body(Box::new((req, discard)))
                             }
                         }
                     }
                     Err(r) => State::Ready(PBox::new(Err(r))),
                 },
-                State::Body(req, mut body) => match body.feed(rest) {
+                State::Body(mut b) => match b.1.feed(rest) {
                     Ok((n, done)) => {
                         used += n;
                         if done {
-                            State::Ready(PBox::new(Ok(*req)))
+                            State::Ready(PBox::new(Ok((*b).0)))
                         } else {
-                            State::Body(req, body)
+                            State::Body(b)
                         }
                     }
                     Err(e) => {
@@ -212,7 +213,7 @@ impl Reader {
                             BodyError::Framing => Status::BadRequest,
                             BodyError::TooLarge => Status::ContentTooLarge,
                         };
-                        State::Ready(PBox::new(Err(req.reject(status))))
+                        State::Ready(PBox::new(Err(b.0.reject(status))))
                     }
                 },
                 other => other,

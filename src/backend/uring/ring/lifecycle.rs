@@ -168,7 +168,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
         if let Some((pipe, empty)) = rx.and_then(|rx| rx.into_pipe()) {
             self.pipes.give(pipe, empty);
         }
-        for input in conn.parked {
+        for input in conn.parked.into_inputs() {
             if let (super::Input::Data(Some(bid), _), Some(b)) = (input, self.bufs.as_mut()) {
                 b.recycle(bid);
                 self.recycled = true;

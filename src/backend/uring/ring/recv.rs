@@ -9,6 +9,7 @@ use crate::conn::Key;
 use crate::proto::ProtocolFactory;
 use crate::stats::Stats;
 use io_uring::{cqueue, opcode, squeue, types};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -28,6 +29,40 @@ pub(super) enum Input {
     Owned(Vec<u8>),
     Eof,
     Error(i32),
+}
+
+/// Multishot input held, in order, while the protocol is not asking. Most connections
+/// never park anything, so the queue is boxed on first use (and kept): an idle
+/// connection pays one word for it, not a `VecDeque`'s four.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // the point: one word inline, not four
+pub(super) struct Parked(Option<Box<VecDeque<Input>>>);
+
+impl Parked {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.as_ref().map_or(true, |q| q.is_empty())
+    }
+
+    pub(super) fn pop_front(&mut self) -> Option<Input> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    pub(super) fn push_back(&mut self, input: Input) {
+        self.0.get_or_insert_with(Box::default).push_back(input);
+    }
+
+    pub(super) fn push_front(&mut self, input: Input) {
+        self.0.get_or_insert_with(Box::default).push_front(input);
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Input> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    /// Everything parked, for a connection's teardown.
+    pub(super) fn into_inputs(self) -> impl Iterator<Item = Input> {
+        self.0.into_iter().flat_map(|q| q.into_iter())
+    }
 }
 
 impl<F: ProtocolFactory> Io<'_, F> {
