@@ -196,15 +196,22 @@ bench_make_files "${files[@]}"
     echo "perf_skip=$PERF_SKIP"
     echo "clk_tck=$(getconf CLK_TCK)"
 } >"$RUN/meta.env"
-# Heap allocations per 1 KiB keep-alive response (bench/allocs.rs: the server in process
-# under a counting allocator; a count, not a timing, so once per run is enough).
+# Heap allocations per 1 KiB keep-alive response, and per response pipelined ×16
+# (bench/allocs.rs: the server in process under a counting allocator; a count, not a
+# timing, so once per run is enough).
 for b in uring epoll; do
-    if line=$("$TARGET_DIR/release/examples/allocs" "$b" 20000 2>"$RUN/allocs-$b.err" | tail -n 1) &&
-        [[ $line =~ :\ ([0-9.]+)\ allocations ]]; then
+    out=$("$TARGET_DIR/release/examples/allocs" "$b" 20000 2>"$RUN/allocs-$b.err" || true)
+    line=$(grep 'keep-alive response' <<<"$out" || true)
+    if [[ $line =~ :\ ([0-9.]+)\ allocations ]]; then
         echo "allocs.$b=${BASH_REMATCH[1]}" >>"$RUN/meta.env"
         bench_log "$line"
     else
         bench_log "allocs $b: no count ($(tail -n 1 "$RUN/allocs-$b.err"))"
+    fi
+    line=$(grep 'pipelined' <<<"$out" || true)
+    if [[ $line =~ :\ ([0-9.]+)\ allocations ]]; then
+        echo "allocs_p16.$b=${BASH_REMATCH[1]}" >>"$RUN/meta.env"
+        bench_log "$line"
     fi
 done
 "$RINGSERVE_BIN" probe --json >"$RUN/probe.json" 2>/dev/null || true

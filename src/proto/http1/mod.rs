@@ -125,6 +125,13 @@ struct Held {
     lens: Vec<u64>,
 }
 
+impl Pooled for Held {
+    free_list!(Held);
+    fn dead() -> Held {
+        Held::default()
+    }
+}
+
 /// The log lines and faults of the send just returned by `poll`, last first: boxed on
 /// first use and kept, so a connection with no access log pays one word.
 #[derive(Debug, Default)]
@@ -435,7 +442,9 @@ impl Http1 {
             && held.0 + 1 < MAX_BATCH
             && held.1 + whole <= MAX_BATCH_BYTES
         {
-            let h = self.held.get_or_insert_with(Box::default);
+            let h = self
+                .held
+                .get_or_insert_with(|| pool::boxed(Held::default()));
             if h.chunks.capacity() == 0 {
                 h.chunks = pool::chunks();
             }
@@ -458,7 +467,7 @@ impl Http1 {
         #[cfg(test)]
         self.sent_lens.clear();
         if let Some(h) = self.held.take() {
-            let h = *h;
+            let h = pool::unbox(h);
             chunks = h.chunks;
             count += h.count;
             self.note(h.logs, h.faults);
@@ -512,7 +521,7 @@ impl Http1 {
     fn flush(&mut self, step: Step) -> Step {
         match (&step, self.held.take()) {
             (Step::Recv(_) | Step::Close, Some(h)) => {
-                let h = *h;
+                let h = pool::unbox(h);
                 self.note(h.logs, h.faults);
                 #[cfg(test)]
                 {

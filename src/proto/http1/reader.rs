@@ -133,7 +133,7 @@ impl Reader {
     /// Ignores all further input and frees the buffer.
     pub fn stop(&mut self) {
         self.state = State::Stopped;
-        self.buf = Vec::new();
+        crate::proto::pool::give_bytes(mem::take(&mut self.buf));
         self.pos = 0;
     }
 
@@ -159,13 +159,18 @@ impl Reader {
             self.buf.drain(..self.pos.min(self.buf.len()));
             self.pos = 0;
         }
+        if self.buf.capacity() == 0 {
+            // The rest of a pipelined burst, or a head in pieces: held on the thread's
+            // buffer, which goes back once consumed (an idle reader holds none).
+            self.buf = crate::proto::pool::bytes();
+        }
         self.buf.extend_from_slice(data);
     }
 
     fn consume(&mut self, n: usize) {
         self.pos = self.pos.saturating_add(n).min(self.buf.len());
         if self.pos == self.buf.len() {
-            self.buf = Vec::new();
+            crate::proto::pool::give_bytes(mem::take(&mut self.buf));
             self.pos = 0;
         }
     }

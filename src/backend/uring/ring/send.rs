@@ -27,7 +27,7 @@ pub(super) const MAX_INLINE: usize = 16;
 /// Most bytes READ into memory for one SENDMSG.
 const MAX_INLINE_BYTES: u64 = 256 * 1024;
 /// Released send boxes a ring keeps for reuse.
-const SPARE_SENDS: usize = 64;
+const SPARE_SENDS: usize = 256;
 
 /// A response on its way out: the chunks, where we are in them, and the kernel-visible
 /// state of the step in flight. Boxed, and dropped only when no step is in the kernel.
