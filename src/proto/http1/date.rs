@@ -16,12 +16,6 @@ pub fn format(secs: u64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs.min(MAX_SECS)))
 }
 
-/// The IMF-fixdate of `secs` as a value that formats itself where it is written (no
-/// String of its own: one allocation fewer per response).
-pub fn imf(secs: u64) -> httpdate::HttpDate {
-    httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs.min(MAX_SECS)))
-}
-
 /// Seconds since the epoch named by an HTTP date in any of the three RFC 9110 forms.
 pub fn parse(value: &str) -> Option<u64> {
     let t = httpdate::parse_http_date(value.trim_matches([' ', '\t'])).ok()?;
@@ -70,14 +64,29 @@ pub fn http_date(now: SystemTime) -> Imf {
     thread_local! {
         static CACHE: std::cell::RefCell<DateCache> = std::cell::RefCell::new(DateCache::default());
     }
-    CACHE.with(|c| {
-        let mut out = [b' '; 29];
+    CACHE.with(|c| cached(c, now))
+}
+
+/// `at` from `cache`, formatted only if the cache holds another second.
+fn cached(cache: &std::cell::RefCell<DateCache>, at: SystemTime) -> Imf {
+    let mut out = [b' '; 29];
+    let mut c = cache.borrow_mut();
+    let text = c.get(at).as_bytes();
+    let n = text.len().min(29);
+    out[..n].copy_from_slice(&text[..n]);
+    Imf(out)
+}
+
+/// Appends the IMF-fixdate of `secs` (a Last-Modified), from a one-entry per-thread
+/// cache: a hot file's mtime is formatted once, not per response.
+pub fn push_imf_cached(out: &mut String, secs: u64) {
+    thread_local! {
+        static LAST: std::cell::RefCell<DateCache> = std::cell::RefCell::new(DateCache::default());
+    }
+    LAST.with(|c| {
         let mut c = c.borrow_mut();
-        let text = c.get(now).as_bytes();
-        let n = text.len().min(29);
-        out[..n].copy_from_slice(&text[..n]);
-        Imf(out)
-    })
+        out.push_str(c.get(UNIX_EPOCH + Duration::from_secs(secs.min(MAX_SECS))));
+    });
 }
 
 /// An IMF-fixdate rewritten as the access log's `06/Nov/1994:08:49:37 +0000`.

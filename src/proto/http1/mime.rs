@@ -42,15 +42,24 @@ const TYPES: &[(&str, &str)] = &[
 
 /// The `Content-Type` for a `/`-separated path.
 pub fn content_type(path: &str) -> &'static str {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let Some((_, ext)) = name.rsplit_once('.') else {
-        return DEFAULT;
+    // One scan back from the end: the last name's extension is after the last `.`
+    // found before any `/`.
+    let b = path.as_bytes();
+    let ext = match b.iter().rposition(|&c| c == b'.' || c == b'/') {
+        Some(i) if b[i] == b'.' => &b[i + 1..],
+        _ => return DEFAULT,
     };
+    if ext.len() > LONGEST {
+        return DEFAULT;
+    }
     TYPES
         .iter()
-        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+        .find(|(e, _)| e.as_bytes().eq_ignore_ascii_case(ext))
         .map_or(DEFAULT, |&(_, t)| t)
 }
+
+/// The longest extension in [`TYPES`].
+const LONGEST: usize = 5;
 
 #[cfg(test)]
 mod tests {
@@ -66,5 +75,28 @@ mod tests {
         assert_eq!(content_type("d.v/README"), "application/octet-stream");
         assert_eq!(content_type("noext"), "application/octet-stream");
         assert_eq!(content_type("weird."), "application/octet-stream");
+    }
+
+    #[test]
+    fn the_longest_extension_is_known() {
+        let longest = super::TYPES.iter().map(|(e, _)| e.len()).max();
+        assert_eq!(longest, Some(super::LONGEST));
+    }
+
+    proptest::proptest! {
+        /// The one-scan lookup agrees with splitting the name off and then its
+        /// extension.
+        #[test]
+        fn agrees_with_splitting(path in "[a-zA-Z./]{0,12}(html|JS|woff2|gz|x)?") {
+            let name = path.rsplit('/').next().unwrap_or(&path);
+            let want = match name.rsplit_once('.') {
+                None => super::DEFAULT,
+                Some((_, ext)) => super::TYPES
+                    .iter()
+                    .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+                    .map_or(super::DEFAULT, |&(_, t)| t),
+            };
+            proptest::prop_assert_eq!(content_type(&path), want);
+        }
     }
 }

@@ -16,6 +16,7 @@
 mod body;
 mod cond;
 mod date;
+mod digits;
 mod head;
 mod listing;
 mod log;
@@ -38,7 +39,6 @@ use head::{Method, Persist, Request};
 use reader::Reader;
 use response::Reply;
 use status::Status;
-use std::fmt::Write;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -415,7 +415,9 @@ impl Http1 {
         out.push_str("\r\n");
         out.push_str(&reply.fields);
         if reply.status != Status::NotModified {
-            let _ = write!(out, "Content-Length: {len}\r\n");
+            out.push_str("Content-Length: ");
+            digits::dec(&mut out, len);
+            out.push_str("\r\n");
         }
         out.push_str(match (close, persist) {
             (true, _) => "Connection: close\r\n",

@@ -2,11 +2,11 @@
 //! every response carries (Date, Content-Length, Connection) and drops the body for HEAD.
 
 use super::cond::{self, Conditions, Precondition, Validators};
-use super::date;
 use super::listing;
 use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
+use super::{date, digits};
 use super::{Dotfiles, Etag, HttpConfig};
 use crate::proto::{path_bytes, pool, Chunk, FileMeta, Listing, Opened};
 use std::fmt::Write;
@@ -132,12 +132,11 @@ impl Reply {
         let v = validators(&meta, cfg.etag, now);
         let mut fields = pool::string();
         fields.reserve(256);
-        let _ = write!(
-            fields,
-            "ETag: {}\r\nLast-Modified: {}\r\n",
-            v.etag,
-            date::imf(v.modified)
-        );
+        fields.push_str("ETag: ");
+        fields.push_str(&v.etag);
+        fields.push_str("\r\nLast-Modified: ");
+        date::push_imf_cached(&mut fields, v.modified);
+        fields.push_str("\r\n");
         let reply = Reply::file_after(opened, content_type, c, cfg.max_ranges, &v, fields, seed);
         pool::give_string(v.etag);
         reply
@@ -240,7 +239,9 @@ impl Reply {
                 }
             },
         };
-        let _ = write!(fields, "Content-Type: {content_type}\r\n");
+        fields.push_str("Content-Type: ");
+        fields.push_str(content_type);
+        fields.push_str("\r\n");
         Reply {
             status,
             fields,
@@ -261,10 +262,19 @@ fn validators(m: &FileMeta, form: Etag, now: u64) -> Validators {
     let mut etag = pool::string();
     etag.reserve(72);
     etag.push('"');
+    // As `{:x}-{:x}-` and `{:x}{:08x}-{:x}` would write them (an i64 in hex is its
+    // two's complement, as the u64 of the same bits).
     if form == Etag::Inode {
-        let _ = write!(etag, "{:x}-{:x}-", m.dev, m.ino);
+        digits::hex(&mut etag, m.dev);
+        etag.push('-');
+        digits::hex(&mut etag, m.ino);
+        etag.push('-');
     }
-    let _ = write!(etag, "{:x}{:08x}-{:x}\"", m.mtime_sec, m.mtime_nsec, m.len);
+    digits::hex(&mut etag, m.mtime_sec as u64);
+    digits::hex_min(&mut etag, u64::from(m.mtime_nsec), 8);
+    etag.push('-');
+    digits::hex(&mut etag, m.len);
+    etag.push('"');
     Validators {
         etag,
         modified: date::clamp(m.mtime_sec).min(now),
