@@ -78,25 +78,7 @@ impl OpenCache {
     /// The cached open of `path`, if it is still valid at `now`. A hit shares the
     /// descriptor; the caller may send from it for as long as it likes.
     pub fn get(&mut self, path: &str, now: Instant) -> Option<Opened> {
-        self.live(path, now).map(|e| e.opened.clone())
-    }
-
-    /// The entry of `path` if it is still valid at `now`; an expired one is dropped.
-    fn live(&mut self, path: &str, now: Instant) -> Option<&mut Entry> {
-        // Acquire: pairs with the Release in `forget`, which follows the link or
-        // unlink, so a lookup that sees the count also sees the new directory entry.
-        let replaced = self.replaced.load(Ordering::Acquire);
-        if replaced != self.seen {
-            self.seen = replaced;
-            self.map.clear();
-            return None;
-        }
-        let e = self.map.get(path)?;
-        if now.saturating_duration_since(e.born) >= self.valid {
-            self.map.remove(path);
-            return None;
-        }
-        self.map.get_mut(path)
+        self.get_fresh(path, now, None, |_| true)
     }
 
     /// [`OpenCache::get`], and the hit still what its descriptor says: `fresh` (an
@@ -113,12 +95,26 @@ impl OpenCache {
         turn: Option<u64>,
         fresh: impl FnOnce(&Opened) -> bool,
     ) -> Option<Opened> {
-        let e = self.live(path, now)?;
-        if turn.is_some_and(|t| t != 0 && e.checked == t) {
-            return Some(e.opened.clone());
+        // Acquire: pairs with the Release in `forget`, which follows the link or
+        // unlink, so a lookup that sees the count also sees the new directory entry.
+        let replaced = self.replaced.load(Ordering::Acquire);
+        if replaced != self.seen {
+            self.seen = replaced;
+            self.map.clear();
+            return None;
         }
-        if fresh(&e.opened) {
-            e.checked = turn.unwrap_or(0);
+        let valid = self.valid;
+        // One lookup per hit: an expired or stale entry is removed after it.
+        let e = self.map.get_mut(path)?;
+        let hit = now.saturating_duration_since(e.born) < valid
+            && (turn.is_some_and(|t| t != 0 && e.checked == t) || {
+                let ok = fresh(&e.opened);
+                if ok {
+                    e.checked = turn.unwrap_or(0);
+                }
+                ok
+            });
+        if hit {
             return Some(e.opened.clone());
         }
         self.map.remove(path);

@@ -217,9 +217,9 @@ pub(crate) struct Core<P> {
     /// goes as one send) and the bytes of the send in the kernel so far: written when
     /// the send ends, however it ends.
     log: Option<Box<SendLog>>,
-    /// When the latest input arrived (`None`: none since a timeout, or ever): a response's service time runs from here. Kept across a
-    /// response, so each of several pipelined requests read at once is timed from the
-    /// read that brought it.
+    /// When the latest input arrived (`None`: none since a timeout, or ever): a
+    /// response's service time runs from here. Kept across a response, so each of
+    /// several pipelined requests read at once is timed from the read that brought it.
     arrived: Option<Instant>,
 }
 

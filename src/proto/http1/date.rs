@@ -64,17 +64,14 @@ pub fn http_date(now: SystemTime) -> Imf {
     thread_local! {
         static CACHE: std::cell::RefCell<DateCache> = std::cell::RefCell::new(DateCache::default());
     }
-    CACHE.with(|c| cached(c, now))
-}
-
-/// `at` from `cache`, formatted only if the cache holds another second.
-fn cached(cache: &std::cell::RefCell<DateCache>, at: SystemTime) -> Imf {
-    let mut out = [b' '; 29];
-    let mut c = cache.borrow_mut();
-    let text = c.get(at).as_bytes();
-    let n = text.len().min(29);
-    out[..n].copy_from_slice(&text[..n]);
-    Imf(out)
+    CACHE.with(|c| {
+        let mut out = [b' '; 29];
+        let mut c = c.borrow_mut();
+        let text = c.get(now).as_bytes();
+        let n = text.len().min(29);
+        out[..n].copy_from_slice(&text[..n]);
+        Imf(out)
+    })
 }
 
 /// Appends the IMF-fixdate of `secs` (a Last-Modified), from a one-entry per-thread

@@ -598,6 +598,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
 
 #[cfg(test)]
 mod tests;
+
 /// An idle connection's memory is mostly its `Conn` (bench's idle-10k measures the
 /// RSS): a field that grows it shows here first. Raise the bound only with a reason.
 #[cfg(all(test, target_pointer_width = "64"))]
