@@ -37,7 +37,7 @@ use crate::proto::{
 };
 use crate::stats::{Gauges, Stats};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -60,6 +60,15 @@ impl Timeouts {
             header: cfg.header_timeout,
             keepalive: cfg.keepalive_timeout,
             body: cfg.body_timeout,
+        }
+    }
+
+    /// How long a receive waiting for `wait` may take.
+    fn of_wait(&self, wait: Wait) -> Duration {
+        match wait {
+            Wait::Idle => self.keepalive,
+            Wait::Request => self.header,
+            Wait::Body => self.body,
         }
     }
 }
@@ -188,12 +197,40 @@ enum Doing {
     RecvFile,
 }
 
+/// A peer's address in half a `SocketAddr`'s 32 bytes: an IPv4 one inline, an IPv6 one
+/// (28 bytes with flow and scope) boxed. Every idle connection holds one.
+enum Peer {
+    V4(SocketAddrV4),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        match a {
+            SocketAddr::V4(a) => Peer::V4(a),
+            SocketAddr::V6(a) => Peer::V6(Box::new(a)),
+        }
+    }
+}
+
+impl Peer {
+    fn get(&self) -> SocketAddr {
+        match self {
+            Peer::V4(a) => SocketAddr::V4(*a),
+            Peer::V6(a) => SocketAddr::V6(**a),
+        }
+    }
+}
+
 /// One connection's protocol and everything the driver keeps about it.
 pub(crate) struct Core<P> {
     pub proto: P,
-    pub peer: SocketAddr,
-    /// The wait in progress and when its clock started.
-    wait: Option<(Wait, Instant)>,
+    peer: Peer,
+    /// The wait in progress; its clock started at `wait_start`. Kept apart (not an
+    /// `Option<(Wait, Instant)>`) so the kind packs with the flags below: an idle
+    /// connection is mostly this struct.
+    wait: Option<Wait>,
+    wait_start: Instant,
     /// `handle_drain` was delivered.
     drained: bool,
     /// Bytes have been received since the last response was sent (a hand-off drain
@@ -265,8 +302,9 @@ impl<P: Protocol> Core<P> {
     pub(crate) fn new(proto: P, peer: SocketAddr, now: Instant) -> Core<P> {
         Core {
             proto,
-            peer,
-            wait: Some((Wait::Request, now)),
+            peer: Peer::from(peer),
+            wait: Some(Wait::Request),
+            wait_start: now,
             drained: false,
             heard_input: false,
             close_asked: false,
@@ -277,6 +315,11 @@ impl<P: Protocol> Core<P> {
             log: None,
             arrived: None,
         }
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer.get()
     }
 
     /// Polls the protocol until it needs the backend, and says for what.
@@ -341,7 +384,7 @@ impl<P: Protocol> Core<P> {
                         }));
                     }
                     while let Some(fault) = self.proto.take_fault() {
-                        log_fault(self.peer, &fault);
+                        log_fault(self.peer(), &fault);
                     }
                     self.mid_request = false;
                     self.doing = Doing::Send;
@@ -455,18 +498,20 @@ impl<P: Protocol> Core<P> {
     /// time still runs out of time), a new kind starts it now. A body wait restarts
     /// with every byte received ([`Core::recv`]).
     fn deadline(&mut self, wait: Wait, env: &Env<'_>) -> Instant {
-        let start = match self.wait {
-            Some((w, t)) if w == wait => t,
-            _ => env.now,
-        };
-        self.wait = Some((wait, start));
-        let t = env.timeouts;
-        start
-            + match wait {
-                Wait::Idle => t.keepalive,
-                Wait::Request => t.header,
-                Wait::Body => t.body,
-            }
+        if self.wait != Some(wait) {
+            self.wait = Some(wait);
+            self.wait_start = env.now;
+        }
+        self.wait_start + env.timeouts.of_wait(wait)
+    }
+
+    /// The deadline of the receive the backend is making (`None`: it is making none):
+    /// what [`Action::Recv`] said, for a backend that keeps no copy of it.
+    pub(crate) fn recv_deadline(&self, t: &Timeouts) -> Option<Instant> {
+        match (self.doing, self.wait) {
+            (Doing::Recv, Some(wait)) => Some(self.wait_start + t.of_wait(wait)),
+            _ => None,
+        }
     }
 
     /// Bytes arrived for the armed receive.
@@ -474,8 +519,8 @@ impl<P: Protocol> Core<P> {
         self.doing = Doing::Nothing;
         self.heard_input = true;
         self.arrived = Some(now);
-        if let Some((Wait::Body, start)) = &mut self.wait {
-            *start = now;
+        if self.wait == Some(Wait::Body) {
+            self.wait_start = now;
         }
         self.proto.handle_recv(data);
     }

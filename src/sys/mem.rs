@@ -11,8 +11,20 @@ pub struct AnonPages {
 }
 
 impl AnonPages {
-    /// Maps `len` bytes (rounded up to whole pages by the kernel).
+    /// Maps `len` bytes (rounded up to whole pages by the kernel), each page faulted in
+    /// on first touch.
     pub fn new(len: usize) -> io::Result<AnonPages> {
+        Self::map(len, 0)
+    }
+
+    /// Maps `len` bytes with every page present from the start (`MAP_POPULATE`): for
+    /// memory that will all be touched anyway, so its cost shows at start-up rather
+    /// than growing under the first traffic (and no first touch faults).
+    pub fn populated(len: usize) -> io::Result<AnonPages> {
+        Self::map(len, libc::MAP_POPULATE)
+    }
+
+    fn map(len: usize, flags: libc::c_int) -> io::Result<AnonPages> {
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing
         // aliases no existing Rust object.
         let ptr = unsafe {
@@ -20,7 +32,7 @@ impl AnonPages {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
                 -1,
                 0,
             )

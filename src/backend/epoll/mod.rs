@@ -338,7 +338,7 @@ impl<F: ProtocolFactory> Shared<F> {
         };
         self.busy.fetch_add(1, Ordering::SeqCst);
         Gauges::up(&self.ctx.stats.gauges.busy_workers);
-        let peer = conn.core.peer;
+        let peer = conn.core.peer();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             self.drive(st, key, conn, parked_until, buf)
         }));
@@ -595,7 +595,7 @@ impl<F: ProtocolFactory> Shared<F> {
     fn close(&self, st: &Stats, key: Key, conn: Conn<F::Proto>, why: CloseReason) {
         let Conn { fd, core, cut, .. } = conn;
         close_socket(fd, why, cut);
-        self.retire(st, key, core.peer, why);
+        self.retire(st, key, core.peer(), why);
         // The core goes last: temporary files it still holds are removed.
         drop(core);
     }
@@ -902,5 +902,5 @@ impl<F: ProtocolFactory> Shared<F> {
 #[test]
 fn an_http_connection_stays_within_its_size_budget() {
     let n = std::mem::size_of::<Conn<crate::proto::http1::Http1>>();
-    assert!(n <= 272, "a pool's HTTP connection is {n} bytes");
+    assert!(n <= 248, "a pool's HTTP connection is {n} bytes");
 }

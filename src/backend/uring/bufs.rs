@@ -53,7 +53,11 @@ impl BufRing {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let entries = AnonPages::new(usize::from(count) * std::mem::size_of::<RawEntry>())?;
-        let data = AnonPages::new(usize::from(count) * size as usize)?;
+        // The kernel hands buffers out in ring order, so within `count` receives every
+        // one is touched: populated now, the whole pool is a start-up cost (1 MiB at
+        // the default 256) instead of RSS that grows under the first traffic and reads
+        // as per-connection memory.
+        let data = AnonPages::populated(usize::from(count) * size as usize)?;
         let mut br = BufRing {
             entries,
             data,

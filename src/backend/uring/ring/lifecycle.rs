@@ -91,7 +91,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 }
             } else if conn.ops & Op::Recv.bit() != 0
                 && !conn.recv_timed_out
-                && conn.deadline.is_some_and(|d| d <= now)
+                && conn
+                    .core
+                    .recv_deadline(&self.timeouts)
+                    .is_some_and(|d| d <= now)
             {
                 conn.recv_timed_out = true;
                 self.cancel(Op::Recv.ud(key.to_u64()));
@@ -175,7 +178,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             }
         }
         close_socket(conn.fd, why, conn.cut);
-        driver::retire(&self.sh.ctx, &self.st, key, conn.core.peer, why);
+        driver::retire(&self.sh.ctx, &self.st, key, conn.core.peer(), why);
     }
 
     /// Ends the ring whatever way its loop ended: cancels every operation in the kernel

@@ -16,6 +16,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 /// Receive buffer size, for the buffer ring and the per-connection fallback alike.
 pub(super) const RECV_BUF: u32 = 4096;
+/// A connection's own receive buffer (no buffer ring): a thin pointer in the `Conn`.
+pub(super) type RecvBuf = Box<[u8; RECV_BUF as usize]>;
 /// Multishot receive: data buffers a connection may hold while it sends, before its
 /// receive is cancelled (a pipelining client must not drain the buffer ring).
 const PARK_MAX: usize = 2;
@@ -92,7 +94,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
             None => {
                 let buf = conn.recv_buf.get_or_insert_with(|| {
                     Stats::add(&self.st.recv_buf_allocs, 1);
-                    vec![0u8; RECV_BUF as usize].into_boxed_slice()
+                    Box::new([0u8; RECV_BUF as usize])
                 });
                 opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build()
             }
@@ -125,7 +127,6 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 None
             }
             e if e == -libc::ECANCELED && conn.recv_timed_out && conn.want_recv => {
-                conn.deadline = None;
                 conn.want_recv = false;
                 conn.core.timed_out(&self.st);
                 None
@@ -168,7 +169,6 @@ impl<F: ProtocolFactory> Io<'_, F> {
     /// panics while it looks at the bytes (the panic then goes on to the connection's
     /// catch_unwind, which closes only this connection).
     pub(super) fn deliver(&mut self, conn: &mut Conn<F::Proto>, input: Input) {
-        conn.deadline = None;
         conn.want_recv = false;
         // A timeout cancel still on its way no longer means a timeout.
         conn.recv_timed_out = false;
