@@ -642,14 +642,22 @@ bench_pid_tree() {
 # bench_cpu_ticks PID... — utime + stime (clock ticks) summed over the processes; each
 # process's /proc/PID/stat counts all its threads, exited ones included.
 bench_cpu_ticks() {
-    local sum=0 p s f
+    local u s
+    read -r u s <<<"$(bench_cpu_ticks_split "$@")"
+    echo $((u + s))
+}
+
+# bench_cpu_ticks_split PID... — "UTIME STIME" (clock ticks) summed over the processes.
+bench_cpu_ticks_split() {
+    local u=0 s=0 p st f
     for p in "$@"; do
-        s=$(<"/proc/$p/stat") || continue
-        s=${s##*) }
-        read -ra f <<<"$s"
-        sum=$((sum + f[11] + f[12]))
+        st=$(<"/proc/$p/stat") || continue
+        st=${st##*) }
+        read -ra f <<<"$st"
+        u=$((u + f[11]))
+        s=$((s + f[12]))
     done
-    echo "$sum"
+    echo "$u $s"
 }
 
 # bench_cpu_ticks_all PID... — as bench_cpu_ticks, plus what each has reaped of its
