@@ -137,6 +137,16 @@ for k in 1 2 3 4; do
     SM_ON[k]=$(col_median "$k" "${S_ON[@]}")
     SM_OFF[k]=$(col_median "$k" "${S_OFF[@]}")
 done
+# The median of the pairs' own differences (user, and user + sys): drift between pairs
+# cancels within each.
+pair_diffs() {
+    local k=$1 i
+    for ((i = 0; i < REPS; i++)); do
+        printf '%s %s\n' "${S_ON[i]}" "${S_OFF[i]}"
+    done | awk -v k="$k" '{print (k == 4) ? ($2 + $3) - ($5 + $6) : $k - $(k + 3)}'
+}
+PD_USER=$(median $(pair_diffs 2))
+PD_ALL=$(median $(pair_diffs 4))
 
 {
     echo "# The counters' cost per request — $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -166,6 +176,7 @@ done
         name=([2]="server user CPU per request" [3]="server system CPU per request" [4]="server CPU per request")
         echo "| ${name[k]} | ${SM_ON[k]} ns | ${SM_OFF[k]} ns | $((SM_ON[k] - SM_OFF[k])) ns ($(python3 -c "print(f'{(${SM_ON[k]}-${SM_OFF[k]})/${SM_OFF[4]}*100:+.2f}')") % of off's CPU per request) |"
     done
+    echo "| the pairs' own differences, median: user; user + system | | | $PD_USER ns ($(python3 -c "print(f'{$PD_USER/${SM_OFF[4]}*100:+.2f}')") %); $PD_ALL ns ($(python3 -c "print(f'{$PD_ALL/${SM_OFF[4]}*100:+.2f}')") %) |"
     echo
     echo "Runs (req/s, user ns, system ns per request; on / off, in the order run):"
     echo
