@@ -18,7 +18,10 @@
 //! does. (Changes made through this server forget the path at once.) A file that
 //! changes between that check and the send is the same race every server has: one that
 //! shrinks ends the connection, never padded. Only successful opens are cached: a 404
-//! is never stale.
+//! is never stale. A small body an io_uring ring keeps on a cached handle
+//! ([`crate::proto::FileRef`], read whole once) goes with the handle: a change `fstat`
+//! sees drops both; one it cannot see (the same size within one mtime tick) is sent as
+//! the kept bytes with the metadata they were read under, for at most `valid`.
 //!
 //! Keys are the protocol's normalised relative paths, and every cached descriptor was
 //! opened beneath the root by [`crate::fs::Root`], so a hit can never reach anything a

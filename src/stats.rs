@@ -131,10 +131,11 @@ stats! {
         responses,
         /// Bytes sent from memory (headers, small bodies read into memory).
         bytes_copy,
-        /// Bytes spliced from a pipe to a socket (io_uring).
-        bytes_splice,
         /// Bytes sent by sendfile (epoll).
         bytes_sendfile,
+        /// Small file bodies sent from the memory of an earlier whole read through the
+        /// same open handle, without a READ (io_uring).
+        bodies_kept,
         /// io_uring_enter calls (each submits a batch and reaps completions).
         uring_enters,
         /// Submission queue entries queued.
@@ -156,6 +157,8 @@ stats! {
         epoll_wakeups,
         /// Events or completions whose key was stale, dropped.
         stale_dropped,
+        /// Bytes spliced from a pipe to a socket (io_uring).
+        bytes_splice,
         /// Bytes of the connection spliced into a file (socket→pipe→file, both backends).
         bytes_recv_splice,
         /// Bytes of the connection copied into a file (received, then written): a
@@ -447,8 +450,8 @@ fn a_responses_counters_share_one_cache_line() {
         offset_of!(Stats, accepts),
         offset_of!(Stats, responses),
         offset_of!(Stats, bytes_copy),
-        offset_of!(Stats, bytes_splice),
         offset_of!(Stats, bytes_sendfile),
+        offset_of!(Stats, bodies_kept),
         offset_of!(Stats, uring_enters),
         offset_of!(Stats, sqes),
         offset_of!(Stats, cqes),

@@ -4,29 +4,62 @@
 //! protocol, in this crate or outside it, cannot do I/O with them.
 
 use std::fs::File;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+
+/// Longest start of a file a [`FileRef`] keeps in memory once a backend has read it
+/// (bytes): a small body read once is then sent from memory while the handle lives.
+pub(crate) const KEEP_BODY_MAX: usize = 16 * 1024;
 
 /// A file the backend opened or created for the protocol. It can be put in a
 /// [`Chunk::File`](super::Chunk::File), a [`RecvFile`](super::RecvFile) or an
 /// [`FsOp`](super::FsOp), compared and dropped, but not read, written or seeked.
 /// Cloning shares the descriptor, as the open-file cache does.
 #[derive(Clone)]
-pub struct FileRef(Arc<File>);
+pub struct FileRef(Arc<Shared>);
+
+struct Shared {
+    file: File,
+    /// The file's first bytes as a backend once read them whole (at most
+    /// [`KEEP_BODY_MAX`]). As fresh as the handle: the open-file cache drops a handle
+    /// whose file changed (`fstat` at most a loop turn before the request), and a new
+    /// handle starts with nothing kept.
+    start: OnceLock<Box<[u8]>>,
+}
 
 impl FileRef {
     pub(crate) fn new(file: File) -> FileRef {
-        FileRef(Arc::new(file))
+        FileRef(Arc::new(Shared {
+            file,
+            start: OnceLock::new(),
+        }))
     }
 
     /// The descriptor, for the backends' system calls.
     pub(crate) fn file(&self) -> &File {
-        &self.0
+        &self.0.file
+    }
+
+    /// Bytes `offset..offset + len` of the file from memory, if a backend kept them.
+    pub(crate) fn kept(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let start = self.0.start.get()?;
+        let end = offset.checked_add(len)?;
+        start.get(usize::try_from(offset).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// Keeps `bytes`, read whole from offset 0 through this handle, for [`kept`]
+    /// (the first such read only; one longer than [`KEEP_BODY_MAX`] is not kept).
+    ///
+    /// [`kept`]: FileRef::kept
+    pub(crate) fn keep_start(&self, bytes: &[u8]) {
+        if bytes.len() <= KEEP_BODY_MAX && self.0.start.get().is_none() {
+            let _ = self.0.start.set(bytes.into());
+        }
     }
 
     /// The file itself when this is its last holder (so a backend can close it its own
     /// way, as IORING_OP_CLOSE); otherwise the handle back.
     pub(crate) fn into_only(self) -> Result<File, FileRef> {
-        Arc::try_unwrap(self.0).map_err(FileRef)
+        Arc::try_unwrap(self.0).map(|s| s.file).map_err(FileRef)
     }
 
     /// How many handles share the descriptor (the cache's among them), for tests.

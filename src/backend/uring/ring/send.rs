@@ -58,6 +58,9 @@ pub(super) struct Sending {
     read_failed: Option<CloseReason>,
     /// Files whose bodies were read into memory chunks, kept open until release.
     inlined: Vec<FileRef>,
+    /// Of this step's READs, those from offset 0 of a small file: the chunk read into,
+    /// kept by the file ([`FileRef::keep_start`]) once every READ of the step is whole.
+    keep: Vec<(usize, FileRef)>,
 }
 
 impl<F: ProtocolFactory> Io<'_, F> {
@@ -157,9 +160,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
             // so the sum is whole only when each is).
             let mut entries: [squeue::Entry; MAX_INLINE + 1] =
                 std::array::from_fn(|_| opcode::Nop::new().build());
-            let mut inline_bytes = 0u64;
+            let (mut inline_bytes, mut kept_bytes) = (0u64, 0u64);
             st.reads = 0;
             st.reads_in = 0;
+            st.keep.clear();
             loop {
                 let end = visit_run(&st.chunks, st.i, st.off, |_| {});
                 let Some(Chunk::File { file, offset, len }) = st.chunks.get(end) else {
@@ -167,13 +171,26 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 };
                 let fits = (1..=COPY_BUF as u64).contains(len)
                     && usize::from(st.reads) < MAX_INLINE
-                    && (st.reads == 0 || inline_bytes + len <= MAX_INLINE_BYTES);
+                    && (inline_bytes == 0 || inline_bytes + len <= MAX_INLINE_BYTES);
                 if !fits {
                     break;
                 }
                 let (file, offset, len) = (file.clone(), *offset, *len as u32);
                 let mut body = crate::proto::pool::bytes();
+                if let Some(kept) = file.kept(offset, u64::from(len)) {
+                    // Read whole once through this handle: sent from memory, no READ.
+                    body.extend_from_slice(kept);
+                    Stats::add(&self.st.bodies_kept, 1);
+                    st.chunks[end] = Chunk::Mem(body);
+                    st.inlined.push(file);
+                    inline_bytes += u64::from(len);
+                    kept_bytes += u64::from(len);
+                    continue;
+                }
                 body.resize(len as usize, 0);
+                if offset == 0 && len as usize <= crate::proto::KEEP_BODY_MAX {
+                    st.keep.push((end, file.clone()));
+                }
                 let e =
                     opcode::Read::new(types::Fd(file.file().as_raw_fd()), body.as_mut_ptr(), len)
                         .offset(offset)
@@ -186,7 +203,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 st.reads += 1;
                 inline_bytes += u64::from(len);
             }
-            st.read_want = inline_bytes;
+            st.read_want = inline_bytes - kept_bytes;
             st.read_got = 0;
             if st.reads > 1 {
                 let n = usize::from(st.reads);
@@ -336,6 +353,12 @@ impl<F: ProtocolFactory> Io<'_, F> {
             if fail.is_none() && st.read_got != st.read_want && !timed_out {
                 fail = Some(CloseReason::FileShrunk);
             }
+            // Every READ whole: the small files read from their start keep it.
+            for (i, file) in st.keep.drain(..) {
+                if let (None, false, Some(Chunk::Mem(b))) = (&fail, timed_out, st.chunks.get(i)) {
+                    file.keep_start(b);
+                }
+            }
         } else if let Some(n) = r_in {
             match n {
                 n if n > 0 => {
@@ -392,11 +415,14 @@ impl Sending {
     fn reset(&mut self, chunks: Vec<Chunk>, now: Instant) {
         let mut iov = std::mem::take(&mut self.iov);
         let mut inlined = std::mem::take(&mut self.inlined);
+        let mut keep = std::mem::take(&mut self.keep);
         iov.clear();
         inlined.clear();
+        keep.clear();
         *self = Sending {
             iov,
             inlined,
+            keep,
             ..Sending::new(chunks, now)
         };
     }
@@ -421,6 +447,7 @@ impl Sending {
             read_got: 0,
             read_failed: None,
             inlined: Vec::new(),
+            keep: Vec::new(),
         }
     }
 }

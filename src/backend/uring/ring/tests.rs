@@ -280,3 +280,80 @@ fn statx_and_fstat_give_the_same_metadata() {
         crate::fs::meta_of(&f).unwrap()
     );
 }
+
+/// One response from `peer`: its head and a Content-Length body.
+fn read_response(peer: &mut UnixStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(got[..end + 4].to_vec()).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .expect("a Content-Length")
+                .parse()
+                .unwrap();
+            if got.len() >= end + 4 + len {
+                return (head, got[end + 4..end + 4 + len].to_vec());
+            }
+        }
+        let n = peer.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed mid-response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A small body READ whole through a cached handle is kept by the handle: the next
+/// response of the same file goes from memory, with no READ. A rewrite the cache sees
+/// (here the size changes) brings a new handle, read again: nothing stale is sent.
+#[test]
+fn a_small_body_read_once_is_sent_from_memory_until_the_file_changes() {
+    let Some(r) = ring() else { return };
+    let dir = Dir::new("kept-body");
+    std::fs::write(dir.0.join("f"), "the first body").unwrap();
+    let sh = shared(
+        HttpFactory::new(HttpConfig::default()),
+        &dir,
+        Caps::from_probe(),
+    );
+    let inbox = Notifier::new().unwrap();
+    let st = Arc::new(Stats::default());
+    let mut io = Io::new(&sh, &inbox, 0, r, Vec::new(), None, st.clone());
+    let mut conns = ConnTable::shard(4, 0);
+    let (key, mut peer) = connect(&mut io, &mut conns);
+    let conn = conns.get_mut(key).unwrap();
+    io.drive(key, conn);
+    let mut get = |io: &mut Io<'_, _>, conns: &mut Conns<_>, want: &str| {
+        peer.write_all(b"GET /f HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let before = st.responses.load(Ordering::Relaxed);
+        let answered = |_: &mut Io<'_, _>, c: &mut Conns<_>| {
+            st.responses.load(Ordering::Relaxed) > before
+                && c.get(key).is_some_and(|c| c.send.is_none())
+        };
+        assert!(turn_until(io, conns, answered), "no response");
+        let (head, body) = read_response(&mut peer);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+        assert_eq!(String::from_utf8(body).unwrap(), want);
+        st.bodies_kept.load(Ordering::Relaxed)
+    };
+    assert_eq!(
+        get(&mut io, &mut conns, "the first body"),
+        0,
+        "read, then kept"
+    );
+    assert_eq!(get(&mut io, &mut conns, "the first body"), 1, "from memory");
+    std::fs::write(dir.0.join("f"), "a second, longer body").unwrap();
+    assert_eq!(
+        get(&mut io, &mut conns, "a second, longer body"),
+        1,
+        "read again"
+    );
+    assert_eq!(
+        get(&mut io, &mut conns, "a second, longer body"),
+        2,
+        "and kept"
+    );
+    io.teardown(&mut conns);
+}
