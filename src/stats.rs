@@ -123,8 +123,8 @@ macro_rules! stats {
 stats! {
     counters {
         // The first eight share the block's first cache line (it is repr(C); a test
-        // holds them there): a small response touches that line and the one with the
-        // service histogram's sum and lowest buckets, not five lines.
+        // holds them there): a small response touches that line and the service
+        // histogram's, three lines in all where declaration order made it five.
         /// Connections accepted.
         accepts,
         /// Responses handed to the kernel (one per `Step::Send`).
@@ -441,8 +441,8 @@ impl Seq {
     }
 }
 
-/// The counters a small response touches share the block's first cache line
-/// (bench/counters.sh: scattered over five lines they cost 5 % of a request's user CPU).
+/// The counters a small response touches share the block's first cache line (spread
+/// over five lines they cost more than their instructions: docs/ARCHITECTURE.md).
 #[test]
 fn a_responses_counters_share_one_cache_line() {
     use std::mem::offset_of;
