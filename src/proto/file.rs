@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 /// Longest start of a file a [`FileRef`] keeps in memory once a backend has read it
 /// (bytes): a small body read once is then sent from memory while the handle lives.
-pub(crate) const KEEP_BODY_MAX: usize = 16 * 1024;
+const KEEP_BODY_MAX: usize = 16 * 1024;
 
 /// A file the backend opened or created for the protocol. It can be put in a
 /// [`Chunk::File`](super::Chunk::File), a [`RecvFile`](super::RecvFile) or an
@@ -46,12 +46,20 @@ impl FileRef {
         start.get(usize::try_from(offset).ok()?..usize::try_from(end).ok()?)
     }
 
+    /// Whether a whole read of `len` bytes at `offset` would be kept by
+    /// [`keep_start`]: from offset 0, at most [`KEEP_BODY_MAX`], nothing kept yet.
+    ///
+    /// [`keep_start`]: FileRef::keep_start
+    pub(crate) fn would_keep(&self, offset: u64, len: usize) -> bool {
+        offset == 0 && len <= KEEP_BODY_MAX && self.0.start.get().is_none()
+    }
+
     /// Keeps `bytes`, read whole from offset 0 through this handle, for [`kept`]
     /// (the first such read only; one longer than [`KEEP_BODY_MAX`] is not kept).
     ///
     /// [`kept`]: FileRef::kept
     pub(crate) fn keep_start(&self, bytes: &[u8]) {
-        if bytes.len() <= KEEP_BODY_MAX && self.0.start.get().is_none() {
+        if self.would_keep(0, bytes.len()) {
             let _ = self.0.start.set(bytes.into());
         }
     }

@@ -41,7 +41,6 @@ pub mod xfer;
 mod file;
 mod name;
 
-pub(crate) use file::KEEP_BODY_MAX;
 pub use file::{FileRef, TempFile};
 pub use name::{path_bytes, path_from_bytes};
 

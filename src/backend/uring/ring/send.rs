@@ -188,7 +188,7 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     continue;
                 }
                 body.resize(len as usize, 0);
-                if offset == 0 && len as usize <= crate::proto::KEEP_BODY_MAX {
+                if file.would_keep(offset, len as usize) {
                     st.keep.push((end, file.clone()));
                 }
                 let e =
