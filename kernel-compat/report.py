@@ -206,9 +206,15 @@ def check(cid, where, parsed, meta):
     if uring_rc == 0 and "epoll" not in modes:
         if "epoll" in meta.get("modes", "auto epoll").split():
             problems.append("uring starts here but the suite was not run forced to epoll")
+        elif meta.get("modes_why") == "auto-only":
+            notes.append("not run forced to epoll in this run (--auto-only: CI's short matrix; "
+                         "the full matrix runs it)")
         else:
             notes.append("not run forced to epoll here (matrix.sh: the setup changes only "
                          "io_uring, or the kernel lies between 5.10 and 7.3, which do run it)")
+    if meta.get("bins", "all") != "all":
+        notes.append(f"test binaries run here: {meta['bins']} (matrix.sh: this setup changes "
+                     "only ring memory accounting; the rest of the suite is its kernel's plain cell's)")
     for mode, md in modes.items():
         if md["failed"] or md["failed_binaries"]:
             problems.append(f"{mode}: {md['failed']} tests failed ("
