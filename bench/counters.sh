@@ -29,26 +29,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REPS=5
-OUT=""
-while (($#)); do
-    case $1 in
-    --reps)
-        REPS=${2:?--reps needs a number}
-        shift
-        ;;
-    --out)
-        OUT=${2:?--out needs a file}
-        shift
-        ;;
-    *)
-        echo "usage: bench/counters.sh [--reps N] [--out FILE]" >&2
-        exit 2
-        ;;
-    esac
-    shift
-done
-[[ -n $OUT ]] || OUT=$REPO_DIR/bench/results/counters-$(date -u +%Y-%m-%dT%H%M).md
+bench_reps_out counters "$@"
 
 bench_init
 bench_ensure_tools no-nginx

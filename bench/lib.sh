@@ -64,6 +64,23 @@ bench_cleanup() {
     exit "$rc"
 }
 
+# bench_reps_out NAME ARGS... — parses `[--reps N] [--out FILE]` for bench/NAME.sh into
+# REPS (default 5) and OUT (default bench/results/NAME-DATE.md); anything else is exit 2.
+bench_reps_out() {
+    local name=$1
+    shift
+    REPS=5 OUT=""
+    while (($#)); do
+        case $1 in
+        --reps) REPS=${2:?--reps needs a number} && shift ;;
+        --out) OUT=${2:?--out needs a file} && shift ;;
+        *) echo "usage: bench/$name.sh [--reps N] [--out FILE]" >&2 && exit 2 ;;
+        esac
+        shift
+    done
+    [[ -n $OUT ]] || OUT=$REPO_DIR/bench/results/$name-$(date -u +%Y-%m-%dT%H%M).md
+}
+
 # bench_spawn LOG CMD... — starts CMD in the background, output to LOG; SPAWNED_PID.
 bench_spawn() {
     local log=$1

@@ -193,6 +193,13 @@ def check(cid, where, parsed, meta):
             lack = [f for f in NEW_FEATURES if f not in present]
             if lack:
                 problems.append(f"expected {lack} on this kernel")
+        # cachestat(2) came in 6.5: 6.1 lacks it, 6.12 and 7.3 have it (the host's
+        # kernel is whatever CI runs on, so it is not judged).
+        kid = meta.get("kernel_id", "")
+        if cid != "host-nofeat" and kid in ("5.10", "6.1") and "cachestat" in present:
+            problems.append(f"{kid} should lack cachestat (6.5)")
+        if cid != "host-nofeat" and kid in ("6.12", "7.3") and "cachestat" not in present:
+            problems.append("expected cachestat on this kernel (6.5+)")
         if u["available"] and not u.get("missing_required"):
             if p["backend"] != "uring":
                 problems.append(f"auto chose {p['backend']} where io_uring is usable")

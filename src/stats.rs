@@ -131,7 +131,8 @@ stats! {
         responses,
         /// Bytes sent from memory (headers, small bodies read into memory).
         bytes_copy,
-        /// Bytes sent by sendfile (epoll).
+        /// Bytes sent by sendfile (epoll; io_uring for large bodies the page cache
+        /// holds, where cachestat(2) is had).
         bytes_sendfile,
         /// Small file bodies sent from the memory of an earlier whole read through the
         /// same open handle, without a READ (io_uring).

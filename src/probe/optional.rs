@@ -41,6 +41,12 @@ pub enum Optional {
     CoopTaskrun,
     /// `IORING_SETUP_SUBMIT_ALL`, 5.18: keep submitting the batch after a failing SQE.
     SubmitAll,
+    /// `cachestat(2)`, 6.5: a system call, not a ring feature, listed here because only
+    /// the uring backend uses it. It tells whether a body is wholly in the page cache;
+    /// when it is, the ring sends it with sendfile on its own thread instead of splicing
+    /// it through an io-wq worker ("Measured choices" in docs/ARCHITECTURE.md). Tried
+    /// on a memfd; a seccomp profile that does not know it answers ENOSYS or EPERM.
+    Cachestat,
 }
 
 /// How a feature is detected.
@@ -62,7 +68,7 @@ pub const HOW_DISABLED: &str = "disabled by RINGSERVE_URING_DISABLE";
 
 impl Optional {
     /// Every optional feature, in report order.
-    pub const ALL: [Optional; 12] = [
+    pub const ALL: [Optional; 13] = [
         Optional::Openat2,
         Optional::Statx,
         Optional::ProvideBuffers,
@@ -75,6 +81,7 @@ impl Optional {
         Optional::DeferTaskrun,
         Optional::CoopTaskrun,
         Optional::SubmitAll,
+        Optional::Cachestat,
     ];
 
     /// Stable snake_case name, used in reports, JSON and `RINGSERVE_URING_DISABLE`.
@@ -92,6 +99,7 @@ impl Optional {
             Optional::DeferTaskrun => "defer_taskrun",
             Optional::CoopTaskrun => "coop_taskrun",
             Optional::SubmitAll => "submit_all",
+            Optional::Cachestat => "cachestat",
         }
     }
 
@@ -106,7 +114,7 @@ impl Optional {
             Optional::MultishotRecv => Some(
                 "opt-in (--uring-multishot-recv): no measurable gain for HTTP keep-alive (see \"Measured choices\" in docs/ARCHITECTURE.md)",
             ),
-            Optional::SendZc => Some("pays off only for large sends over real NICs; bodies are spliced"),
+            Optional::SendZc => Some("pays off only for large sends over real NICs; bodies go by sendfile or splice"),
             _ => None,
         }
     }
@@ -120,6 +128,7 @@ impl Optional {
             Optional::MultishotAccept | Optional::BufRing | Optional::CoopTaskrun => "5.19",
             Optional::MultishotRecv | Optional::SendZc | Optional::SingleIssuer => "6.0",
             Optional::DeferTaskrun => "6.1",
+            Optional::Cachestat => "6.5",
         }
     }
 
@@ -138,6 +147,7 @@ impl Optional {
             Optional::DeferTaskrun => Detect::SetupFlag(trial::SetupFlag::DeferTaskrun),
             Optional::CoopTaskrun => Detect::SetupFlag(trial::SetupFlag::CoopTaskrun),
             Optional::SubmitAll => Detect::SetupFlag(trial::SetupFlag::SubmitAll),
+            Optional::Cachestat => Detect::Try(trial::cachestat),
         }
     }
 

@@ -174,6 +174,14 @@ pub fn buf_ring() -> Result<(), String> {
         .map_err(|e| io_err("IORING_UNREGISTER_PBUF_RING", &e))
 }
 
+/// cachestat(2) on a fresh memfd: present if the kernel answers at all (6.5+).
+pub fn cachestat() -> Result<(), String> {
+    let fd = crate::sys::mem::memfd(c"ringserve-probe").map_err(|e| io_err("memfd_create", &e))?;
+    crate::sys::fs::all_cached(std::os::fd::AsFd::as_fd(&fd), 0, 1)
+        .map(drop)
+        .map_err(|e| io_err("cachestat", &e))
+}
+
 /// A ring armed with a TIMEOUT guard so no wait on it can outlast [`TRY_TIMEOUT`].
 struct Ring {
     ring: IoUring,

@@ -142,6 +142,60 @@ pub fn fallocate_keep_size(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     }
 }
 
+/// cachestat(2)'s number: 451 on every architecture (new system calls share one
+/// table since 5.1's unification). The libc crate names it only for a few targets.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// `cachestat(2)` (6.5): whether every page of bytes `off..off + len` of `file` is in
+/// the page cache, so reading them cannot wait for a disk. ENOSYS before 6.5 (or where
+/// a sandbox filters it). An empty range asks nothing and is `Ok(true)`.
+pub fn all_cached(file: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    // SAFETY: sysconf only reads the process's auxiliary vector.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => 4096,
+    };
+    let range = CachestatRange { off, len };
+    let mut cs = Cachestat::default();
+    // SAFETY: the kernel reads one range and writes one cachestat, both live locals of
+    // the layouts uapi/linux/mman.h gives; the descriptor is borrowed.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut cs as *mut Cachestat,
+            0u32,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // The kernel counts the pages from off's through the one holding the last byte. A
+    // page it does not count as cached (absent, evicted, or past the end) would be read.
+    let want = off.saturating_add(len).div_ceil(page) - off / page;
+    Ok(cs.nr_cache >= want)
+}
+
 /// `fstat(2)`.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
@@ -263,4 +317,45 @@ fn dirent_names(mut rest: &[u8]) -> impl Iterator<Item = &CStr> {
         rest = &rest[reclen..];
         CStr::from_bytes_until_nul(name).ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// cachestat sees a range leave the page cache and come back: after
+    /// POSIX_FADV_DONTNEED of a synced file it is not all cached, after a read it is.
+    /// That is what keeps the ring from a sendfile that would wait for a disk.
+    #[test]
+    fn all_cached_follows_the_page_cache() {
+        let path = std::env::temp_dir().join(format!("ringserve-cachestat-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        match all_cached(f.as_fd(), 0, 1 << 20) {
+            Err(e) => {
+                eprintln!("SKIP all_cached_follows_the_page_cache: cachestat: {e}");
+                return;
+            }
+            Ok(hot) => assert!(hot, "a file just written is in the page cache"),
+        }
+        assert!(all_cached(f.as_fd(), 0, 0).unwrap(), "an empty range");
+        assert!(
+            !all_cached(f.as_fd(), (1 << 20) - 10, 4096).unwrap(),
+            "a range past the end is not all cached"
+        );
+        fsync(f.as_fd()).unwrap();
+        // SAFETY: advice on a live descriptor; it touches no memory of ours.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+        if all_cached(f.as_fd(), 0, 1 << 20).unwrap() {
+            eprintln!("SKIP its cold half: this filesystem keeps pages past DONTNEED (tmpfs)");
+            return;
+        }
+        assert!(!all_cached(f.as_fd(), 4096, 100).unwrap(), "a page of it");
+        let mut buf = vec![0u8; 1 << 20];
+        std::io::Read::read_exact(&mut &f, &mut buf).unwrap();
+        assert!(all_cached(f.as_fd(), 0, 1 << 20).unwrap(), "read back in");
+    }
 }

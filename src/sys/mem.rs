@@ -3,6 +3,15 @@
 
 use std::io;
 
+/// `memfd_create(2)`: an anonymous file, close-on-exec.
+pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    let fd = unsafe { crate::syscall!(memfd_create(name.as_ptr(), libc::MFD_CLOEXEC)) }?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// Anonymous, zeroed, page-aligned memory, unmapped on drop. A provided-buffer ring must
 /// be page-aligned (IORING_REGISTER_PBUF_RING rejects other addresses with EINVAL).
 pub struct AnonPages {

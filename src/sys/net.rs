@@ -447,6 +447,14 @@ pub fn sendfile(
     Ok(n as usize)
 }
 
+/// Sets or clears O_NONBLOCK on `fd`'s open file description (one ioctl, FIONBIO).
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut v: libc::c_int = on.into();
+    // SAFETY: FIONBIO reads one int through the pointer, which lives across the call.
+    unsafe { syscall!(ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut v)) }?;
+    Ok(())
+}
+
 /// What [`wait_writable`] saw.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Writable {

@@ -50,6 +50,7 @@ pub(crate) struct Caps {
     pub openat2: bool,
     pub multishot_recv: bool,
     pub statx: bool,
+    pub cachestat: bool,
 }
 
 impl Caps {
@@ -66,6 +67,7 @@ impl Caps {
             openat2: u.uses(Optional::Openat2),
             multishot_recv: u.has(Optional::MultishotRecv),
             statx: u.uses(Optional::Statx),
+            cachestat: u.uses(Optional::Cachestat),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! a time. Memory chunks go as one SENDMSG (MSG_MORE while more follows); file bodies up
 //! to 64 KiB among them (each small file of a pipelined burst, up to [`MAX_INLINE`]) are
 //! READ into memory by READs linked ahead of that SENDMSG; any other body up to 64 KiB
-//! is READ and SENT; a larger one is spliced file→pipe→socket as a linked pair through
-//! a pipe from the ring's pool, copied when the pool is at its bound. A step that moves
-//! nothing for `send_timeout` is cancelled by the tick.
+//! is READ and SENT; a larger one goes with sendfile on the ring thread while the page
+//! cache holds it all and the socket takes it ([`sendfile_hot`], where cachestat(2) is
+//! had), and the rest is spliced file→pipe→socket as a linked pair through a pipe from
+//! the ring's pool, copied when the pool is at its bound. A step that moves nothing for
+//! `send_timeout` is cancelled by the tick.
 
 use super::super::bufs::Pipe;
 use super::step::{Done, StepState};
@@ -15,9 +17,11 @@ use crate::backend::CloseReason;
 use crate::conn::Key;
 use crate::proto::{Chunk, FileRef, ProtocolFactory};
 use crate::stats::Stats;
+use crate::sys;
 use io_uring::{opcode, squeue, types};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
 use std::time::Instant;
 
 /// Read+send fallback: bytes read per step when no pipe can be had.
@@ -63,6 +67,36 @@ pub(super) struct Sending {
     keep: Vec<(usize, FileRef)>,
 }
 
+/// A large body wholly in the page cache goes with sendfile(2) on the ring thread: no
+/// io-wq hop, no pipe, no CQE. The socket is made non-blocking around the calls (io_uring
+/// requests ignore the flag on sockets, but the io-wq splices of the fallback would not,
+/// so it is set only here), and cachestat(2) has said no page of the range needs a disk
+/// read, so nothing here can wait. Sends from `*off` until the body is out, the socket
+/// is full (EAGAIN) or something fails, and returns the bytes sent. The caller splices
+/// what is left; a failure (a reset peer, a file that ended early) shows again there
+/// and is handled as any splice's. A range not all cached is not tried.
+fn sendfile_hot(sock: BorrowedFd<'_>, file: &FileRef, offset: u64, len: u64, off: &mut u64) -> u64 {
+    let ffd = file.file().as_fd();
+    let start = *off;
+    if !sys::fs::all_cached(ffd, offset + start, len - start).unwrap_or(false)
+        || sys::net::set_nonblocking(sock, true).is_err()
+    {
+        return 0;
+    }
+    while *off < len {
+        let mut pos = offset + *off;
+        match sys::net::sendfile(sock, ffd, &mut pos, len - *off) {
+            Ok(n) if n > 0 => *off += n as u64,
+            // 0: the file ended early; EAGAIN: the socket is full; else a failure.
+            Ok(_) | Err(_) => break,
+        }
+    }
+    // FIONBIO on a descriptor the connection owns does not fail; were it to, the
+    // fallback's splice would answer EAGAIN and end the connection, never block.
+    let _ = sys::net::set_nonblocking(sock, false);
+    *off - start
+}
+
 impl<F: ProtocolFactory> Io<'_, F> {
     /// Queues the next step of the response in flight, or finishes it.
     pub(super) fn advance_send(&mut self, key: Key, conn: &mut Conn<F::Proto>) {
@@ -79,6 +113,25 @@ impl<F: ProtocolFactory> Io<'_, F> {
                     st.off = 0;
                     (st.copy_len, st.copy_sent) = (0, 0);
                     continue;
+                }
+                // Only with nothing of this body held in a pipe or the copy buffer: bytes
+                // waiting there must go first, and a body that fell back to either
+                // stays on it (one way per body, so nothing is reordered).
+                if len > COPY_BUF as u64
+                    && self.caps.cachestat
+                    && st.off < len
+                    && st.pipe.is_none()
+                    && st.copy.is_none()
+                {
+                    let sent = sendfile_hot(conn.fd.as_fd(), file, offset, len, &mut st.off);
+                    if sent > 0 {
+                        Stats::add(&self.st.bytes_sendfile, sent);
+                        conn.core.wrote(sent);
+                        st.step.moved(self.now);
+                    }
+                    if st.off >= len {
+                        continue;
+                    }
                 }
                 if st.pipe.is_none() && st.copy.is_none() {
                     // Splice goes through an io-wq worker (a thread hop per step), so

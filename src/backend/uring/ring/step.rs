@@ -39,6 +39,11 @@ impl StepState {
         self.pending = n as u8;
     }
 
+    /// Bytes moved outside a step (a send made on the ring thread).
+    pub(super) fn moved(&mut self, now: Instant) {
+        self.progress = now;
+    }
+
     /// One CQE of the step; its results once it was the last.
     pub(super) fn record(&mut self, is_in: bool, res: i32, now: Instant) -> Option<Done> {
         *if is_in {

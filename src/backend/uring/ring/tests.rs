@@ -360,3 +360,74 @@ fn a_small_body_read_once_is_sent_from_memory_until_the_file_changes() {
     );
     io.teardown(&mut conns);
 }
+
+/// A large body the page cache holds goes with sendfile on the ring thread until the
+/// socket is full, and the rest is spliced: both counters move, and every byte arrives
+/// in order; with the pipe pool at its bound the rest is copied instead. Without
+/// cachestat (kernels before 6.5, or `RINGSERVE_URING_DISABLE`) the whole body is
+/// spliced.
+#[test]
+fn a_cached_large_body_goes_by_sendfile_until_the_socket_fills_then_by_splice() {
+    let Some(_) = ring() else { return };
+    if !Caps::from_probe().cachestat {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP its sendfile half: no cachestat(2) here (before 6.5, or filtered)"
+        );
+    }
+    let dir = Dir::new("sendfile-hot");
+    // 4 MiB: more than a socketpair's send buffer, so the socket fills mid-body.
+    let body: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.0.join("big"), &body).unwrap();
+    // (cachestat, pipes): the pool at its bound (no pipe) makes the rest a copy.
+    for (cachestat, pipes) in [(true, true), (true, false), (false, true)] {
+        let mut caps = Caps::from_probe();
+        if cachestat && !caps.cachestat {
+            continue;
+        }
+        caps.cachestat = cachestat;
+        let sh = shared(HttpFactory::new(HttpConfig::default()), &dir, caps);
+        let inbox = Notifier::new().unwrap();
+        let st = Arc::new(Stats::default());
+        let r = ring().unwrap();
+        let mut io = Io::new(&sh, &inbox, 0, r, Vec::new(), None, st.clone());
+        if !pipes {
+            io.pipes = PipePool::new(0);
+        }
+        let mut conns = ConnTable::shard(4, 0);
+        let (key, mut peer) = connect(&mut io, &mut conns);
+        let conn = conns.get_mut(key).unwrap();
+        io.drive(key, conn);
+        peer.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let reader = std::thread::spawn(move || read_response(&mut peer));
+        let answered = |_: &mut Io<'_, _>, c: &mut Conns<_>| {
+            st.responses.load(Ordering::Relaxed) > 0 && c.get(key).is_some_and(|c| c.send.is_none())
+        };
+        assert!(turn_until(&mut io, &mut conns, answered), "no response");
+        let (head, got) = reader.join().unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+        assert!(
+            got == body,
+            "the body arrived changed ({} bytes)",
+            got.len()
+        );
+        let sendfile = st.bytes_sendfile.load(Ordering::Relaxed);
+        // The rest: spliced, or copied (less the head) when no pipe could be had.
+        let rest = match pipes {
+            true => st.bytes_splice.load(Ordering::Relaxed),
+            false => st.bytes_copy.load(Ordering::Relaxed) - head.len() as u64,
+        };
+        assert_eq!(sendfile + rest, body.len() as u64, "{sendfile} + {rest}");
+        if cachestat {
+            assert!(sendfile > 0, "nothing went by sendfile");
+            assert!(
+                rest > 0,
+                "the socket never filled: nothing went the other way"
+            );
+        } else {
+            assert_eq!(sendfile, 0, "sendfile without cachestat");
+        }
+        io.teardown(&mut conns);
+    }
+}
