@@ -103,6 +103,12 @@ impl Root {
         Ok(Root { fd, method })
     }
 
+    /// Whether the root is on a network or FUSE file system
+    /// ([`crate::sys::fs::remote_fs`]).
+    pub fn is_remote(&self) -> bool {
+        crate::sys::fs::remote_fs(self.fd.as_fd())
+    }
+
     /// The method this root resolves with.
     pub fn resolve_method(&self) -> Resolve {
         self.method

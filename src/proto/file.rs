@@ -4,6 +4,7 @@
 //! protocol, in this crate or outside it, cannot do I/O with them.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// Longest start of a file a [`FileRef`] keeps in memory once a backend has read it
@@ -24,6 +25,9 @@ struct Shared {
     /// whose file changed (`fstat` at most a loop turn before the request), and a new
     /// handle starts with nothing kept.
     start: OnceLock<Box<[u8]>>,
+    /// A backend sent a body of this handle whole: every page of it had been read in
+    /// by then (no read-ahead of it still in flight).
+    sent: AtomicBool,
 }
 
 impl FileRef {
@@ -31,6 +35,7 @@ impl FileRef {
         FileRef(Arc::new(Shared {
             file,
             start: OnceLock::new(),
+            sent: AtomicBool::new(false),
         }))
     }
 
@@ -62,6 +67,18 @@ impl FileRef {
         if self.would_keep(0, bytes.len()) {
             let _ = self.0.start.set(bytes.into());
         }
+    }
+
+    /// Notes that a body of this handle went out whole.
+    pub(crate) fn mark_sent(&self) {
+        self.0.sent.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a body of this handle went out whole before ([`mark_sent`]).
+    ///
+    /// [`mark_sent`]: FileRef::mark_sent
+    pub(crate) fn was_sent(&self) -> bool {
+        self.0.sent.load(Ordering::Relaxed)
     }
 
     /// The file itself when this is its last holder (so a backend can close it its own

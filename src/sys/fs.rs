@@ -142,8 +142,9 @@ pub fn fallocate_keep_size(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     }
 }
 
-/// cachestat(2)'s number: 451 on every architecture (new system calls share one
-/// table since 5.1's unification). The libc crate names it only for a few targets.
+/// cachestat(2)'s number: 451 in the unified table every architecture but alpha and
+/// MIPS uses since 5.1 (where it is not, the probe's try gets ENOSYS and the feature is
+/// absent). The libc crate names it only for a few targets.
 const SYS_CACHESTAT: libc::c_long = 451;
 
 #[repr(C)]
@@ -163,8 +164,10 @@ struct Cachestat {
 }
 
 /// `cachestat(2)` (6.5): whether every page of bytes `off..off + len` of `file` is in
-/// the page cache, so reading them cannot wait for a disk. ENOSYS before 6.5 (or where
-/// a sandbox filters it). An empty range asks nothing and is `Ok(true)`.
+/// the page cache. A page whose read is still in flight counts as in it (cachestat
+/// looks only at the cache's index), so a caller that must not wait also needs to know
+/// the pages were read (`FileRef::was_sent`). ENOSYS before 6.5 (or where a sandbox
+/// filters it). An empty range asks nothing and is `Ok(true)`.
 pub fn all_cached(file: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<bool> {
     if len == 0 {
         return Ok(true);
@@ -194,6 +197,34 @@ pub fn all_cached(file: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<bool> 
     // page it does not count as cached (absent, evicted, or past the end) would be read.
     let want = off.saturating_add(len).div_ceil(page) - off / page;
     Ok(cs.nr_cache >= want)
+}
+
+/// Whether the file system holding `fd` is one whose reads can wait on a network or a
+/// user-space daemon even for cached pages (revalidation, leases): NFS, SMB/CIFS,
+/// FUSE, Ceph, 9P, AFS, Coda. `fstatfs(2)` of a descriptor; an error counts as remote.
+pub fn remote_fs(fd: BorrowedFd<'_>) -> bool {
+    const REMOTE: [i64; 10] = [
+        0x6969,                 // NFS
+        0x517B,                 // SMB
+        0xFF53_4D42_u32 as i64, // CIFS
+        0xFE53_4D42_u32 as i64, // SMB2
+        0x6573_5546,            // FUSE
+        0x00C3_6400,            // Ceph
+        0x0102_1997,            // 9P
+        0x5346_414F,            // AFS
+        0x6B41_4653,            // kAFS
+        0x7375_7245,            // Coda
+    ];
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `fd` is live for the borrow and `st` is valid for writing one `statfs`.
+    if unsafe { syscall!(fstatfs(fd.as_raw_fd(), st.as_mut_ptr())) }.is_err() {
+        return true;
+    }
+    // f_type is a long on x86-64 and an int or unsigned elsewhere: compare 32 bits.
+    #[allow(clippy::unnecessary_cast)]
+    // SAFETY: fstatfs succeeded, so the kernel filled `st`.
+    let kind = unsafe { st.assume_init() }.f_type as i64 & 0xFFFF_FFFF;
+    REMOTE.contains(&kind)
 }
 
 /// `fstat(2)`.

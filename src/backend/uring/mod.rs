@@ -279,6 +279,9 @@ impl Backend for UringBackend {
         // Present is not enough: it is slower for request/response HTTP (measured, see
         // docs/ARCHITECTURE.md), so it is opt-in.
         caps.multishot_recv &= ctx.cfg.uring_multishot_recv;
+        // A read on NFS or FUSE can wait (revalidation) even when every page is cached:
+        // such a root's bodies are always spliced in io-wq, never sent on the ring.
+        caps.cachestat &= !ctx.root.is_remote();
         // Config::validate keeps this within the key's one shard byte.
         let n = ctx
             .cfg

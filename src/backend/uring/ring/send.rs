@@ -67,28 +67,60 @@ pub(super) struct Sending {
     keep: Vec<(usize, FileRef)>,
 }
 
-/// A large body wholly in the page cache goes with sendfile(2) on the ring thread: no
-/// io-wq hop, no pipe, no CQE. The socket is made non-blocking around the calls (io_uring
-/// requests ignore the flag on sockets, but the io-wq splices of the fallback would not,
-/// so it is set only here), and cachestat(2) has said no page of the range needs a disk
-/// read, so nothing here can wait. Sends from `*off` until the body is out, the socket
-/// is full (EAGAIN) or something fails, and returns the bytes sent. The caller splices
-/// what is left; a failure (a reset peer, a file that ended early) shows again there
-/// and is handled as any splice's. A range not all cached is not tried.
+/// Bytes cachestat checks at a time, and sendfile then sends at most.
+const SENDFILE_WINDOW: u64 = 1024 * 1024;
+/// Most bytes one connection sends with sendfile per turn of the ring; the rest of the
+/// body is spliced, so one fast reader of a large file cannot hold the ring.
+const SENDFILE_BUDGET: u64 = 4 * SENDFILE_WINDOW;
+
+/// A large body the page cache holds goes with sendfile(2) on the ring thread: no
+/// io-wq hop, no pipe, no CQE. Only for a handle a body already went out through whole
+/// ([`FileRef::was_sent`]): cachestat counts a page whose read is still in flight as
+/// cached, and sendfile would wait for it, but pages a finished send read are in. Each
+/// window of [`SENDFILE_WINDOW`] is checked with cachestat before it is sent, at most
+/// [`SENDFILE_BUDGET`] in all. The socket is made non-blocking around the calls
+/// (io_uring's socket requests ignore the flag, but the io-wq splices of the fallback
+/// would not, so it is set only here): a full socket is an EAGAIN, not a wait. Sends
+/// from `*off` until the body is out, the budget is spent, a window is not all
+/// cached, the socket is full or something fails, and returns the bytes sent. The
+/// caller splices what is left; a failure (a reset peer, a file that ended early)
+/// shows again there and is handled as any splice's.
+///
+/// What can still wait here, rarely: a page evicted and being read again between the
+/// check and the send, and an access-time update the file system must journal (at
+/// most once a day per file under relatime). A root on NFS or FUSE, whose reads can
+/// revalidate over the network, never comes here (`Caps::cachestat` is off for it).
 fn sendfile_hot(sock: BorrowedFd<'_>, file: &FileRef, offset: u64, len: u64, off: &mut u64) -> u64 {
     let ffd = file.file().as_fd();
     let start = *off;
-    if !sys::fs::all_cached(ffd, offset + start, len - start).unwrap_or(false)
-        || sys::net::set_nonblocking(sock, true).is_err()
-    {
+    let end = len.min(start.saturating_add(SENDFILE_BUDGET));
+    let cached = |from: u64| {
+        let n = (end - from).min(SENDFILE_WINDOW);
+        sys::fs::all_cached(ffd, offset + from, n)
+            .unwrap_or(false)
+            .then_some(from + n)
+    };
+    if !file.was_sent() {
         return 0;
     }
-    while *off < len {
-        let mut pos = offset + *off;
-        match sys::net::sendfile(sock, ffd, &mut pos, len - *off) {
-            Ok(n) if n > 0 => *off += n as u64,
-            // 0: the file ended early; EAGAIN: the socket is full; else a failure.
-            Ok(_) | Err(_) => break,
+    let Some(mut window_end) = cached(start) else {
+        return 0;
+    };
+    if sys::net::set_nonblocking(sock, true).is_err() {
+        return 0;
+    }
+    'windows: loop {
+        while *off < window_end {
+            let mut pos = offset + *off;
+            match sys::net::sendfile(sock, ffd, &mut pos, window_end - *off) {
+                Ok(n) if n > 0 => *off += n as u64,
+                // 0: the file ended early; EAGAIN: the socket is full; else a failure.
+                Ok(_) | Err(_) => break 'windows,
+            }
+        }
+        match cached(*off) {
+            Some(e) if *off < end => window_end = e,
+            _ => break,
         }
     }
     // FIONBIO on a descriptor the connection owns does not fail; were it to, the
@@ -109,14 +141,17 @@ impl<F: ProtocolFactory> Io<'_, F> {
             if let Chunk::File { file, offset, len } = chunk {
                 let (ffd, offset, len) = (types::Fd(file.file().as_raw_fd()), *offset, *len);
                 if st.off >= len && st.in_pipe == 0 && st.copy_sent >= st.copy_len {
+                    // Whole: every page of it was read (sendfile_hot trusts that).
+                    file.mark_sent();
                     st.i += 1;
                     st.off = 0;
                     (st.copy_len, st.copy_sent) = (0, 0);
                     continue;
                 }
-                // Only with nothing of this body held in a pipe or the copy buffer: bytes
-                // waiting there must go first, and a body that fell back to either
-                // stays on it (one way per body, so nothing is reordered).
+                // Only while the send holds no pipe and no copy buffer, so nothing read
+                // from the file waits to be sent first (once either is taken it stays
+                // with the send until release, so later bodies of the same send are
+                // spliced or copied too).
                 if len > COPY_BUF as u64
                     && self.caps.cachestat
                     && st.off < len
