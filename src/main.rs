@@ -11,7 +11,8 @@ use ringserve::log::Level;
 use ringserve::privs::{self, UserSpec};
 use ringserve::probe::{self, BackendRequest};
 use ringserve::proto::echo::EchoFactory;
-use ringserve::proto::http1::{Dotfiles, Etag, HttpConfig, HttpFactory};
+use ringserve::proto::http1::rules::{CacheRule, Cors, HeaderRule, Rules};
+use ringserve::proto::http1::{Coding, Dotfiles, Etag, HttpConfig, HttpFactory};
 use ringserve::proto::xfer::{XferConfig, XferFactory};
 use ringserve::stats::{Snapshot, StatsHub};
 use ringserve::status::StatusServer;
@@ -481,11 +482,79 @@ struct ServeArgs {
         default_value = "mtime-size"
     )]
     etag: EtagArg,
+    /// HTTP: serve a precompressed sidecar (FILE.br, FILE.zst, FILE.gz) in place of a
+    /// text, JSON, JavaScript, SVG, WebAssembly or font file, to a client whose
+    /// Accept-Encoding accepts its coding, when the sidecar is no older than the file.
+    /// CODINGS is a list of br, zstd, gzip: which to look for, and the server's
+    /// preference among those the client rates equally. `off`: none.
+    #[arg(
+        env = "RINGSERVE_PRECOMPRESSED",
+        long,
+        value_name = "CODINGS",
+        default_value = "off",
+        value_parser = codings
+    )]
+    precompressed: Codings,
+    /// HTTP: a GET or HEAD for a missing path gets this file (beneath ROOT, e.g.
+    /// index.html) with 200 when the path's last name has no extension or the request
+    /// accepts text/html: a single-page app's routes, as nginx's try_files. [default:
+    /// none]
+    #[arg(env = "RINGSERVE_FALLBACK", long, value_name = "PATH", value_parser = served_path)]
+    fallback: Option<String>,
+    /// HTTP: the body of a 404 for a missing file comes from this file (beneath ROOT,
+    /// e.g. 404.html); if it is missing too, the built-in page. [default: built-in]
+    #[arg(env = "RINGSERVE_PAGE404", long, value_name = "PATH", value_parser = served_path)]
+    page404: Option<String>,
+    /// HTTP: add a header to every response (`NAME: VALUE`), or to those for paths a
+    /// glob matches (`GLOB:NAME: VALUE`, e.g. `assets/**:X-Robots-Tag: noindex`).
+    /// Globs match the path without its leading `/`: `*` within a name, `**` across
+    /// names. Repeatable; a bad rule is exit 2. Framing fields (Content-Length,
+    /// Content-Type, ...) stay the server's. [default: none]
+    #[arg(long = "header", value_name = "[GLOB:]NAME: VALUE", value_parser = HeaderRule::parse)]
+    headers: Vec<HeaderRule>,
+    /// HTTP: Cache-Control for paths GLOB matches, e.g.
+    /// `assets/**=public, max-age=31536000, immutable`; the first matching rule wins.
+    /// Repeatable. [default: none]
+    #[arg(long = "cache-control", value_name = "GLOB=VALUE", value_parser = CacheRule::parse)]
+    cache_control: Vec<CacheRule>,
+    /// HTTP: CORS for ORIGIN (`https://app.example`; repeatable) or any origin (`*`):
+    /// Access-Control-Allow-Origin on responses to it, and 204 to its preflight
+    /// OPTIONS requests. [default: off]
+    #[arg(long, value_name = "ORIGIN|*", value_parser = cors_origin)]
+    cors: Vec<String>,
     /// After binding the listeners and opening the root, drop to this user (setgroups,
     /// setgid, setuid), verified; exit 2 if it cannot. Names or numeric ids; GROUP
     /// defaults to the user's primary group, and is the only supplementary group.
     #[arg(env = "RINGSERVE_USER", long, value_name = "USER[:GROUP]", value_parser = user_spec)]
     user: Option<UserSpec>,
+}
+
+/// `--precompressed`'s list, in order.
+#[derive(Debug, Clone)]
+struct Codings(Vec<Coding>);
+
+fn codings(s: &str) -> Result<Codings, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Codings(Vec::new()));
+    }
+    let mut list = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let c = Coding::from_name(name)
+            .ok_or_else(|| format!("unknown coding {name:?} (known: br, zstd, gzip, or off)"))?;
+        if list.contains(&c) {
+            return Err(format!("{name} is listed twice"));
+        }
+        list.push(c);
+    }
+    Ok(Codings(list))
+}
+
+fn cors_origin(s: &str) -> Result<String, String> {
+    Cors::default().add(s).map(|()| s.trim().to_owned())
+}
+
+fn served_path(s: &str) -> Result<String, String> {
+    ringserve::proto::http1::served_path(s)
 }
 
 fn user_spec(s: &str) -> Result<UserSpec, String> {
@@ -557,6 +626,21 @@ impl ServeArgs {
                 EtagArg::MtimeSize => Etag::MtimeSize,
                 EtagArg::Inode => Etag::Inode,
             },
+            precompressed: self.precompressed.0,
+            fallback: self.fallback,
+            page404: self.page404,
+            rules: Rules::new(
+                self.headers,
+                self.cache_control,
+                (!self.cors.is_empty()).then(|| {
+                    let mut c = Cors::default();
+                    for origin in &self.cors {
+                        // Each one passed cors_origin, the same check.
+                        let _ = c.add(origin);
+                    }
+                    c
+                }),
+            ),
             ..HttpConfig::default()
         };
         (cfg, http, xfer, listens)

@@ -557,10 +557,12 @@ backend_test! {
 }
 
 /// The links of an HTML listing, as they appear in `href`.
+/// A listing's links to entries (not the header row's `?sort=` links).
 fn hrefs(html: &str) -> Vec<String> {
     html.match_indices("<a href=\"")
         .map(|(i, _)| &html[i + 9..])
         .map(|s| s[..s.find('"').unwrap()].to_string())
+        .filter(|h| !h.starts_with('?'))
         .collect()
 }
 
@@ -867,6 +869,239 @@ backend_test! {
                 assert!(line.contains(&format!("\" 200 {} ", body.len())), "[{b}] line {i}: {line}");
             }
         }
+        remove_temp_tree(&top);
+    }
+}
+
+backend_test! {
+    /// Precompressed sidecars end to end: the sidecar's bytes go out by whatever path
+    /// a file of its size takes (a 200 KiB one: sendfile or splice; a small one: the
+    /// inline read), with its headers; a range and a 304 apply to it; a sidecar older
+    /// than its file is passed over; and curl --compressed decodes a real gzip one back
+    /// to the original.
+    fn precompressed_sidecars_are_served_with_their_headers(b) {
+        let top = temp_dir("sidecars");
+        let root = top.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let br = pattern(2, 200 * 1024);
+        std::fs::write(root.join("app.js"), pattern(1, 300 * 1024)).unwrap();
+        std::fs::write(root.join("app.js.br"), &br).unwrap();
+        std::fs::write(root.join("old.css"), "b{}").unwrap();
+        std::fs::write(root.join("old.css.br"), "stale").unwrap();
+        let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        std::fs::File::options().write(true).open(root.join("old.css.br")).unwrap().set_modified(day_ago).unwrap();
+        let css = "body { color: #333; margin: 0 auto; max-width: 40em; }\n".repeat(50);
+        std::fs::write(root.join("site.css"), &css).unwrap();
+        let srv = Srv::start(b, &root, &["--precompressed", "br,gzip"]);
+        let req = |path: &str, extra: &str| {
+            request(srv.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n"))
+        };
+        let r = req("/app.js", "Accept-Encoding: gzip, br\r\n");
+        assert_eq!(r.status, 200, "[{b}]");
+        assert!(r.body == br, "[{b}] the sidecar's bytes ({} of them)", r.body.len());
+        assert_eq!(r.header("content-encoding"), Some("br"));
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+        assert!(r.header("content-type").unwrap().starts_with("text/javascript"));
+        let tag = r.header("etag").unwrap().to_owned();
+        let r = req("/app.js", "Accept-Encoding: br\r\nRange: bytes=100000-100099\r\n");
+        assert_eq!((r.status, r.header("content-encoding")), (206, Some("br")), "[{b}]");
+        assert_eq!(r.body, br[100_000..100_100]);
+        let r = req("/app.js", &format!("Accept-Encoding: br\r\nIf-None-Match: {tag}\r\n"));
+        assert_eq!(r.status, 304, "[{b}]");
+        let r = req("/app.js", "");
+        assert_eq!((r.body.len(), r.header("content-encoding")), (300 * 1024, None), "[{b}]");
+        let r = req("/old.css", "Accept-Encoding: br\r\n");
+        assert_eq!((r.body.as_slice(), r.header("content-encoding")), (&b"b{}"[..], None), "[{b}] stale");
+        if have("gzip") && have("curl") {
+            let st = Command::new("gzip").args(["-k", "-9"]).arg(root.join("site.css")).status().unwrap();
+            assert!(st.success());
+            let url = format!("http://{}/site.css", srv.addr);
+            let (head, body) = curl(&["-D", "-", "--compressed", &url]);
+            assert!(head.to_ascii_lowercase().contains("content-encoding: gzip"), "[{b}] {head}");
+            assert_eq!(String::from_utf8(body).unwrap(), css, "[{b}] curl decoded the sidecar");
+        } else {
+            skip("its curl --compressed check", "needs gzip and curl");
+        }
+        remove_temp_tree(&top);
+    }
+}
+
+backend_test! {
+    /// A single-page app's routes get --fallback's file and its missing assets
+    /// --page404's; neither option reaches outside the root, even through a symlink.
+    fn fallback_and_404_pages_stay_beneath_the_root(b) {
+        let root = tree();
+        std::fs::write(root.join("index.html"), "<div id=app></div>").unwrap();
+        std::fs::write(root.join("404.html"), "<h1>Nothing here</h1>").unwrap();
+        let srv = Srv::start(b, &root, &["--fallback", "index.html", "--page404", "404.html"]);
+        let r = get(srv.addr, "/users/42");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"<div id=app></div>"[..]), "[{b}]");
+        let r = get(srv.addr, "/missing.js");
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"<h1>Nothing here</h1>"[..]), "[{b}]");
+        assert_eq!(get(srv.addr, "/hello.txt").body, b"hello world\n");
+        // `escape` is a symlink to ../secret.txt: opened beneath the root, it is refused.
+        // (Each server removes the root when dropped: all are kept to the end.)
+        let mut servers = vec![srv];
+        for args in [["--fallback", "escape"], ["--page404", "escape"]] {
+            let srv = Srv::start(b, &root, &args);
+            let r = get(srv.addr, "/route-or-missing");
+            assert!(r.status == 404 || r.status == 403, "[{b}] {args:?}: {}", r.status);
+            assert!(!String::from_utf8_lossy(&r.body).contains("SECRET"), "[{b}] {args:?} leaked");
+            servers.push(srv);
+        }
+        // A path no request could name is refused at start, with one line.
+        for bad in ["../secret.txt", "/", "site/"] {
+            let (code, err) = serve_to_exit(&[root.to_str().unwrap(), "--listen", "127.0.0.1:0", "--fallback", bad]);
+            assert_eq!(code, 2, "[{b}] --fallback {bad}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("--fallback"), "{err}");
+        }
+        drop(servers);
+        remove_temp_tree(root.parent().unwrap());
+    }
+}
+
+backend_test! {
+    /// Header and Cache-Control rules by glob and CORS on a real server; a bad rule is
+    /// refused at start with exit 2 and one line that names it.
+    fn header_rules_and_cors_on_the_wire(b) {
+        let root = tree();
+        let srv = Srv::start(b, &root, &[
+            "--header", "X-Content-Type-Options: nosniff",
+            "--header", "site/**:X-Robots-Tag: noindex",
+            "--cache-control", "site/css/**=public, max-age=31536000, immutable",
+            "--cache-control", "**/*.html=no-cache",
+            "--cors", "https://app.example",
+        ]);
+        let req = |path: &str, extra: &str| {
+            request(srv.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n"))
+        };
+        let r = req("/site/css/a.css", "");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "[{b}]");
+        assert_eq!(r.header("x-robots-tag"), Some("noindex"));
+        assert_eq!(r.header("cache-control"), Some("public, max-age=31536000, immutable"));
+        let r = req("/site/", "");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "[{b}] the index is index.html");
+        let r = req("/hello.txt", "Origin: https://app.example\r\n");
+        assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"), "[{b}]");
+        assert_eq!((r.header("x-robots-tag"), r.header("cache-control")), (None, None));
+        let r = request(srv.addr, "OPTIONS /hello.txt HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.status, 204, "[{b}] preflight");
+        assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
+        for bad in [
+            ["--header", "Content-Length: 1"],
+            ["--header", "No colon here"],
+            ["--cache-control", "assets/**"],
+            ["--cache-control", "a/[=x"],
+            ["--cors", "app.example"],
+            ["--precompressed", "br,lzma"],
+        ] {
+            let (code, err) = serve_to_exit(&[root.to_str().unwrap(), "--listen", "127.0.0.1:0", "--backend", b, bad[0], bad[1]]);
+            assert_eq!(code, 2, "[{b}] {bad:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+            assert!(err.contains(bad[0]), "{bad:?}: {err}");
+        }
+        drop(srv);
+        remove_temp_tree(root.parent().unwrap());
+    }
+}
+
+/// Headless Chromium's DOM of `url` after it loaded (`--dump-dom`).
+fn chromium_dom(url: &str) -> Result<String, String> {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .args([
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+            url,
+        ])
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .map_err(|e| format!("chromium: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "chromium exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The listing's names, in the order a browser shows them (the rows' first links).
+fn listed_names(dom: &str) -> Vec<String> {
+    dom.split("<tr")
+        .skip(1)
+        .filter_map(|row| {
+            let a = row.find("<a href=\"")?;
+            let rest = &row[a..];
+            let text = &rest[rest.find('>')? + 1..];
+            let text = &text[..text.find("</a>")?];
+            (!text.starts_with("Name")).then(|| {
+                text.replace("&amp;", "&")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+            })
+        })
+        .filter(|n| n != "../")
+        .collect()
+}
+
+backend_test! {
+    /// The listing in a real browser: headless Chromium loads it, and its DOM has every
+    /// entry, escaped names included, in the order each sort asks for. The JSON form
+    /// of the same directory parses and matches it.
+    fn a_listing_reads_right_in_a_browser_and_as_json(b) {
+        let top = temp_dir("browser-listing");
+        let root = top.join("root");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::create_dir_all(root.join("assets")).unwrap();
+        std::fs::write(root.join("small.txt"), "x").unwrap();
+        std::fs::write(root.join("big.bin"), vec![0u8; 300_000]).unwrap();
+        std::fs::write(root.join("<b>&.html"), "tag").unwrap();
+        std::fs::write(root.join("medium.css"), vec![b'a'; 5000]).unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(86_400 * 30);
+        std::fs::File::options().write(true).open(root.join("big.bin")).unwrap().set_modified(old).unwrap();
+        let srv = Srv::start(b, &root, &["--listing"]);
+        // JSON first: it needs no browser.
+        let r = request(srv.addr, "GET / HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.header("content-type"), Some("application/json"), "[{b}]");
+        assert_eq!(r.header("vary"), Some("Accept"));
+        let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let names: Vec<&str> = doc["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["assets", "docs", "<b>&.html", "big.bin", "medium.css", "small.txt"], "[{b}]");
+        let big = &doc["entries"][3];
+        assert_eq!((big["kind"].as_str(), big["size"].as_u64()), (Some("file"), Some(300_000)));
+        let link = doc["entries"][2]["link"].as_str().unwrap();
+        assert_eq!(get(srv.addr, &format!("/{link}")).body, b"tag", "[{b}] the JSON link resolves");
+        if !have("chromium") {
+            skip("its browser half", "chromium is not installed (.ci/run installs Debian's chromium)");
+            remove_temp_tree(&top);
+            return;
+        }
+        let url = |q: &str| format!("http://{}/{q}", srv.addr);
+        let dom = match chromium_dom(&url("")) {
+            Ok(d) => d,
+            Err(e) => {
+                skip("its browser half", &format!("chromium did not run here: {e}"));
+                remove_temp_tree(&top);
+                return;
+            }
+        };
+        assert!(dom.contains("Index of /"), "[{b}] {dom}");
+        assert_eq!(listed_names(&dom), ["assets/", "docs/", "<b>&.html", "big.bin", "medium.css", "small.txt"], "[{b}]");
+        assert!(dom.contains("293.0 KiB") || dom.contains("293 KiB"), "[{b}] a human size: {dom}");
+        let by_size = listed_names(&chromium_dom(&url("?sort=size&order=desc")).unwrap());
+        assert_eq!(by_size, ["docs/", "assets/", "big.bin", "medium.css", "<b>&.html", "small.txt"], "[{b}]");
+        let by_date = listed_names(&chromium_dom(&url("?sort=date")).unwrap());
+        assert_eq!(by_date.get(2).map(String::as_str), Some("big.bin"), "[{b}] the oldest file first: {by_date:?}");
         remove_temp_tree(&top);
     }
 }

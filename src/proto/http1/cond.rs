@@ -2,16 +2,36 @@
 
 use super::date;
 
-/// The request fields that make a GET or HEAD conditional. Values are kept only when
-/// present; for a repeated list field the lines are joined, as RFC 9110 §5.3 allows.
+/// The request fields that make a GET or HEAD conditional, the Accept-Encoding that
+/// chooses among precompressed sidecars and whether Accept names text/html (each read
+/// only when `--precompressed` or `--fallback` is on).
+/// Values are kept only when present; for a repeated list field the lines are joined,
+/// as RFC 9110 §5.3 allows.
 #[derive(Debug, Default)]
 pub struct Conditions {
+    pub accept: super::encoding::Accept,
+    /// Accept names text/html (read only when `--fallback` is on).
+    pub accepts_html: bool,
+    /// Accept names application/json (read only when `--listing` is on).
+    pub accepts_json: bool,
+    /// Which `--cors` origin the request's Origin is (read only when `--cors` names
+    /// origins; nothing is allocated for it).
+    pub cors_origin: Option<u8>,
+    /// A CORS preflight's Access-Control-Request-Method was sent, and its -Headers
+    /// (read only when `--cors` is on; boxed only when there).
+    pub preflight: Option<Box<Preflight>>,
     pub if_match: Option<String>,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub if_unmodified_since: Option<String>,
     pub if_range: Option<String>,
     pub range: Option<String>,
+}
+
+/// What a CORS preflight asks beyond its method.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    pub headers: Option<String>,
 }
 
 /// The current validators of a file.

@@ -317,6 +317,22 @@ fn fields(
             first(&mut c.if_range, value);
         } else if is("range") {
             first(&mut c.range, value);
+        } else if is("accept-encoding") && !cfg.precompressed.is_empty() {
+            c.accept.add(value);
+        } else if is("accept") && (cfg.fallback.is_some() || cfg.listing) {
+            c.accepts_html |= accepts(value, b"text/html");
+            c.accepts_json |= accepts(value, b"application/json");
+        } else if let Some(cors) = &cfg.rules.cors {
+            if is("origin") && !cors.any() {
+                c.cors_origin = c.cors_origin.or(cors.index_of(value));
+            } else if is("access-control-request-method") {
+                c.preflight.get_or_insert_with(Box::default);
+            } else if is("access-control-request-headers") {
+                first(
+                    &mut c.preflight.get_or_insert_with(Box::default).headers,
+                    value,
+                );
+            }
         }
     }
     if (minor == 1 && hosts == 0) || hosts > 1 {
@@ -353,6 +369,20 @@ fn fields(
     Ok((persist, framing, c))
 }
 
+/// Whether an Accept value names `media` (text/html, application/json) with a q-value
+/// above 0 (`text/*` and `*/*` do not count: every fetch sends those).
+fn accepts(value: &[u8], media_type: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|member| {
+        let mut parts = member.split(|&b| b == b';');
+        let media = trim(parts.next().unwrap_or_default());
+        media.eq_ignore_ascii_case(media_type)
+            && !parts.any(|p| {
+                let p = trim(p);
+                matches!(p, [b'q' | b'Q', b'=', b'0', rest @ ..] if rest.iter().all(|&b| b == b'.' || b == b'0'))
+            })
+    })
+}
+
 /// A Content-Length value: `1*DIGIT`, or a list of identical ones (RFC 9110 §8.6). A
 /// number beyond u64 saturates, to be refused as too large.
 fn content_length(value: &[u8]) -> Result<u64, Status> {
@@ -380,7 +410,8 @@ fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+/// `v` without its leading and trailing optional whitespace (spaces and tabs).
+pub(super) fn trim(v: &[u8]) -> &[u8] {
     let ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
     let end = v.iter().rposition(|b| !ows(b)).map_or(start, |e| e + 1);

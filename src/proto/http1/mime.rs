@@ -40,6 +40,18 @@ const TYPES: &[(&str, &str)] = &[
     ("otf", "font/otf"),
 ];
 
+/// Whether a type is worth a precompressed sidecar: text, and the structured and
+/// scripted formats browsers fetch (JSON, JavaScript, XML, SVG, WebAssembly, the
+/// uncompressed font formats). Images, media, archives and unknown types are already
+/// compressed or not worth looking for: no sidecar is opened for them.
+pub fn compressible(content_type: &str) -> bool {
+    content_type.starts_with("text/")
+        || matches!(
+            content_type,
+            "application/json" | "image/svg+xml" | "application/wasm" | "font/ttf" | "font/otf"
+        )
+}
+
 /// The `Content-Type` for a `/`-separated path.
 pub fn content_type(path: &str) -> &'static str {
     // One scan back from the end: the last name's extension is after the last `.`

@@ -17,6 +17,7 @@ mod body;
 mod cond;
 mod date;
 mod digits;
+mod encoding;
 mod head;
 mod listing;
 mod log;
@@ -27,6 +28,7 @@ pub mod path;
 mod range;
 mod reader;
 mod response;
+pub mod rules;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -35,6 +37,7 @@ use super::pool::{self, free_list, PBox, Pooled};
 use super::{
     Chunk, Fault, FileKind, FsDone, FsOp, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
 };
+pub use encoding::Coding;
 use head::{Method, Persist, Request};
 use reader::Reader;
 use response::Reply;
@@ -65,6 +68,18 @@ pub struct HttpConfig {
     pub dotfiles: Dotfiles,
     /// What a file's ETag is made of.
     pub etag: Etag,
+    /// Precompressed sidecars served for compressible types (`--precompressed`), in
+    /// the server's order of preference; empty: none looked for.
+    pub precompressed: Vec<Coding>,
+    /// `--fallback`: the file (a normalised path beneath the root) a GET or HEAD for a
+    /// missing path gets with 200, when that path's last name has no extension or the
+    /// request accepts text/html: a single-page app's index.html, as try_files does.
+    pub fallback: Option<String>,
+    /// `--page404`: the file (beneath the root) whose bytes are the body of every 404
+    /// for a missing file.
+    pub page404: Option<String>,
+    /// `--header`, `--cache-control` and `--cors`, compiled (`rules.rs`).
+    pub rules: rules::Rules,
 }
 
 /// What a file's strong ETag is made of.
@@ -102,6 +117,10 @@ impl Default for HttpConfig {
             max_ranges: 64,
             dotfiles: Dotfiles::Deny,
             etag: Etag::MtimeSize,
+            precompressed: Vec::new(),
+            fallback: None,
+            page404: None,
+            rules: rules::Rules::default(),
         }
     }
 }
@@ -149,6 +168,10 @@ enum Look {
     Index,
     /// The directory has no index.html: its entries.
     Listing,
+    /// The path is missing: `--fallback`'s file, in `rel` now.
+    Fallback,
+    /// The path is missing: `--page404`'s file, in `rel` now, as the 404's body.
+    Page404,
 }
 
 /// A request being served.
@@ -161,6 +184,17 @@ struct Job {
     look: Look,
     /// The backend's answer to [`Job::step`], once it came (an open or a listing).
     answer: Option<FsDone>,
+    /// The sidecars being tried for the file opened, which waits here meanwhile.
+    side: Option<Sidecars>,
+}
+
+/// A file's precompressed sidecars being tried in turn (`encoding.rs`).
+#[derive(Debug)]
+struct Sidecars {
+    original: Opened,
+    choice: encoding::Choice,
+    /// The one being opened.
+    tried: u8,
 }
 
 impl Pooled for Job {
@@ -172,6 +206,7 @@ impl Pooled for Job {
             dir: false,
             look: Look::Target,
             answer: None,
+            side: None,
         }
     }
     fn recycle(self) {
@@ -185,25 +220,38 @@ impl Job {
     fn step(&self) -> Step {
         let path = self.path();
         Step::Fs(match self.look {
-            Look::Target | Look::Index => FsOp::Open(path),
             Look::Listing => FsOp::ReadDir(path),
+            _ => FsOp::Open(path),
         })
     }
 
-    /// The path beneath the root that the step opens or lists.
+    /// The path beneath the root that the step opens or lists: the file's, or that of
+    /// the sidecar being tried.
     fn path(&self) -> String {
-        match self.look {
-            Look::Target | Look::Listing => pool::string_of(&self.rel),
+        let mut path = match self.look {
             Look::Index if self.rel.is_empty() => "index.html".into(),
             Look::Index => format!("{}/index.html", self.rel),
+            _ => pool::string_of(&self.rel),
+        };
+        if let Some(c) = self.side.as_ref().and_then(|s| s.choice.get(s.tried)) {
+            path.push_str(c.suffix());
+        }
+        path
+    }
+
+    /// The name whose extension gives the Content-Type: the file's, never a sidecar's.
+    fn type_path(&self) -> &str {
+        match self.look {
+            Look::Index => "index.html",
+            _ => &self.rel,
         }
     }
 
     /// The error log's account of the step failing with `e`.
     fn fault(&self, e: io::Error) -> Fault {
         let op = match self.look {
-            Look::Target | Look::Index => "open",
             Look::Listing => "opendir",
+            _ => "open",
         };
         let r = &self.req;
         log::fault(op, &self.path(), e, (r.method.name(), &r.target, r.minor))
@@ -290,6 +338,20 @@ impl Http1 {
             Method::Unknown => return self.reply(now, &req, Reply::error(Status::NotImplemented)),
             // The server as a whole (RFC 9110 §9.3.7): what its resources allow.
             Method::Options if req.target == "*" => return self.reply(now, &req, Reply::options()),
+            // A CORS preflight (`--cors`): 204 with what the origin may do.
+            Method::Options if self.cfg.rules.cors.is_some() => {
+                let c = &req.conditions;
+                let headers = c.preflight.as_ref().and_then(|p| p.headers.as_deref());
+                let fields =
+                    self.cfg
+                        .rules
+                        .preflight(c.cors_origin, c.preflight.is_some(), headers);
+                let reply = match fields {
+                    Some(fields) => Reply::preflight(fields),
+                    None => Reply::error(Status::MethodNotAllowed),
+                };
+                return self.reply(now, &req, reply);
+            }
             // No resource here allows anything but GET and HEAD, OPTIONS included.
             Method::NotAllowed | Method::Options => {
                 return self.reply(now, &req, Reply::error(Status::MethodNotAllowed))
@@ -308,6 +370,7 @@ impl Http1 {
                 dir: t.dir,
                 look: Look::Target,
                 answer: None,
+                side: None,
             })),
         }
     }
@@ -319,39 +382,67 @@ impl Http1 {
     }
 
     fn opened(&mut self, now: SystemTime, mut job: PBox<Job>, result: io::Result<Opened>) -> Step {
+        if let Some(mut side) = job.side.take() {
+            let coding = side.choice.get(side.tried);
+            match result {
+                // A sidecar older than its file is stale: the file changed since.
+                Ok(s) if s.meta.kind == FileKind::File && !older(&s.meta, &side.original.meta) => {
+                    return self.file(now, &job, s, coding);
+                }
+                // Missing, not a file, stale or failing: the next one, or the file.
+                _ => {
+                    side.tried += 1;
+                    if side.choice.get(side.tried).is_some() {
+                        job.side = Some(side);
+                        return self.pending(job);
+                    }
+                    return self.file(now, &job, side.original, None);
+                }
+            }
+        }
+        if job.look == Look::Page404 {
+            let reply = match result {
+                Ok(o) if o.meta.kind == FileKind::File => {
+                    Reply::page(Status::NotFound, o, mime::content_type(&job.rel))
+                }
+                // Missing or no file itself: the built-in page.
+                _ => Reply::error(Status::NotFound),
+            };
+            return self.answer(now, &job, reply);
+        }
         let opened = match result {
             Ok(opened) => opened,
             Err(e) if job.look == Look::Index && open_missing(&e) => return self.list(now, job),
+            Err(e) if job.look == Look::Target && open_missing(&e) => {
+                return self.missing(now, job)
+            }
+            Err(e) if job.look == Look::Fallback && open_missing(&e) => {
+                return self.not_found(now, job)
+            }
             Err(e) => return self.failed(now, &job, e),
         };
         match (job.look, opened.meta.kind) {
             // `/file.txt/` or `/file.txt/.`: a file is no directory (POSIX ENOTDIR).
-            (Look::Target, FileKind::File) if job.dir => {
-                self.reply(now, &job.req, Reply::error(Status::NotFound))
-            }
+            (Look::Target, FileKind::File) if job.dir => self.not_found(now, job),
+            // A fallback that is not a file is no fallback.
+            (Look::Fallback, kind) if kind != FileKind::File => self.not_found(now, job),
             (_, FileKind::File) => {
-                let path = if job.look == Look::Index {
-                    "index.html"
-                } else {
-                    &job.rel
-                };
-                let seed = now
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-                    ^ self.responses;
-                let reply = Reply::file(
-                    opened,
-                    mime::content_type(path),
-                    &job.req.conditions,
-                    &self.cfg,
-                    date::secs(now),
-                    seed,
-                );
-                self.reply(now, &job.req, reply)
+                if self.sidecars_apply(&job) {
+                    let choice = job.req.conditions.accept.choose(&self.cfg.precompressed);
+                    if choice.get(0).is_some() {
+                        job.side = Some(Sidecars {
+                            original: opened,
+                            choice,
+                            tried: 0,
+                        });
+                        return self.pending(job);
+                    }
+                }
+                self.file(now, &job, opened, None)
             }
             (Look::Target, FileKind::Dir) if !job.dir => {
                 let reply = Reply::redirect(&job.rel, &job.req.target);
-                self.reply(now, &job.req, reply)
+                self.answer(now, &job, reply)
             }
             (Look::Target, FileKind::Dir) => {
                 job.look = Look::Index;
@@ -359,13 +450,70 @@ impl Http1 {
             }
             // An index.html that is not a regular file counts as missing.
             (Look::Index, _) => self.list(now, job),
-            _ => self.reply(now, &job.req, Reply::error(Status::Forbidden)),
+            _ => self.answer(now, &job, Reply::error(Status::Forbidden)),
         }
+    }
+
+    /// A GET or HEAD for a path that is not there: `--fallback`'s file where the path
+    /// looks like a page (no extension in its last name, or text/html accepted), or the
+    /// 404.
+    fn missing(&mut self, now: SystemTime, mut job: PBox<Job>) -> Step {
+        if let Some(fallback) = &self.cfg.fallback {
+            let name = job.rel.rsplit('/').next().unwrap_or_default();
+            if !name.contains('.') || job.req.conditions.accepts_html {
+                job.rel.clear();
+                job.rel.push_str(fallback);
+                (job.dir, job.look) = (false, Look::Fallback);
+                return self.pending(job);
+            }
+        }
+        self.not_found(now, job)
+    }
+
+    /// A 404: with `--page404`'s file as its body, or the built-in page.
+    fn not_found(&mut self, now: SystemTime, mut job: PBox<Job>) -> Step {
+        if let Some(page) = &self.cfg.page404 {
+            job.rel.clear();
+            job.rel.push_str(page);
+            (job.dir, job.look, job.side) = (false, Look::Page404, None);
+            return self.pending(job);
+        }
+        self.answer(now, &job, Reply::error(Status::NotFound))
+    }
+
+    /// Whether this file may have sidecars: `--precompressed` is on, its type is one
+    /// that compresses, and it is no compressed file itself.
+    fn sidecars_apply(&self, job: &Job) -> bool {
+        !self.cfg.precompressed.is_empty()
+            && mime::compressible(mime::content_type(job.type_path()))
+    }
+
+    /// A regular file's response: the file, or its sidecar in `coding`. Where sidecars
+    /// apply, the response says it varies with Accept-Encoding, whichever was sent.
+    fn file(&mut self, now: SystemTime, job: &Job, opened: Opened, coding: Option<Coding>) -> Step {
+        let seed = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ self.responses;
+        let coded = response::Coded {
+            coding,
+            vary: self.sidecars_apply(job),
+        };
+        let reply = Reply::file(
+            opened,
+            mime::content_type(job.type_path()),
+            &job.req.conditions,
+            &self.cfg,
+            date::secs(now),
+            seed,
+            coded,
+        );
+        self.answer(now, job, reply)
     }
 
     fn list(&mut self, now: SystemTime, mut job: PBox<Job>) -> Step {
         if !self.cfg.listing {
-            return self.reply(now, &job.req, Reply::error(Status::Forbidden));
+            return self.answer(now, &job, Reply::error(Status::Forbidden));
         }
         job.look = Look::Listing;
         self.pending(job)
@@ -378,10 +526,40 @@ impl Http1 {
         if reply.status != Status::NotFound {
             self.fault = Some(Box::new(job.fault(e)));
         }
-        self.reply(now, &job.req, reply)
+        self.answer(now, job, reply)
     }
 
+    /// The response to a request that names no file (or not yet): only the rules
+    /// without a glob apply.
     fn reply(&mut self, now: SystemTime, req: &Request, reply: Reply) -> Step {
+        self.reply_for(now, req, None, reply)
+    }
+
+    /// The response to a request for a path: the rules for `job`'s file apply (the one
+    /// served: a fallback's or a 404 page's path once it took the request's place).
+    fn answer(&mut self, now: SystemTime, job: &Job, reply: Reply) -> Step {
+        self.reply_for(now, &job.req, Some(job.type_path()), reply)
+    }
+
+    fn reply_for(
+        &mut self,
+        now: SystemTime,
+        req: &Request,
+        rel: Option<&str>,
+        mut reply: Reply,
+    ) -> Step {
+        if !self.cfg.rules.is_empty() {
+            let origin = req.conditions.cors_origin;
+            // Room for the rules' lines at once, not a reallocation per line.
+            reply.fields.reserve(512);
+            let success = matches!(
+                reply.status,
+                Status::Ok | Status::PartialContent | Status::NoContent | Status::NotModified
+            );
+            self.cfg
+                .rules
+                .apply(&mut reply.fields, rel, origin, success);
+        }
         self.respond(
             now,
             reply,
@@ -414,7 +592,8 @@ impl Http1 {
         out.push_str(date);
         out.push_str("\r\n");
         out.push_str(&reply.fields);
-        if reply.status != Status::NotModified {
+        // None on a 304 (RFC 9110 §8.6 allows it) or a 204 (§8.6 forbids it).
+        if !matches!(reply.status, Status::NotModified | Status::NoContent) {
             out.push_str("Content-Length: ");
             digits::dec(&mut out, len);
             out.push_str("\r\n");
@@ -546,6 +725,23 @@ impl Http1 {
     }
 }
 
+/// A file named on the command line (`--fallback`, `--page404`) as the normalised path
+/// beneath the root that a request for `/PATH` would open; an error for one that no
+/// request could name, or a directory.
+pub fn served_path(path: &str) -> Result<String, String> {
+    let t = path::resolve(&format!("/{}", path.trim_start_matches('/')))
+        .ok_or_else(|| format!("{path:?} is not a path beneath the root"))?;
+    if t.dir || t.rel.is_empty() {
+        return Err(format!("{path:?} names a directory, not a file"));
+    }
+    Ok(t.rel)
+}
+
+/// Whether `a` was modified before `b`.
+fn older(a: &super::FileMeta, b: &super::FileMeta) -> bool {
+    (a.mtime_sec, a.mtime_nsec) < (b.mtime_sec, b.mtime_nsec)
+}
+
 /// Open errors after which a directory simply has no index.html.
 fn open_missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
@@ -600,8 +796,10 @@ impl Protocol for Http1 {
             Stage::Answered(mut job) => match job.answer.take() {
                 Some(FsDone::Opened(result)) => self.opened(now, job, result),
                 Some(FsDone::Listed(Ok(listing))) => {
-                    let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles);
-                    self.reply(now, &job.req, reply)
+                    let json = job.req.conditions.accepts_json;
+                    let view = listing::View::from_query(&job.req.target, json);
+                    let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles, view);
+                    self.answer(now, &job, reply)
                 }
                 Some(FsDone::Listed(Err(e))) => self.failed(now, &job, e),
                 // handle_fs answers only an open or a listing.

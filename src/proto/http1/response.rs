@@ -7,12 +7,20 @@ use super::path::push_encoded;
 use super::range::{self, ByteRange, Ranges};
 use super::status::Status;
 use super::{date, digits};
-use super::{Dotfiles, Etag, HttpConfig};
+use super::{Coding, Dotfiles, Etag, HttpConfig};
 use crate::proto::{path_bytes, pool, Chunk, FileMeta, Listing, Opened};
 use std::fmt::Write;
 use std::io;
 
 const HTML: &str = "Content-Type: text/html; charset=utf-8\r\n";
+
+/// How a file response is coded: a precompressed sidecar's coding, and whether the
+/// response varies with Accept-Encoding (it does wherever sidecars are looked for).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Coded {
+    pub coding: Option<Coding>,
+    pub vary: bool,
+}
 
 /// A response before framing.
 #[derive(Debug)]
@@ -46,6 +54,16 @@ impl Reply {
     pub fn recycle(self) {
         pool::give_string(self.fields);
         pool::give_chunks(self.body);
+    }
+
+    /// 204 to a CORS preflight, with the fields `rules::Rules::preflight` gave.
+    pub fn preflight(mut fields: String) -> Reply {
+        fields.push_str("Allow: GET, HEAD, OPTIONS\r\n");
+        Reply {
+            status: Status::NoContent,
+            fields,
+            body: Vec::new(),
+        }
     }
 
     /// `OPTIONS *`: what the server's resources allow, and no body.
@@ -110,16 +128,46 @@ impl Reply {
         }
     }
 
-    pub fn listing(rel: &str, listing: Listing, dotfiles: Dotfiles) -> Reply {
+    /// `status` with a file's bytes as its page (`--page404`): no validators, no
+    /// ranges, as for any error page.
+    pub fn page(status: Status, opened: Opened, content_type: &str) -> Reply {
+        let mut fields = pool::string();
+        fields.push_str("Content-Type: ");
+        fields.push_str(content_type);
+        fields.push_str("\r\n");
+        let mut body = pool::chunks();
+        if opened.meta.len > 0 {
+            body.push(Chunk::File {
+                file: opened.file,
+                offset: 0,
+                len: opened.meta.len,
+            });
+        }
+        Reply {
+            status,
+            fields,
+            body,
+        }
+    }
+
+    /// A directory's listing, HTML or JSON as `view` says.
+    pub fn listing(rel: &str, listing: Listing, dotfiles: Dotfiles, view: listing::View) -> Reply {
+        let (body, content_type) = listing::render(rel, listing, dotfiles, view);
+        // HTML or JSON by Accept: a cache must keep them apart.
+        let mut fields = String::from(content_type);
+        fields.push_str("Vary: Accept\r\n");
         Reply {
             status: Status::Ok,
-            fields: HTML.into(),
-            body: vec![Chunk::Mem(listing::render(rel, listing, dotfiles))],
+            fields,
+            body: vec![Chunk::Mem(body)],
         }
     }
 
     /// A regular file, after preconditions and ranges. `now` is the response's Date in
-    /// seconds; `seed` varies the multipart boundary between responses.
+    /// seconds; `seed` varies the multipart boundary between responses. A sidecar
+    /// (`coded.coding`) is the selected representation: its own length, ranges and
+    /// validators, an ETag that names the coding, and the original's Content-Type.
+    #[allow(clippy::too_many_arguments)]
     pub fn file(
         opened: Opened,
         content_type: &str,
@@ -127,9 +175,10 @@ impl Reply {
         cfg: &HttpConfig,
         now: u64,
         seed: u64,
+        coded: Coded,
     ) -> Reply {
         let meta = opened.meta;
-        let v = validators(&meta, cfg.etag, now);
+        let v = validators(&meta, cfg.etag, now, coded.coding);
         let mut fields = pool::string();
         fields.reserve(256);
         fields.push_str("ETag: ");
@@ -137,6 +186,15 @@ impl Reply {
         fields.push_str("\r\nLast-Modified: ");
         date::push_imf_cached(&mut fields, v.modified);
         fields.push_str("\r\n");
+        // On a 304 too: it describes the representation a 200 would have sent.
+        if let Some(coding) = coded.coding {
+            fields.push_str("Content-Encoding: ");
+            fields.push_str(coding.token());
+            fields.push_str("\r\n");
+        }
+        if coded.vary || coded.coding.is_some() {
+            fields.push_str("Vary: Accept-Encoding\r\n");
+        }
         let reply = Reply::file_after(opened, content_type, c, cfg.max_ranges, &v, fields, seed);
         pool::give_string(v.etag);
         reply
@@ -256,7 +314,7 @@ impl Reply {
 /// tree agree. [`Etag::Inode`] puts the device and inode first, as before.
 /// Last-Modified is never later than `now`, the response's Date (RFC 9110 §8.8.2.1: a
 /// file with a future mtime); the ETag keeps the real time.
-fn validators(m: &FileMeta, form: Etag, now: u64) -> Validators {
+fn validators(m: &FileMeta, form: Etag, now: u64, coding: Option<Coding>) -> Validators {
     // One allocation, sized for the longest (four u64s in hex and the punctuation):
     // `format!` of the pieces cost six per response (bench/allocs.rs).
     let mut etag = pool::string();
@@ -274,6 +332,11 @@ fn validators(m: &FileMeta, form: Etag, now: u64) -> Validators {
     digits::hex_min(&mut etag, u64::from(m.mtime_nsec), 8);
     etag.push('-');
     digits::hex(&mut etag, m.len);
+    // A sidecar's tag names its coding, so no two representations ever share one.
+    if let Some(c) = coding {
+        etag.push('-');
+        etag.push_str(c.token());
+    }
     etag.push('"');
     Validators {
         etag,

@@ -40,6 +40,7 @@ macro_rules! statuses {
 
 statuses! {
     Ok = 200 "OK",
+    NoContent = 204 "No Content",
     PartialContent = 206 "Partial Content",
     MovedPermanently = 301 "Moved Permanently",
     NotModified = 304 "Not Modified",

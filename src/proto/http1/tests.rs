@@ -348,7 +348,7 @@ impl Resp {
     fn check(&self, head_request: bool) {
         assert_eq!(self.header("server"), Some("ringserve"));
         assert_eq!(self.header("date"), Some(date::format(NOW_SECS).as_str()));
-        if self.status == 304 {
+        if self.status == 304 || self.status == 204 {
             assert_eq!(self.header("content-length"), None);
             assert!(self.body.is_empty());
         } else if head_request {
@@ -1480,4 +1480,441 @@ fn unsolicited_backend_answers_are_ignored() {
     assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
     d.p.handle_fs(FsDone::Listed(Ok(Listing::default())));
     assert!(matches!(d.p.poll(now()), Step::Fs(FsOp::Open(p)) if p == "a.txt"));
+}
+
+// ---- precompressed sidecars --------------------------------------------------------
+
+fn sidecar_cfg() -> HttpConfig {
+    HttpConfig {
+        precompressed: vec![Coding::Br, Coding::Zstd, Coding::Gzip],
+        ..HttpConfig::default()
+    }
+}
+
+/// `app.js` with `.br` and `.gz` sidecars (no `.zst`), each its own bytes.
+fn sidecar_fs() -> Fs {
+    Fs::new()
+        .file("app.js", b"the original script, uncompressed")
+        .file("app.js.br", b"BR bytes")
+        .file("app.js.gz", b"GZIP bytes, longer")
+        .file("logo.png", b"PNG")
+        .file("logo.png.br", b"not for a png")
+        .file("lonely.js.br", b"a sidecar with no original")
+        .file("d/index.html", b"<p>index</p>")
+        .file("d/index.html.gz", b"GZ index")
+        .dir("d", Vec::new())
+}
+
+/// A GET of `path` with `fields` (`Accept-Encoding: ...` and the like): the response,
+/// checked, and the paths the backend was asked to open.
+fn coded(path: &str, fields: &str) -> (Resp, Vec<String>) {
+    let t = exchange_with(sidecar_cfg(), sidecar_fs(), get(path, fields).as_bytes());
+    let r = t.only();
+    r.check(false);
+    (r, t.opens)
+}
+
+#[test]
+fn a_sidecar_is_chosen_by_q_value_then_by_the_servers_order() {
+    let (r, opens) = coded("/app.js", "Accept-Encoding: gzip, deflate, br, zstd\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"BR bytes");
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(opens, ["app.js", "app.js.br"]);
+    // The client prefers gzip.
+    let (r, _) = coded("/app.js", "Accept-Encoding: br;q=0.5, gzip\r\n");
+    assert_eq!(
+        (r.body.as_slice(), r.header("content-encoding")),
+        (&b"GZIP bytes, longer"[..], Some("gzip"))
+    );
+    // zstd first, but there is no app.js.zst: the next, br.
+    let (r, opens) = coded("/app.js", "Accept-Encoding: zstd, br;q=0.9\r\n");
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(opens, ["app.js", "app.js.zst", "app.js.br"]);
+    // An index.html has its sidecar too.
+    let (r, _) = coded("/d/", "Accept-Encoding: gzip\r\n");
+    assert_eq!(
+        (r.body.as_slice(), r.header("content-encoding")),
+        (&b"GZ index"[..], Some("gzip"))
+    );
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+}
+
+#[test]
+fn refused_codings_and_no_accept_encoding_get_the_original_with_vary() {
+    for fields in [
+        "",
+        "Accept-Encoding: \r\n",
+        "Accept-Encoding: identity\r\n",
+        "Accept-Encoding: br;q=0, gzip;q=0\r\n",
+        "Accept-Encoding: *;q=0\r\n",
+        "Accept-Encoding: zstd\r\n", // accepted, but there is none
+    ] {
+        let (r, _) = coded("/app.js", fields);
+        assert_eq!(r.body, b"the original script, uncompressed", "{fields:?}");
+        assert_eq!(r.header("content-encoding"), None, "{fields:?}");
+        // The response depends on Accept-Encoding, whatever this request sent.
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{fields:?}");
+    }
+    // identity;q=0 refuses only the original: a sidecar it accepts is served.
+    let (r, _) = coded("/app.js", "Accept-Encoding: identity;q=0, gzip\r\n");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    // No Accept-Encoding: no sidecar is even looked for.
+    let (_, opens) = coded("/app.js", "");
+    assert_eq!(opens, ["app.js"]);
+}
+
+#[test]
+fn a_stale_sidecar_is_passed_over() {
+    let fs = sidecar_fs().mtime("app.js.br", MTIME - 1);
+    let t = exchange_with(
+        sidecar_cfg(),
+        fs,
+        get("/app.js", "Accept-Encoding: br, gzip\r\n").as_bytes(),
+    );
+    let r = t.only();
+    assert_eq!(
+        r.header("content-encoding"),
+        Some("gzip"),
+        "the older .br is not served"
+    );
+    let fs = sidecar_fs()
+        .mtime("app.js.br", MTIME - 1)
+        .mtime("app.js.gz", MTIME - 1);
+    let t = exchange_with(
+        sidecar_cfg(),
+        fs,
+        get("/app.js", "Accept-Encoding: br, gzip\r\n").as_bytes(),
+    );
+    assert_eq!(t.only().body, b"the original script, uncompressed");
+}
+
+#[test]
+fn a_sidecar_without_its_original_is_not_served_as_it() {
+    let (r, opens) = coded("/lonely.js", "Accept-Encoding: br\r\n");
+    assert_eq!(r.status, 404);
+    assert_eq!(opens, ["lonely.js"]);
+    // Asked for by its own name it is just a file, uncoded.
+    let (r, _) = coded("/lonely.js.br", "Accept-Encoding: br\r\n");
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+}
+
+#[test]
+fn types_that_do_not_compress_have_no_sidecar_and_no_vary() {
+    let (r, opens) = coded("/logo.png", "Accept-Encoding: br\r\n");
+    assert_eq!(r.body, b"PNG");
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, None)
+    );
+    assert_eq!(opens, ["logo.png"]);
+    // And with --precompressed off, nothing changes for a script either.
+    let t = exchange_with(
+        HttpConfig::default(),
+        sidecar_fs(),
+        get("/app.js", "Accept-Encoding: br\r\n").as_bytes(),
+    );
+    let r = t.only();
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, None)
+    );
+    assert_eq!(t.opens, ["app.js"]);
+}
+
+#[test]
+fn ranges_and_conditionals_apply_to_the_sidecar() {
+    let (r, _) = coded("/app.js", "Accept-Encoding: gzip\r\nRange: bytes=5-9\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, b"bytes");
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 5-9/18"),
+        "the sidecar's length"
+    );
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    // Each representation has its own tag.
+    let (gz, _) = coded("/app.js", "Accept-Encoding: gzip\r\n");
+    let (br, _) = coded("/app.js", "Accept-Encoding: br\r\n");
+    let (plain, _) = coded("/app.js", "");
+    let tags = [
+        gz.header("etag").unwrap(),
+        br.header("etag").unwrap(),
+        plain.header("etag").unwrap(),
+    ];
+    assert!(
+        tags[0].ends_with("-gzip\"") && tags[1].ends_with("-br\""),
+        "{tags:?}"
+    );
+    assert!(
+        tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2],
+        "{tags:?}"
+    );
+    // The sidecar's tag revalidates the sidecar: 304, still saying how it is coded.
+    let inm = format!("Accept-Encoding: gzip\r\nIf-None-Match: {}\r\n", tags[0]);
+    let (r, _) = coded("/app.js", &inm);
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some(tags[0]));
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (Some("gzip"), Some("Accept-Encoding"))
+    );
+    // The same tag from a client that now takes no coding matches nothing: 200, plain.
+    let (r, _) = coded("/app.js", &format!("If-None-Match: {}\r\n", tags[0]));
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+    // A Range with an If-Range of the other representation's tag gets the whole sidecar.
+    let f = format!(
+        "Accept-Encoding: gzip\r\nRange: bytes=0-1\r\nIf-Range: {}\r\n",
+        tags[2]
+    );
+    let (r, _) = coded("/app.js", &f);
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"GZIP bytes, longer"[..])
+    );
+}
+
+// ---- fallback and 404 pages ----------------------------------------------------------
+
+fn spa_cfg(fallback: Option<&str>, page404: Option<&str>) -> HttpConfig {
+    HttpConfig {
+        fallback: fallback.map(|p| served_path(p).unwrap()),
+        page404: page404.map(|p| served_path(p).unwrap()),
+        ..HttpConfig::default()
+    }
+}
+
+fn spa_fs() -> Fs {
+    Fs::new()
+        .file("index.html", b"<div id=app></div>")
+        .file("404.html", b"<h1>Nothing here</h1>")
+        .file("app.js", b"js")
+        .file("d/f", b"f")
+        .dir("d", Vec::new())
+        .dir("empty", Vec::new())
+}
+
+fn spa(cfg: HttpConfig, raw: &str) -> (Resp, Vec<String>) {
+    let t = exchange_with(cfg, spa_fs(), raw.as_bytes());
+    let r = t.only();
+    r.check(raw.starts_with("HEAD"));
+    (r, t.opens)
+}
+
+#[test]
+fn a_missing_route_gets_the_fallback_and_a_missing_asset_the_404() {
+    let cfg = || spa_cfg(Some("index.html"), None);
+    let (r, opens) = spa(cfg(), &get("/users/42", ""));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"<div id=app></div>"[..])
+    );
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(opens, ["users/42", "index.html"]);
+    // With an extension it looks like an asset: 404, unless the client wants a page.
+    assert_eq!(spa(cfg(), &get("/missing.js", "")).0.status, 404);
+    let (r, _) = spa(
+        cfg(),
+        &get(
+            "/blog/post.html",
+            "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n",
+        ),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        spa(cfg(), &get("/x.png", "Accept: image/avif,*/*\r\n"))
+            .0
+            .status,
+        404
+    );
+    assert_eq!(
+        spa(cfg(), &get("/x.png", "Accept: text/html;q=0\r\n"))
+            .0
+            .status,
+        404
+    );
+    // What exists is served as it is; HEAD falls back as GET does.
+    assert_eq!(spa(cfg(), &get("/app.js", "")).0.body, b"js");
+    let (r, _) = spa(cfg(), "HEAD /a/b HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("18")));
+    // A directory without index.html is not missing: 403 as before.
+    assert_eq!(spa(cfg(), &get("/empty/", "")).0.status, 403);
+    // A fallback that is missing itself is a 404, asked for once.
+    let (r, opens) = spa(spa_cfg(Some("nope.html"), None), &get("/route", ""));
+    assert_eq!(r.status, 404);
+    assert_eq!(opens, ["route", "nope.html"]);
+    // Other methods are not served at all.
+    let (r, _) = spa(
+        cfg(),
+        "POST /route HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn the_404_page_comes_from_a_file() {
+    let cfg = || spa_cfg(None, Some("/404.html"));
+    let (r, opens) = spa(cfg(), &get("/missing.txt", ""));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (404, &b"<h1>Nothing here</h1>"[..])
+    );
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!((r.header("etag"), r.header("accept-ranges")), (None, None));
+    assert_eq!(opens, ["missing.txt", "404.html"]);
+    // A file asked for as a directory is missing too; a Range changes nothing.
+    assert_eq!(
+        spa(cfg(), &get("/d/f/", "")).0.body,
+        b"<h1>Nothing here</h1>"
+    );
+    let (r, _) = spa(cfg(), &get("/nope", "Range: bytes=0-1\r\n"));
+    assert_eq!((r.status, r.body.len()), (404, 21));
+    // HEAD: the page's length, no body.
+    let (r, _) = spa(cfg(), "HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.header("content-length")), (404, Some("21")));
+    // Missing itself: the built-in page.
+    let (r, _) = spa(spa_cfg(None, Some("gone.html")), &get("/nope", ""));
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("404"));
+    // With both: routes fall back, assets get the page.
+    let both = || spa_cfg(Some("index.html"), Some("404.html"));
+    assert_eq!(spa(both(), &get("/route", "")).0.status, 200);
+    assert_eq!(
+        spa(both(), &get("/a.css", "")).0.body,
+        b"<h1>Nothing here</h1>"
+    );
+    let (r, _) = spa(
+        spa_cfg(Some("nope.html"), Some("404.html")),
+        &get("/route", ""),
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (404, &b"<h1>Nothing here</h1>"[..])
+    );
+}
+
+#[test]
+fn fallback_and_404_paths_are_normalised_beneath_the_root() {
+    assert_eq!(served_path("index.html").unwrap(), "index.html");
+    assert_eq!(served_path("/app/index.html").unwrap(), "app/index.html");
+    // Dot segments cannot climb out: above the root is no path at all.
+    assert!(served_path("../../etc/passwd").is_err());
+    assert_eq!(served_path("a/./b/../c.html").unwrap(), "a/c.html");
+    assert!(served_path("").is_err());
+    assert!(served_path("/").is_err());
+    assert!(served_path("dir/").is_err());
+}
+
+// ---- header rules and CORS -------------------------------------------------------------
+
+fn rules_cfg() -> HttpConfig {
+    use rules::{CacheRule, Cors, HeaderRule, Rules};
+    let mut cors = Cors::default();
+    cors.add("https://app.example").unwrap();
+    HttpConfig {
+        rules: Rules::new(
+            vec![
+                HeaderRule::parse("X-Content-Type-Options: nosniff").unwrap(),
+                HeaderRule::parse("d/**:X-Robots-Tag: noindex").unwrap(),
+            ],
+            vec![CacheRule::parse("d/**=public, max-age=31536000, immutable").unwrap()],
+            Some(cors),
+        ),
+        ..HttpConfig::default()
+    }
+}
+
+#[test]
+fn header_and_cache_rules_apply_by_path() {
+    let t = exchange_with(rules_cfg(), fs(), get("/d/index.html", "").as_bytes());
+    let r = t.only();
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("x-robots-tag"), Some("noindex"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let r = exchange_with(rules_cfg(), fs(), get("/a.txt", "").as_bytes()).only();
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        (r.header("x-robots-tag"), r.header("cache-control")),
+        (None, None)
+    );
+    // A 404 under d/ keeps the headers but is not made cacheable.
+    let r = exchange_with(rules_cfg(), fs(), get("/d/gone.js", "").as_bytes()).only();
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        (r.header("x-robots-tag"), r.header("cache-control")),
+        (Some("noindex"), None)
+    );
+    // A request that names no path gets only the rules without a glob.
+    let r = exchange_with(rules_cfg(), fs(), b"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n").only();
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        (r.header("x-content-type-options"), r.header("x-robots-tag")),
+        (Some("nosniff"), None)
+    );
+}
+
+#[test]
+fn cors_answers_allowed_origins_and_their_preflights() {
+    let r = exchange_with(
+        rules_cfg(),
+        fs(),
+        get("/a.txt", "Origin: https://app.example\r\n").as_bytes(),
+    )
+    .only();
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("vary"), Some("Origin"));
+    let r = exchange_with(
+        rules_cfg(),
+        fs(),
+        get("/a.txt", "Origin: https://evil.example\r\n").as_bytes(),
+    )
+    .only();
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let pre = "OPTIONS /a.txt HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: range\r\n\r\n";
+    let t = exchange_with(rules_cfg(), fs(), pre.as_bytes());
+    let r = t.only();
+    r.check(false);
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("content-length"),
+        None,
+        "a 204 has no Content-Length"
+    );
+    assert!(r.body.is_empty());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(r.header("access-control-allow-headers"), Some("range"));
+    assert!(!t.closed(), "the connection goes on");
+    // Not a preflight, or not an allowed origin: 405 as without --cors.
+    let r = exchange_with(
+        rules_cfg(),
+        fs(),
+        b"OPTIONS /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .only();
+    assert_eq!(r.status, 405);
+    let bad = pre.replace("app.example", "evil.example");
+    assert_eq!(
+        exchange_with(rules_cfg(), fs(), bad.as_bytes())
+            .only()
+            .status,
+        405
+    );
 }

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# bench/site.sh — what static-site serving costs per request on the uring backend:
+# a 1 KiB script served plain, the same request answered from its precompressed
+# sidecar (`--precompressed br`, `Accept-Encoding: br`: one more open, cached), and the
+# plain request with header, Cache-Control and CORS rules on (`--header` x3,
+# `--cache-control` x2, `--cors`). 256 connections, REPS alternated triples; server
+# pinned to CPU 0 (one ring), wrk -t1 to CPU 1. Reports requests and server CPU per
+# request for each run and their medians, as ratios to plain. Never gates.
+#
+# Usage: bench/site.sh [--reps N] [--out FILE]
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+bench_reps_out site "$@"
+bench_init
+bench_ensure_tools no-nginx
+bench_build_release
+SITE=$BENCH_TMP/site
+mkdir -p "$SITE/assets"
+head -c 1024 /dev/urandom >"$SITE/assets/app.js"
+head -c 1024 /dev/urandom >"$SITE/assets/app.js.br"
+touch -r "$SITE/assets/app.js" "$SITE/assets/app.js.br"
+
+TICK=$(getconf CLK_TCK)
+PORT=$(bench_port uring)
+RULES=(--header "X-Content-Type-Options: nosniff" --header "Referrer-Policy: same-origin"
+    --header "assets/**:X-Robots-Tag: noindex"
+    --cache-control "assets/**=public, max-age=31536000, immutable" --cache-control "**/*.html=no-cache"
+    --cors "https://app.example")
+# run MODE — one 2 s warm-up and one 8 s measured wrk run; RESULT="req cpu_us".
+run() {
+    local args=() hdr=()
+    case $1 in
+    sidecar) args=(--precompressed br) hdr=(-H "Accept-Encoding: br") ;;
+    rules) args=("${RULES[@]}") hdr=(-H "Origin: https://app.example") ;;
+    esac
+    bench_spawn "$BENCH_TMP/serve-$1.log" taskset -c 0 "$RINGSERVE_BIN" serve "$SITE" \
+        --listen "127.0.0.1:$PORT" --backend uring --uring-threads 1 "${args[@]}"
+    local pid=$SPAWNED_PID
+    bench_wait_http "$PORT" /assets/app.js "$pid" || bench_die "the server did not start ($1)"
+    taskset -c 1 wrk -t1 -c256 -d2s "${hdr[@]}" "http://127.0.0.1:$PORT/assets/app.js" >/dev/null
+    local t0 t1
+    t0=$(bench_cpu_ticks "$pid")
+    taskset -c 1 wrk -t1 -c256 -d8s "${hdr[@]}" "http://127.0.0.1:$PORT/assets/app.js" >"$BENCH_TMP/wrk.out"
+    t1=$(bench_cpu_ticks "$pid")
+    bench_stop_pid "$pid" 5
+    local req
+    req=$(awk '/requests in/ {print $1}' "$BENCH_TMP/wrk.out")
+    [[ -n $req ]] || bench_die "wrk printed no result ($1)"
+    RESULT="$req $(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$req" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')"
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# The sidecar really is what the sidecar runs are sent.
+bench_spawn "$BENCH_TMP/check.log" "$RINGSERVE_BIN" serve "$SITE" --listen "127.0.0.1:$PORT" --precompressed br
+bench_wait_http "$PORT" /assets/app.js "$SPAWNED_PID" || bench_die "the check server did not start"
+curl -s -H "Accept-Encoding: br" "http://127.0.0.1:$PORT/assets/app.js" | cmp -s - "$SITE/assets/app.js.br" ||
+    bench_die "the sidecar was not served"
+bench_stop_pid "$SPAWNED_PID" 5
+
+declare -A COL
+{
+    echo "# Static-site serving on io_uring: plain, precompressed sidecar, header rules"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO_DIR" && git rev-parse --short HEAD), kernel $(uname -r)."
+    echo "A 1 KiB \`assets/app.js\` at 256 connections, $REPS alternated triples of 8 s runs (after 2 s of"
+    echo "warm-up each); server on CPU 0 (\`--uring-threads 1\`), \`wrk -t1\` on CPU 1. Made by \`bench/site.sh\`."
+    echo "sidecar: \`--precompressed br\` and \`Accept-Encoding: br\` (app.js.br sent). rules: three \`--header\`,"
+    echo "two \`--cache-control\` and a \`--cors\` origin, requests with that \`Origin\`."
+    echo
+    echo "| run | way | requests | server CPU per request (µs) |"
+    echo "|---|---|---|---|"
+} >"$OUT"
+for ((r = 1; r <= REPS; r++)); do
+    for mode in plain sidecar rules; do
+        bench_log "run $r of $REPS: $mode"
+        run "$mode"
+        read -r req cpu <<<"$RESULT"
+        COL[$mode-req]+="$req " COL[$mode-cpu]+="$cpu "
+        echo "| $r | $mode | $req | $cpu |" >>"$OUT"
+    done
+done
+{
+    echo
+    echo "| median | requests | server CPU per request (µs) | CPU per request vs plain |"
+    echo "|---|---|---|---|"
+    # shellcheck disable=SC2086 # the columns are space-separated numbers
+    base=$(median ${COL[plain-cpu]})
+    for mode in plain sidecar rules; do
+        # shellcheck disable=SC2086
+        m=$(median ${COL[$mode-cpu]})
+        # shellcheck disable=SC2086
+        echo "| $mode | $(median ${COL[$mode-req]}) | $m | $(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.3f×", a / b}') |"
+    done
+} >>"$OUT"
+cat "$OUT"
+bench_log "wrote $OUT"
