@@ -981,7 +981,8 @@ backend_test! {
         assert_eq!(r.header("x-robots-tag"), Some("noindex"));
         assert_eq!(r.header("cache-control"), Some("public, max-age=31536000, immutable"));
         let r = req("/site/", "");
-        assert_eq!(r.header("cache-control"), Some("no-cache"), "[{b}] the index is index.html");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "[{b}] /site/ is site/index.html");
+        assert_eq!(r.header("x-robots-tag"), Some("noindex"), "[{b}] and site/** matches it");
         let r = req("/hello.txt", "Origin: https://app.example\r\n");
         assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"), "[{b}]");
         assert_eq!((r.header("x-robots-tag"), r.header("cache-control")), (None, None));

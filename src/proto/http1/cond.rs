@@ -16,7 +16,7 @@ pub struct Conditions {
     pub accepts_json: bool,
     /// Which `--cors` origin the request's Origin is (read only when `--cors` names
     /// origins; nothing is allocated for it).
-    pub cors_origin: Option<u8>,
+    pub cors_origin: Option<u16>,
     /// A CORS preflight's Access-Control-Request-Method was sent, and its -Headers
     /// (read only when `--cors` is on; boxed only when there).
     pub preflight: Option<Box<Preflight>>,
@@ -28,9 +28,10 @@ pub struct Conditions {
     pub range: Option<String>,
 }
 
-/// What a CORS preflight asks beyond its method.
+/// What a CORS preflight asks: Access-Control-Request-Method was sent, and -Headers.
 #[derive(Debug, Default)]
 pub struct Preflight {
+    pub method: bool,
     pub headers: Option<String>,
 }
 

@@ -326,7 +326,7 @@ fn fields(
             if is("origin") && !cors.any() {
                 c.cors_origin = c.cors_origin.or(cors.index_of(value));
             } else if is("access-control-request-method") {
-                c.preflight.get_or_insert_with(Box::default);
+                c.preflight.get_or_insert_with(Box::default).method = true;
             } else if is("access-control-request-headers") {
                 first(
                     &mut c.preflight.get_or_insert_with(Box::default).headers,

@@ -186,6 +186,9 @@ struct Job {
     answer: Option<FsDone>,
     /// The sidecars being tried for the file opened, which waits here meanwhile.
     side: Option<Sidecars>,
+    /// Whether the request's Accept chose this response (a missing path with an
+    /// extension, under `--fallback`): the response says `Vary: Accept`.
+    vary_accept: bool,
 }
 
 /// A file's precompressed sidecars being tried in turn (`encoding.rs`).
@@ -207,6 +210,7 @@ impl Pooled for Job {
             look: Look::Target,
             answer: None,
             side: None,
+            vary_accept: false,
         }
     }
     fn recycle(self) {
@@ -244,6 +248,19 @@ impl Job {
         match self.look {
             Look::Index => "index.html",
             _ => &self.rel,
+        }
+    }
+
+    /// The path the header and cache rules match for this job's response: the file
+    /// served (a directory's `DIR/index.html`, a fallback's or 404 page's path once it
+    /// took the request's place), or for a listing or a directory's redirect the
+    /// directory with its slash (`docs/`, which `docs/**` matches).
+    fn rule_path(&self) -> String {
+        match self.look {
+            Look::Index if self.rel.is_empty() => "index.html".into(),
+            Look::Index => format!("{}/index.html", self.rel),
+            Look::Listing if !self.rel.is_empty() => format!("{}/", self.rel),
+            _ => pool::string_of(&self.rel),
         }
     }
 
@@ -342,10 +359,8 @@ impl Http1 {
             Method::Options if self.cfg.rules.cors.is_some() => {
                 let c = &req.conditions;
                 let headers = c.preflight.as_ref().and_then(|p| p.headers.as_deref());
-                let fields =
-                    self.cfg
-                        .rules
-                        .preflight(c.cors_origin, c.preflight.is_some(), headers);
+                let method = c.preflight.as_ref().is_some_and(|p| p.method);
+                let fields = self.cfg.rules.preflight(c.cors_origin, method, headers);
                 let reply = match fields {
                     Some(fields) => Reply::preflight(fields),
                     None => Reply::error(Status::MethodNotAllowed),
@@ -361,17 +376,23 @@ impl Http1 {
         match target {
             None => self.reply(now, &req, Reply::error(Status::BadRequest)),
             // Not there as far as a client can tell: no hint that something is hidden.
-            Some(t) if t.dotfile && self.cfg.dotfiles == Dotfiles::Deny => {
-                self.reply(now, &req, Reply::error(Status::NotFound))
+            Some(t) => {
+                let hidden = t.dotfile && self.cfg.dotfiles == Dotfiles::Deny;
+                let job = PBox::new(Job {
+                    req,
+                    rel: t.rel,
+                    dir: t.dir,
+                    look: Look::Target,
+                    answer: None,
+                    side: None,
+                    vary_accept: false,
+                });
+                if hidden {
+                    // Missing as far as a client can tell, the same 404 page included.
+                    return self.not_found(now, job);
+                }
+                self.pending(job)
             }
-            Some(t) => self.pending(PBox::new(Job {
-                req,
-                rel: t.rel,
-                dir: t.dir,
-                look: Look::Target,
-                answer: None,
-                side: None,
-            })),
         }
     }
 
@@ -419,7 +440,7 @@ impl Http1 {
             Err(e) if job.look == Look::Fallback && open_missing(&e) => {
                 return self.not_found(now, job)
             }
-            Err(e) => return self.failed(now, &job, e),
+            Err(e) => return self.failed(now, job, e),
         };
         match (job.look, opened.meta.kind) {
             // `/file.txt/` or `/file.txt/.`: a file is no directory (POSIX ENOTDIR).
@@ -459,8 +480,10 @@ impl Http1 {
     /// 404.
     fn missing(&mut self, now: SystemTime, mut job: PBox<Job>) -> Step {
         if let Some(fallback) = &self.cfg.fallback {
-            let name = job.rel.rsplit('/').next().unwrap_or_default();
-            if !name.contains('.') || job.req.conditions.accepts_html {
+            let ext = job.rel.rsplit('/').next().unwrap_or_default().contains('.');
+            // With an extension, Accept decides: the answer varies with it.
+            job.vary_accept = ext;
+            if !ext || job.req.conditions.accepts_html {
                 job.rel.clear();
                 job.rel.push_str(fallback);
                 (job.dir, job.look) = (false, Look::Fallback);
@@ -521,12 +544,15 @@ impl Http1 {
 
     /// The answer to a failed open or listing; a failure that is not simply "not
     /// there" (a 403, a 500, a 503) is kept for the error log.
-    fn failed(&mut self, now: SystemTime, job: &Job, e: io::Error) -> Step {
+    fn failed(&mut self, now: SystemTime, job: PBox<Job>, e: io::Error) -> Step {
         let reply = Reply::open_error(&e);
-        if reply.status != Status::NotFound {
-            self.fault = Some(Box::new(job.fault(e)));
+        if reply.status == Status::NotFound {
+            // A name too long or not spellable here: missing, with the same 404 page.
+            reply.recycle();
+            return self.not_found(now, job);
         }
-        self.answer(now, job, reply)
+        self.fault = Some(Box::new(job.fault(e)));
+        self.answer(now, &job, reply)
     }
 
     /// The response to a request that names no file (or not yet): only the rules
@@ -537,8 +563,20 @@ impl Http1 {
 
     /// The response to a request for a path: the rules for `job`'s file apply (the one
     /// served: a fallback's or a 404 page's path once it took the request's place).
-    fn answer(&mut self, now: SystemTime, job: &Job, reply: Reply) -> Step {
-        self.reply_for(now, &job.req, Some(job.type_path()), reply)
+    fn answer(&mut self, now: SystemTime, job: &Job, mut reply: Reply) -> Step {
+        if job.vary_accept {
+            reply.fields.push_str("Vary: Accept\r\n");
+        }
+        if self.cfg.rules.is_empty() {
+            return self.reply_for(now, &job.req, None, reply);
+        }
+        let mut rel = job.rule_path();
+        if reply.status == Status::MovedPermanently && !rel.is_empty() {
+            rel.push('/');
+        }
+        let step = self.reply_for(now, &job.req, Some(&rel), reply);
+        pool::give_string(rel);
+        step
     }
 
     fn reply_for(
@@ -801,7 +839,7 @@ impl Protocol for Http1 {
                     let reply = Reply::listing(&job.rel, listing, self.cfg.dotfiles, view);
                     self.answer(now, &job, reply)
                 }
-                Some(FsDone::Listed(Err(e))) => self.failed(now, &job, e),
+                Some(FsDone::Listed(Err(e))) => self.failed(now, job, e),
                 // handle_fs answers only an open or a listing.
                 _ => self.pending(job),
             },

@@ -124,8 +124,8 @@ impl Cors {
             self.any = true;
             return Ok(());
         }
-        if self.origins.len() >= usize::from(u8::MAX) {
-            return Err("at most 255 --cors origins".into());
+        if self.origins.len() >= usize::from(u16::MAX) {
+            return Err("at most 65535 --cors origins".into());
         }
         let rest = spec
             .strip_prefix("https://")
@@ -146,12 +146,12 @@ impl Cors {
 
     /// Which allowed origin a request's Origin value is (its index), if any: what a
     /// request keeps of it, so reading it allocates nothing.
-    pub fn index_of(&self, origin: &[u8]) -> Option<u8> {
+    pub fn index_of(&self, origin: &[u8]) -> Option<u16> {
         let origin = trim(origin);
         self.origins
             .iter()
             .position(|o| o.as_bytes().eq_ignore_ascii_case(origin))
-            .and_then(|i| u8::try_from(i).ok())
+            .and_then(|i| u16::try_from(i).ok())
     }
 
     /// Whether any origin is allowed (`*`): then the request's Origin is not read.
@@ -160,7 +160,7 @@ impl Cors {
     }
 
     /// The Allow-Origin value for a request whose Origin is allowed origin `index`.
-    fn allow(&self, index: Option<u8>) -> Option<&str> {
+    fn allow(&self, index: Option<u16>) -> Option<&str> {
         if self.any {
             return Some("*");
         }
@@ -180,9 +180,12 @@ pub struct Rules {
 
 /// Entries a thread's cache of glob matches holds before it starts over.
 const MATCH_CACHE: usize = 4096;
+/// Longest path whose matches are cached (longer ones are matched each time): with
+/// [`MATCH_CACHE`], at most about 1 MiB per thread, whatever paths clients invent.
+const MATCH_CACHE_PATH: usize = 200;
 
-/// A thread's glob matches: (rule set, success, path) to the field lines they give.
-type Matches = HashMap<(u64, bool, Box<str>), Box<str>>;
+/// A thread's glob matches: per rule set and success, path to the field lines.
+type Matches = HashMap<(u64, bool), HashMap<Box<str>, Box<str>>>;
 
 thread_local! {
     /// A hot path's globs are matched once per thread, not per response.
@@ -223,29 +226,34 @@ impl Rules {
     /// Cache-Control goes only on a `success` (2xx, 304): a 404 under `assets/**` must
     /// not be cached for a year. What the globs give a path is remembered per thread
     /// (at most [`MATCH_CACHE`] paths, then it starts over).
-    pub fn apply(&self, out: &mut String, rel: Option<&str>, origin: Option<u8>, success: bool) {
+    pub fn apply(&self, out: &mut String, rel: Option<&str>, origin: Option<u16>, success: bool) {
         for h in self.headers.iter().filter(|h| h.glob.is_none()) {
             out.push_str(&h.line);
         }
         let globs = !self.cache.is_empty() || self.headers.iter().any(|h| h.glob.is_some());
-        if let (Some(rel), true) = (rel, globs) {
-            static IDS: AtomicU64 = AtomicU64::new(1);
-            let id = *self.id.get_or_init(|| IDS.fetch_add(1, Ordering::Relaxed));
-            MATCHES.with(|m| {
-                let mut m = m.borrow_mut();
-                let key = (id, success, Box::<str>::from(rel));
-                if let Some(lines) = m.get(&key) {
-                    out.push_str(lines);
-                    return;
-                }
-                let mut lines = String::new();
-                self.path_lines(&mut lines, rel, success);
-                out.push_str(&lines);
-                if m.len() >= MATCH_CACHE {
-                    m.clear();
-                }
-                m.insert(key, lines.into());
-            });
+        match rel {
+            Some(rel) if globs && rel.len() <= MATCH_CACHE_PATH => {
+                static IDS: AtomicU64 = AtomicU64::new(1);
+                let id = *self.id.get_or_init(|| IDS.fetch_add(1, Ordering::Relaxed));
+                MATCHES.with(|m| {
+                    let mut m = m.borrow_mut();
+                    let held: usize = m.values().map(HashMap::len).sum();
+                    if held >= MATCH_CACHE {
+                        m.clear();
+                    }
+                    let paths = m.entry((id, success)).or_default();
+                    if let Some(lines) = paths.get(rel) {
+                        out.push_str(lines);
+                        return;
+                    }
+                    let mut lines = String::new();
+                    self.path_lines(&mut lines, rel, success);
+                    out.push_str(&lines);
+                    paths.insert(rel.into(), lines.into());
+                });
+            }
+            Some(rel) if globs => self.path_lines(out, rel, success),
+            _ => {}
         }
         if let Some(cors) = &self.cors {
             if let Some(allow) = cors.allow(origin) {
@@ -267,7 +275,7 @@ impl Rules {
     /// OPTIONS then gets what it would without `--cors`).
     pub fn preflight(
         &self,
-        origin: Option<u8>,
+        origin: Option<u16>,
         method: bool,
         headers: Option<&str>,
     ) -> Option<String> {

@@ -1918,3 +1918,58 @@ fn cors_answers_allowed_origins_and_their_preflights() {
         405
     );
 }
+
+#[test]
+fn rules_match_a_directory_by_its_index_or_its_slash() {
+    let cfg = || {
+        let mut c = rules_cfg();
+        c.listing = true;
+        c.rules = rules::Rules::new(
+            vec![
+                rules::HeaderRule::parse("d/**:X-Robots-Tag: noindex").unwrap(),
+                rules::HeaderRule::parse("bare/**:X-Listing: yes").unwrap(),
+            ],
+            vec![rules::CacheRule::parse("index.html=no-store").unwrap()],
+            None,
+        );
+        c
+    };
+    // /d/ serves d/index.html: d/** matches it, the root's index.html rule does not.
+    let r = exchange_with(cfg(), fs(), get("/d/", "").as_bytes()).only();
+    assert_eq!(
+        (r.header("x-robots-tag"), r.header("cache-control")),
+        (Some("noindex"), None)
+    );
+    // A listing and a directory's redirect are the directory with its slash.
+    let r = exchange_with(cfg(), fs(), get("/bare/", "").as_bytes()).only();
+    assert_eq!(r.header("x-listing"), Some("yes"), "{}", r.head);
+    let r = exchange_with(cfg(), fs(), get("/bare", "").as_bytes()).only();
+    assert_eq!((r.status, r.header("x-listing")), (301, Some("yes")));
+}
+
+#[test]
+fn review_fixes_preflight_hidden_404_and_vary_accept() {
+    // Access-Control-Request-Headers alone is no preflight.
+    let raw = "OPTIONS /a.txt HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Headers: range\r\n\r\n";
+    assert_eq!(
+        exchange_with(rules_cfg(), fs(), raw.as_bytes())
+            .only()
+            .status,
+        405
+    );
+    // A dotfile refused under deny gets the same 404 page as any missing file.
+    let cfg = || spa_cfg(Some("index.html"), Some("404.html"));
+    let (r, _) = spa(cfg(), &get("/.env", ""));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (404, &b"<h1>Nothing here</h1>"[..])
+    );
+    // Where Accept chose between the fallback and the 404, the response says so.
+    let (r, _) = spa(cfg(), &get("/gone.js", ""));
+    assert_eq!((r.status, r.header("vary")), (404, Some("Accept")));
+    let (r, _) = spa(cfg(), &get("/page.html", "Accept: text/html\r\n"));
+    assert_eq!((r.status, r.header("vary")), (200, Some("Accept")));
+    // A route without an extension falls back whatever Accept says: no Vary.
+    let (r, _) = spa(cfg(), &get("/route", ""));
+    assert_eq!((r.status, r.header("vary")), (200, None));
+}
