@@ -3,10 +3,11 @@
 # and its xfer get / put against curl, rsync, socat and a raw-stream limit, on one
 # machine, in one run, reported as ratios. See bench/README.md.
 #
-#   bench/run.sh            full run: 3 repetitions, about 17 minutes → bench/results/
+#   bench/run.sh            full run: 3 repetitions, about 20 minutes → bench/results/
+#                           (with bench/site.sh's static-site rows at the end)
 #   bench/run.sh --quick    about 1.5 minutes, 1 repetition → bench/results/quick/ (gitignored)
 #
-# Exits 0 whenever the harness itself worked, whatever the numbers (CI reports, never
+# Exits 0 whenever the harness itself worked, whatever the numbers (it reports, never
 # gates); a contender that cannot run is reported as SKIP with the reason.
 set -euo pipefail
 
@@ -398,6 +399,23 @@ done
 mkdir -p "$OUT_DIR"
 NAME=$DATE${TAG:+-$TAG}
 python3 "$BENCH_DIR/report.py" "$RUN" "$OUT_DIR/$NAME"
+# Static-site serving (bench/site.sh, about 3 minutes at 3 repetitions): that a
+# precompressed sidecar, a file with none, and header and CORS rules cost no more per
+# request than a plain file, measured in the same run. Full, un-narrowed runs only.
+if ((!QUICK && !NARROWED)); then
+    if "$BENCH_DIR/site.sh" --reps "$REPS" --out "$OUT_DIR/$NAME-site.md"; then
+        {
+            echo
+            echo "## Static-site serving (\`bench/site.sh\`, uring, 1 KiB at 256 connections)"
+            echo
+            sed -n '/^| median/,$p' "$OUT_DIR/$NAME-site.md"
+            echo
+            echo "Every run: \`$NAME-site.md\`."
+        } >>"$OUT_DIR/$NAME.md"
+    else
+        echo "WARN: bench/site.sh failed (output above); the static-site rows are left out" >&2
+    fi
+fi
 if ((NARROWED && !QUICK)) && [[ -z $TAG ]]; then
     bench_log "wrote $OUT_DIR/$NAME.{json,md,svg}; a narrowed run leaves latest.* alone (--tag names one of its own)"
 else

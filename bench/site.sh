@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench/site.sh — what static-site serving costs per request on the uring backend:
 # a 1 KiB script served plain, the same request answered from its precompressed
-# sidecar (`--precompressed br`, `Accept-Encoding: br`: one more open, cached), and the
-# plain request with header, Cache-Control and CORS rules on (`--header` x3,
-# `--cache-control` x2, `--cors`). 256 connections, REPS alternated triples; server
+# sidecar (`--precompressed br`, `Accept-Encoding: br`: one more open, cached), a script
+# with no sidecars under `--precompressed br,zstd,gzip` (three misses, remembered), and
+# the plain request with header, Cache-Control and CORS rules on (`--header` x3,
+# `--cache-control` x2, `--cors`). 256 connections, REPS alternated rounds; server
 # pinned to CPU 0 (one ring), wrk -t1 to CPU 1. Reports requests and server CPU per
 # request for each run and their medians, as ratios to plain. Never gates.
 #
@@ -21,6 +22,8 @@ mkdir -p "$SITE/assets"
 head -c 1024 /dev/urandom >"$SITE/assets/app.js"
 head -c 1024 /dev/urandom >"$SITE/assets/app.js.br"
 touch -r "$SITE/assets/app.js" "$SITE/assets/app.js.br"
+head -c 1024 /dev/urandom >"$SITE/assets/lib.js"
+MODES=(plain sidecar nosidecar rules)
 
 TICK=$(getconf CLK_TCK)
 PORT=$(bench_port uring)
@@ -30,19 +33,20 @@ RULES=(--header "X-Content-Type-Options: nosniff" --header "Referrer-Policy: sam
     --cors "https://app.example")
 # run MODE — one 2 s warm-up and one 8 s measured wrk run; RESULT="req cpu_us".
 run() {
-    local args=() hdr=()
+    local args=() hdr=() url=/assets/app.js
     case $1 in
     sidecar) args=(--precompressed br) hdr=(-H "Accept-Encoding: br") ;;
+    nosidecar) args=(--precompressed br,zstd,gzip) hdr=(-H "Accept-Encoding: br, zstd, gzip") url=/assets/lib.js ;;
     rules) args=("${RULES[@]}") hdr=(-H "Origin: https://app.example") ;;
     esac
     bench_spawn "$BENCH_TMP/serve-$1.log" taskset -c 0 "$RINGSERVE_BIN" serve "$SITE" \
         --listen "127.0.0.1:$PORT" --backend uring --uring-threads 1 "${args[@]}"
     local pid=$SPAWNED_PID
     bench_wait_http "$PORT" /assets/app.js "$pid" || bench_die "the server did not start ($1)"
-    taskset -c 1 wrk -t1 -c256 -d2s "${hdr[@]}" "http://127.0.0.1:$PORT/assets/app.js" >/dev/null
+    taskset -c 1 wrk -t1 -c256 -d2s "${hdr[@]}" "http://127.0.0.1:$PORT$url" >/dev/null
     local t0 t1
     t0=$(bench_cpu_ticks "$pid")
-    taskset -c 1 wrk -t1 -c256 -d8s "${hdr[@]}" "http://127.0.0.1:$PORT/assets/app.js" >"$BENCH_TMP/wrk.out"
+    taskset -c 1 wrk -t1 -c256 -d8s "${hdr[@]}" "http://127.0.0.1:$PORT$url" >"$BENCH_TMP/wrk.out"
     t1=$(bench_cpu_ticks "$pid")
     bench_stop_pid "$pid" 5
     local req
@@ -61,19 +65,20 @@ bench_stop_pid "$SPAWNED_PID" 5
 
 declare -A COL
 {
-    echo "# Static-site serving on io_uring: plain, precompressed sidecar, header rules"
+    echo "# Static-site serving on io_uring: plain, precompressed sidecar, no sidecar, header rules"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO_DIR" && git rev-parse --short HEAD), kernel $(uname -r)."
-    echo "A 1 KiB \`assets/app.js\` at 256 connections, $REPS alternated triples of 8 s runs (after 2 s of"
+    echo "A 1 KiB script at 256 connections, $REPS alternated rounds of 8 s runs (after 2 s of"
     echo "warm-up each); server on CPU 0 (\`--uring-threads 1\`), \`wrk -t1\` on CPU 1. Made by \`bench/site.sh\`."
-    echo "sidecar: \`--precompressed br\` and \`Accept-Encoding: br\` (app.js.br sent). rules: three \`--header\`,"
+    echo "sidecar: \`--precompressed br\` and \`Accept-Encoding: br\` (app.js.br sent). nosidecar: \`lib.js\`, which"
+    echo "has none, under \`--precompressed br,zstd,gzip\` and \`Accept-Encoding: br, zstd, gzip\`. rules: three \`--header\`,"
     echo "two \`--cache-control\` and a \`--cors\` origin, requests with that \`Origin\`."
     echo
     echo "| run | way | requests | server CPU per request (µs) |"
     echo "|---|---|---|---|"
 } >"$OUT"
 for ((r = 1; r <= REPS; r++)); do
-    for mode in plain sidecar rules; do
+    for mode in "${MODES[@]}"; do
         bench_log "run $r of $REPS: $mode"
         run "$mode"
         read -r req cpu <<<"$RESULT"
@@ -87,7 +92,7 @@ done
     echo "|---|---|---|---|"
     # shellcheck disable=SC2086 # the columns are space-separated numbers
     base=$(median ${COL[plain-cpu]})
-    for mode in plain sidecar rules; do
+    for mode in "${MODES[@]}"; do
         # shellcheck disable=SC2086
         m=$(median ${COL[$mode-cpu]})
         # shellcheck disable=SC2086

@@ -80,6 +80,8 @@ pub struct Config {
     pub sndbuf: usize,
     /// Open-file cache entries per ring (io_uring) or for the pool (epoll); 0 is off.
     pub open_file_cache: usize,
+    /// Entries a directory listing holds at most ([`crate::fs::Root::read_dir`]).
+    pub max_dir_entries: usize,
     /// How long a cached open is trusted before the path is opened again.
     pub open_file_cache_valid: Duration,
     /// listen(2) backlog.
@@ -117,6 +119,7 @@ impl Config {
             uring_multishot_recv: false,
             sndbuf: 0,
             open_file_cache: 1024,
+            max_dir_entries: crate::fs::MAX_DIR_ENTRIES,
             open_file_cache_valid: Duration::from_secs(1),
             backlog: 4096,
             tcp_keepalive: TcpKeepalive::default(),
@@ -148,6 +151,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
+        }
+        if self.max_dir_entries == 0 {
+            return Err("--max-dir-entries must be at least 1".into());
         }
         Ok(())
     }
@@ -209,6 +215,7 @@ mod tests {
         );
         bad(|c| c.uring_buffers = 0, "--uring-buffers");
         bad(|c| c.workers_min = 0, "--workers-min");
+        bad(|c| c.max_dir_entries = 0, "--max-dir-entries");
         let mut c = Config::new(".");
         (c.uring_threads, c.uring_buffers) = (256, 32768);
         assert_eq!(c.validate(), Ok(()));

@@ -417,6 +417,11 @@ struct ServeArgs {
     /// Serve an HTML listing for directories without index.html [default: off].
     #[arg(env = "RINGSERVE_LISTING", long)]
     listing: bool,
+    /// Entries one directory listing holds at most (HTTP --listing, xfer `ls`), so one
+    /// request cannot make the server allocate and stat without bound. Past it an HTTP
+    /// listing is partial and says how many it left out; xfer `ls` is refused.
+    #[arg(env = "RINGSERVE_MAX_DIR_ENTRIES", long, value_name = "N", default_value_t = ringserve::fs::MAX_DIR_ENTRIES)]
+    max_dir_entries: usize,
     /// Write one access-log line per response, nginx's "combined" format with the body
     /// bytes actually sent, to PATH (appended; SIGUSR1 reopens it, for logrotate), or to
     /// stdout without a PATH or with `-` [default: off]. Never blocks serving: when the
@@ -502,7 +507,9 @@ struct ServeArgs {
     #[arg(env = "RINGSERVE_FALLBACK", long, value_name = "PATH", value_parser = served_path)]
     fallback: Option<String>,
     /// HTTP: the body of a 404 for a missing file comes from this file (beneath ROOT,
-    /// e.g. 404.html); if it is missing too, the built-in page. [default: built-in]
+    /// e.g. 404.html); if it is missing too, the built-in page. It may be a dotfile
+    /// (`.errors/404.html`): served in this role only, never to a request of its own
+    /// name under --dotfiles deny. [default: built-in]
     #[arg(env = "RINGSERVE_PAGE404", long, value_name = "PATH", value_parser = served_path)]
     page404: Option<String>,
     /// HTTP: add a header to every response (`NAME: VALUE`), or to those for paths a
@@ -605,6 +612,7 @@ impl ServeArgs {
         cfg.backlog = self.backlog;
         cfg.sndbuf = self.sndbuf;
         cfg.open_file_cache = self.open_file_cache;
+        cfg.max_dir_entries = self.max_dir_entries;
         cfg.open_file_cache_valid = self.open_file_cache_valid;
         cfg.unix_socket_mode = self.unix_socket_mode;
         cfg.tcp_keepalive = TcpKeepalive {

@@ -132,7 +132,8 @@ impl Server {
         cfg.validate().map_err(StartError::Config)?;
         let (backend, reason) = select_backend(&cfg).map_err(StartError::Config)?;
         let root = Root::open(&cfg.root)
-            .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?;
+            .map_err(|e| StartError::Config(format!("root {}: {e}", cfg.root.display())))?
+            .with_max_entries(cfg.max_dir_entries);
         if binds.is_empty() && given.is_empty() {
             return Err(StartError::Config("no --listen address".into()));
         }

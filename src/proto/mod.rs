@@ -141,6 +141,12 @@ pub struct RecvFile {
 pub enum FsOp {
     /// Open a file or directory for reading: [`FsDone::Opened`].
     Open(String),
+    /// [`FsOp::Open`] of a path that is often missing, where missing only means that
+    /// something plainer is sent (a precompressed sidecar: the file itself goes
+    /// instead). The backend may remember such a miss for as long as it trusts a cached
+    /// open, so a file without sidecars costs no failed open per request: the worst a
+    /// remembered miss can do is send the plain file for that long.
+    OpenVariant(String),
     /// List a directory: [`FsDone::Listed`].
     ReadDir(String),
     /// Create a new, empty file that will become `path` once linked: [`FsDone::Created`].
@@ -162,6 +168,12 @@ pub enum FsOp {
     /// [`FsDone::Reserved`]. Where the file system cannot reserve, it succeeds and the
     /// writes themselves find out.
     Reserve { file: FileRef, len: u64 },
+}
+
+/// Whether an open failed only because nothing is there: `ENOENT`, or `ENOTDIR` (a
+/// file where the path needs a directory).
+pub fn is_missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 /// The answer to an [`FsOp`], in the same order as its variants.
@@ -205,7 +217,7 @@ pub struct Opened {
     pub meta: FileMeta,
 }
 
-/// A directory's entries, as many as the backend keeps (`fs::MAX_DIR_ENTRIES`).
+/// A directory's entries, as many as the backend keeps (`--max-dir-entries`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
     pub entries: Vec<DirEntry>,

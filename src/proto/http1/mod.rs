@@ -35,7 +35,8 @@ mod tests;
 
 use super::pool::{self, free_list, PBox, Pooled};
 use super::{
-    Chunk, Fault, FileKind, FsDone, FsOp, LogLine, Opened, Protocol, ProtocolFactory, Step, Wait,
+    is_missing, Chunk, Fault, FileKind, FsDone, FsOp, LogLine, Opened, Protocol, ProtocolFactory,
+    Step, Wait,
 };
 pub use encoding::Coding;
 use head::{Method, Persist, Request};
@@ -225,6 +226,7 @@ impl Job {
         let path = self.path();
         Step::Fs(match self.look {
             Look::Listing => FsOp::ReadDir(path),
+            _ if self.side.is_some() => FsOp::OpenVariant(path),
             _ => FsOp::Open(path),
         })
     }
@@ -433,11 +435,9 @@ impl Http1 {
         }
         let opened = match result {
             Ok(opened) => opened,
-            Err(e) if job.look == Look::Index && open_missing(&e) => return self.list(now, job),
-            Err(e) if job.look == Look::Target && open_missing(&e) => {
-                return self.missing(now, job)
-            }
-            Err(e) if job.look == Look::Fallback && open_missing(&e) => {
+            Err(e) if job.look == Look::Index && is_missing(&e) => return self.list(now, job),
+            Err(e) if job.look == Look::Target && is_missing(&e) => return self.missing(now, job),
+            Err(e) if job.look == Look::Fallback && is_missing(&e) => {
                 return self.not_found(now, job)
             }
             Err(e) => return self.failed(now, job, e),
@@ -778,11 +778,6 @@ pub fn served_path(path: &str) -> Result<String, String> {
 /// Whether `a` was modified before `b`.
 fn older(a: &super::FileMeta, b: &super::FileMeta) -> bool {
     (a.mtime_sec, a.mtime_nsec) < (b.mtime_sec, b.mtime_nsec)
-}
-
-/// Open errors after which a directory simply has no index.html.
-fn open_missing(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 impl Protocol for Http1 {

@@ -192,11 +192,22 @@ impl Reply {
             fields.push_str(coding.token());
             fields.push_str("\r\n");
         }
-        if coded.vary || coded.coding.is_some() {
+        let vary = coded.vary || coded.coding.is_some();
+        if vary {
             fields.push_str("Vary: Accept-Encoding\r\n");
         }
-        let reply = Reply::file_after(opened, content_type, c, cfg.max_ranges, &v, fields, seed);
+        let mut reply =
+            Reply::file_after(opened, content_type, c, cfg.max_ranges, &v, fields, seed);
         pool::give_string(v.etag);
+        // A 412 or 416 of the chosen representation depends on Accept-Encoding as much
+        // as a 200 does (the sidecar's ETag and length decided it): a cache must know.
+        let refused = matches!(
+            reply.status,
+            Status::PreconditionFailed | Status::RangeNotSatisfiable
+        );
+        if vary && refused {
+            reply.fields.push_str("Vary: Accept-Encoding\r\n");
+        }
         reply
     }
 

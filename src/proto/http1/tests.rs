@@ -252,7 +252,7 @@ impl Driver {
                             .push((f.op, f.path, f.error.raw_os_error(), f.request));
                     }
                 }
-                Step::Fs(FsOp::Open(path)) => {
+                Step::Fs(FsOp::Open(path) | FsOp::OpenVariant(path)) => {
                     let r = self.fs.open(&path);
                     self.t.opens.push(path);
                     self.p.handle_fs(FsDone::Opened(r));
@@ -1677,6 +1677,23 @@ fn ranges_and_conditionals_apply_to_the_sidecar() {
         (r.status, r.body.as_slice()),
         (200, &b"GZIP bytes, longer"[..])
     );
+    // A 416 past the sidecar's end and a 412 against its tag depend on the coding too.
+    let (r, _) = coded("/app.js", "Accept-Encoding: gzip\r\nRange: bytes=100-\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range"), r.header("vary")),
+        (416, Some("bytes */18"), Some("Accept-Encoding"))
+    );
+    let (r, _) = coded(
+        "/app.js",
+        "Accept-Encoding: gzip\r\nIf-Match: \"other\"\r\n",
+    );
+    assert_eq!((r.status, r.header("vary")), (412, Some("Accept-Encoding")));
+    // Where no sidecar applies, a 412 says nothing of Accept-Encoding.
+    let (r, _) = coded(
+        "/logo.png",
+        "Accept-Encoding: gzip\r\nIf-Match: \"other\"\r\n",
+    );
+    assert_eq!((r.status, r.header("vary")), (412, None));
 }
 
 // ---- fallback and 404 pages ----------------------------------------------------------

@@ -314,10 +314,17 @@ impl Protocol for XferServer {
         let state = std::mem::replace(&mut self.state, State::Ready);
         self.state = match (state, done) {
             (s, FsDone::Opened(r)) => self.opened(s, r),
-            (State::List, FsDone::Listed(Ok(Listing { entries, .. }))) => {
+            (State::List, FsDone::Listed(Ok(Listing { entries, omitted }))) => {
                 let max = self.shared.cfg.max_list;
                 if entries.len() > max {
                     self.error(Code::TooLarge, format!("more than {max} entries"));
+                } else if omitted > 0 {
+                    // Cut at the backend's cap: refused, never sent as if whole.
+                    let n = entries.len() as u64 + omitted;
+                    self.error(
+                        Code::TooLarge,
+                        format!("{n} entries, more than the server lists"),
+                    );
                 } else {
                     let list = entries
                         .into_iter()

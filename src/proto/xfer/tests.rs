@@ -355,3 +355,29 @@ fn oversized_and_unknown_frames_get_an_error_and_a_close() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A directory bigger than the backend lists is refused, never sent as if whole.
+#[test]
+fn a_listing_cut_at_the_backends_cap_is_refused_not_sent_as_whole() {
+    let (served, local) = (temp("srv-many"), temp("cli-many"));
+    std::fs::create_dir(served.join("many")).unwrap();
+    for i in 0..=100 {
+        std::fs::File::create(served.join(format!("many/{i}"))).unwrap();
+    }
+    let server = XferFactory::new(XferConfig::default()).new_conn("127.0.0.1:1".parse().unwrap());
+    let mut p = Pair {
+        client: side(XferClient::new(), &local),
+        server: Memory::new(server, Root::open(&served).unwrap().with_max_entries(100)),
+    };
+    let o = p.run(Op::List(b"many".to_vec()));
+    let Outcome::Refused {
+        code: Code::TooLarge,
+        message,
+    } = o
+    else {
+        panic!("{o:?}")
+    };
+    assert!(message.contains("101 entries"), "{message}");
+    let _ = std::fs::remove_dir_all(&served);
+    let _ = std::fs::remove_dir_all(&local);
+}
