@@ -505,6 +505,20 @@ fn moved(st: &Stats, d: Direction) -> (u64, u64) {
     }
 }
 
+/// A bar of `total` bytes named `name`: the one style of the client and `compress`.
+pub(crate) fn byte_bar(total: u64, name: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+    bar
+}
+
 /// A progress bar on a terminal (drawn from a ticker thread that reads the
 /// connection's counters), or, when stderr is not a terminal, one summary line.
 struct Progress {
@@ -522,15 +536,7 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Progress { started, bar: None };
         }
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(name.to_string());
+        let bar = byte_bar(total, name);
         let stop = Arc::new(AtomicBool::new(false));
         let (b, s) = (bar.clone(), stop.clone());
         let base = moved(&st, d);

@@ -18,6 +18,8 @@ macro_rules! say {
 
 pub mod backend;
 pub mod client;
+#[cfg(feature = "compress")]
+pub mod compress;
 pub mod config;
 pub mod conn;
 pub mod fs;

@@ -84,6 +84,38 @@ enum Cmd {
         #[command(flatten)]
         limits: ClientLimits,
     },
+    /// Write .br and .zst sidecars beneath ROOT for `serve --precompressed`: for text,
+    /// JSON, JavaScript, SVG, WebAssembly and font files, each only where it is smaller,
+    /// with its file's mtime and permissions, written atomically. Files whose sidecars
+    /// are already in step (same mtime) are skipped, so a run after a deploy compresses
+    /// only what changed. Symlinks are not followed and dotfiles are skipped.
+    #[cfg(feature = "compress")]
+    Compress {
+        /// The directory to compress beneath (what `serve` serves).
+        root: PathBuf,
+        /// The sidecars to write: br (FILE.br), zstd (FILE.zst), or both.
+        #[arg(long, value_name = "LIST", default_value = "br,zstd", value_parser = codings)]
+        formats: Codings,
+        /// Files smaller than this are left alone: a few bytes saved are not worth a
+        /// second file.
+        #[arg(long, value_name = "BYTES", default_value = "256", value_parser = parse_size)]
+        min_size: u64,
+        /// Brotli quality, 0 (fastest) to 11 (smallest).
+        #[arg(long, value_name = "Q", default_value_t = 11)]
+        brotli_quality: u32,
+        /// zstd level, 1 (fastest) to 22 (smallest).
+        #[arg(long, value_name = "L", default_value_t = 19)]
+        zstd_level: i32,
+        /// Rewrite sidecars that are already in step with their files.
+        #[arg(long)]
+        force: bool,
+        /// Print a line for every sidecar written or not written.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Files compressed at once [default: the CPU count].
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
+    },
     /// List a directory on an xfer server.
     Ls {
         /// The server: HOST:PORT or xfer://HOST:PORT.
@@ -738,6 +770,32 @@ fn main() -> ExitCode {
             json,
             limits,
         } => finish(client::ls(&addr, &dir, json, limits.limits())),
+        #[cfg(feature = "compress")]
+        Cmd::Compress {
+            root,
+            formats,
+            min_size,
+            brotli_quality,
+            zstd_level,
+            force,
+            verbose,
+            jobs,
+        } => {
+            let args = ringserve::compress::CompressArgs {
+                root,
+                codings: formats.0,
+                min_size,
+                brotli_quality,
+                zstd_level,
+                force,
+                verbose,
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
+            finish(ringserve::compress::compress(&args).map(|sum| {
+                let _ = writeln!(std::io::stdout(), "{}", sum.line());
+            }))
+        }
     }
 }
 

@@ -936,6 +936,125 @@ backend_test! {
     }
 }
 
+/// `ringserve compress ARGS`: its exit code, stdout and stderr.
+#[cfg(feature = "compress")]
+fn compress(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .arg("compress")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+#[cfg(feature = "compress")]
+backend_test! {
+    /// `ringserve compress` writes the sidecars `--precompressed` serves: they decode to
+    /// their files, carry their mtimes and permissions, and are written only where they
+    /// are smaller. Nothing is followed out of the root or written for a dotfile; a run
+    /// after a change rewrites only what changed.
+    fn compress_writes_sidecars_that_the_server_sends(b) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let top = temp_dir("compress");
+        let root = top.join("root");
+        std::fs::create_dir_all(root.join("assets")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        let js = "function add(a, b) { return a + b; }\n".repeat(400);
+        let css = "body { color: #333; margin: 0 auto; }\n".repeat(100);
+        std::fs::write(root.join("assets/app.js"), &js).unwrap();
+        std::fs::write(root.join("site.css"), &css).unwrap();
+        std::fs::set_permissions(root.join("site.css"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Bytes no coder can shrink (xorshift), in a file whose type is compressible.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        std::fs::write(root.join("assets/noise.json"), noise).unwrap();
+        std::fs::write(root.join("tiny.txt"), "hi").unwrap();
+        std::fs::write(root.join("logo.png"), "PNG ".repeat(500)).unwrap();
+        std::fs::write(root.join(".git/config.txt"), "x".repeat(5000)).unwrap();
+        std::fs::write(top.join("outside.txt"), "o".repeat(5000)).unwrap();
+        std::os::unix::fs::symlink("../outside.txt", root.join("escape.txt")).unwrap();
+        let r = root.as_os_str();
+        let (code, out, err) = compress(&[r, "-v".as_ref(), "--brotli-quality".as_ref(), "5".as_ref()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.starts_with("3 files: 4 sidecars written"), "{out}");
+        assert!(out.contains("2 not smaller, not written"), "the noise: {out}");
+        let made: Vec<String> = common::tree(&top).into_iter().filter(|p| p.ends_with(".br") || p.ends_with(".zst")).collect();
+        assert_eq!(made, ["root/assets/app.js.br", "root/assets/app.js.zst", "root/site.css.br", "root/site.css.zst"]);
+        for (f, body) in [("assets/app.js", &js), ("site.css", &css)] {
+            let (orig, br, zst) = (root.join(f), root.join(format!("{f}.br")), root.join(format!("{f}.zst")));
+            let m = std::fs::metadata(&orig).unwrap();
+            for side in [&br, &zst] {
+                let s = std::fs::metadata(side).unwrap();
+                assert_eq!((s.mtime(), s.mtime_nsec()), (m.mtime(), m.mtime_nsec()), "{f}: the mtime");
+                assert_eq!(s.mode() & 0o777, m.mode() & 0o777, "{f}: the permissions");
+                assert!(s.len() < m.len());
+            }
+            let mut plain = Vec::new();
+            brotli::Decompressor::new(std::fs::File::open(&br).unwrap(), 4096).read_to_end(&mut plain).unwrap();
+            assert_eq!(plain, body.as_bytes(), "{f}.br decodes to it");
+            assert_eq!(zstd::decode_all(std::fs::File::open(&zst).unwrap()).unwrap(), body.as_bytes());
+        }
+
+        let srv = Srv::start(b, &root, &["--precompressed", "br,zstd"]);
+        for (coding, suffix) in [("br", ".br"), ("zstd", ".zst")] {
+            let r = request(srv.addr, &format!("GET /assets/app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {coding}\r\nConnection: close\r\n\r\n"));
+            assert_eq!((r.status, r.header("content-encoding")), (200, Some(coding)), "[{b}]");
+            assert_eq!(r.body, std::fs::read(root.join(format!("assets/app.js{suffix}"))).unwrap());
+        }
+
+        // Again: nothing to do. After a change, only the changed file is compressed.
+        let (code, out, _) = compress(&[r]);
+        assert_eq!((code, out.starts_with("3 files: 0 sidecars written; 4 already in step")), (0, true), "{out}");
+        std::thread::sleep(Duration::from_millis(20));
+        let js2 = "const x = [1, 2, 3].map((v) => v * 2);\n".repeat(300);
+        std::fs::write(root.join("assets/app.js"), &js2).unwrap();
+        let (code, out, _) = compress(&[r]);
+        assert_eq!((code, out.starts_with("3 files: 2 sidecars written")), (0, true), "{out}");
+        assert!(out.contains("2 already in step"), "{out}");
+        // The server's open-file cache may hold the old sidecar's inode for up to 1 s:
+        // meanwhile it is stale next to the new file, so the new file goes plain. Never
+        // the old bytes.
+        let new_sidecar = eventually(Duration::from_secs(5), || {
+            let r = request(srv.addr, "GET /assets/app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: zstd\r\nConnection: close\r\n\r\n");
+            match r.header("content-encoding") {
+                None => {
+                    assert_eq!(r.body, js2.as_bytes(), "[{b}] the new file, plain");
+                    false
+                }
+                _ => {
+                    assert_eq!(zstd::decode_all(&r.body[..]).unwrap(), js2.as_bytes(), "[{b}] the new sidecar");
+                    true
+                }
+            }
+        });
+        assert!(new_sidecar, "[{b}] the new sidecar was never served");
+
+        // Refused with exit 2 and one line: gzip, a bad level, a root that is no directory.
+        for bad in [&["--formats", "gzip"][..], &["--zstd-level", "23"], &["--brotli-quality", "12"]] {
+            let mut args = vec![r];
+            args.extend(bad.iter().map(|a| std::ffi::OsStr::new(*a)));
+            let (code, _, err) = compress(&args);
+            assert_eq!((code, err.lines().count()), (2, 1), "{bad:?}: {err}");
+        }
+        let (code, _, err) = compress(&[root.join("site.css").as_os_str()]);
+        assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+        drop(srv);
+        remove_temp_tree(&top);
+    }
+}
+
 backend_test! {
     /// A single-page app's routes get --fallback's file and its missing assets
     /// --page404's; neither option reaches outside the root, even through a symlink.

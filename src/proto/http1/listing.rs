@@ -239,7 +239,7 @@ fn json(title: &str, entries: &[DirEntry], omitted: u64) -> Vec<u8> {
 }
 
 /// `1023 B`, `1.0 KiB`, `12.3 MiB`: binary units, one decimal below 100.
-fn human_size(out: &mut String, n: u64) {
+pub(super) fn human_size(out: &mut String, n: u64) {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         let _ = write!(out, "{n} B");

@@ -507,8 +507,7 @@ impl Http1 {
     /// Whether this file may have sidecars: `--precompressed` is on, its type is one
     /// that compresses, and it is no compressed file itself.
     fn sidecars_apply(&self, job: &Job) -> bool {
-        !self.cfg.precompressed.is_empty()
-            && mime::compressible(mime::content_type(job.type_path()))
+        !self.cfg.precompressed.is_empty() && precompressible(job.type_path())
     }
 
     /// A regular file's response: the file, or its sidecar in `coding`. Where sidecars
@@ -773,6 +772,20 @@ pub fn served_path(path: &str) -> Result<String, String> {
         return Err(format!("{path:?} names a directory, not a file"));
     }
     Ok(t.rel)
+}
+
+/// Whether the file at `path` is of a type `--precompressed` serves sidecars for (text,
+/// JSON, JavaScript, SVG, WebAssembly, fonts), by its extension: what `ringserve
+/// compress` writes sidecars for.
+pub fn precompressible(path: &str) -> bool {
+    mime::compressible(mime::content_type(path))
+}
+
+/// `1023 B`, `1.0 KiB`, `12.3 MiB`, as listings show sizes.
+pub fn human_size(n: u64) -> String {
+    let mut s = String::new();
+    listing::human_size(&mut s, n);
+    s
 }
 
 /// Whether `a` was modified before `b`.
