@@ -83,20 +83,26 @@ for ((r = 1; r <= REPS; r++)); do
         run "$mode"
         read -r req cpu <<<"$RESULT"
         COL[$mode-req]+="$req " COL[$mode-cpu]+="$cpu "
+        # Each mode against the plain run of its own round: the machine's drift
+        # between rounds cancels out.
+        [[ $mode == plain ]] && plain_cpu=$cpu
+        COL[$mode-ratio]+="$(awk -v a="$cpu" -v b="$plain_cpu" 'BEGIN {printf "%.4f", a / b}') "
         echo "| $r | $mode | $req | $cpu |" >>"$OUT"
     done
 done
 {
     echo
-    echo "| median | requests | server CPU per request (µs) | CPU per request vs plain |"
-    echo "|---|---|---|---|"
+    echo "| median | requests | server CPU per request (µs) | CPU per request vs plain | median of each round's ratio to its plain run |"
+    echo "|---|---|---|---|---|"
     # shellcheck disable=SC2086 # the columns are space-separated numbers
     base=$(median ${COL[plain-cpu]})
     for mode in "${MODES[@]}"; do
         # shellcheck disable=SC2086
         m=$(median ${COL[$mode-cpu]})
         # shellcheck disable=SC2086
-        echo "| $mode | $(median ${COL[$mode-req]}) | $m | $(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.3f×", a / b}') |"
+        # shellcheck disable=SC2086
+        paired=$(median ${COL[$mode-ratio]})
+        echo "| $mode | $(median ${COL[$mode-req]}) | $m | $(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.3f×", a / b}') | $(awk -v a="$paired" 'BEGIN {printf "%.3f×", a}') |"
     done
 } >>"$OUT"
 cat "$OUT"

@@ -122,6 +122,9 @@ backend_test! {
         big_file(&root, "big", BIG);
         std::fs::write(root.join("small"), "small").unwrap();
         let srv = Srv::start(b, &root, &["--send-timeout", "1s"]);
+        // One whole body first: on io_uring with cachestat(2) the next starts on the
+        // ring's sendfile path, so the stall meets that path's hand-over to the splice.
+        assert_eq!(get(srv.addr, "/big").body.len() as u64, BIG, "[{b}]");
         let mut s = stalled_reader(&srv, "/big");
         std::thread::sleep(Duration::from_millis(2500));
         assert_eq!(get(srv.addr, "/small").body, b"small");
@@ -155,6 +158,9 @@ backend_test! {
         // file; the end state is compared once /big's cached entry has expired too.
         std::thread::sleep(Duration::from_millis(1300));
         let baseline = srv.fd_count();
+        // One whole body first, so the resets also meet io_uring's sendfile path (with
+        // cachestat(2)).
+        assert_eq!(get(srv.addr, "/big").body.len() as u64, BIG, "[{b}]");
         for round in 0..30 {
             let mut s = srv.connect();
             s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")

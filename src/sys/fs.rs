@@ -362,11 +362,17 @@ mod tests {
     fn all_cached_follows_the_page_cache() {
         let path = std::env::temp_dir().join(format!("ringserve-cachestat-{}", std::process::id()));
         std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        // Straight to stderr (libtest captures eprintln!), so a plain `cargo test` shows it.
+        let skip = |why: &str| {
+            use std::io::Write;
+            let line = format!("SKIP all_cached_follows_the_page_cache: {why}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        };
         let f = std::fs::File::open(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         match all_cached(f.as_fd(), 0, 1 << 20) {
             Err(e) => {
-                eprintln!("SKIP all_cached_follows_the_page_cache: cachestat: {e}");
+                skip(&format!("cachestat: {e}"));
                 return;
             }
             Ok(hot) => assert!(hot, "a file just written is in the page cache"),
@@ -381,7 +387,7 @@ mod tests {
         let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(r, 0);
         if all_cached(f.as_fd(), 0, 1 << 20).unwrap() {
-            eprintln!("SKIP its cold half: this filesystem keeps pages past DONTNEED (tmpfs)");
+            skip("its cold half: this filesystem keeps pages past DONTNEED (tmpfs)");
             return;
         }
         assert!(!all_cached(f.as_fd(), 4096, 100).unwrap(), "a page of it");

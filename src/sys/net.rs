@@ -157,11 +157,7 @@ pub fn inherited_listener(
     if !super::unix::accepts_connections(fd)? {
         return Err(not("not a listening socket"));
     }
-    // SAFETY: F_GETFL/F_SETFL take and return ints on a borrowed descriptor.
-    unsafe {
-        let fl = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-        syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK))?;
-    }
+    set_nonblocking(fd, true)?;
     let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `ss` has room for any address and `len` says so.
