@@ -48,22 +48,11 @@ bench_log "cargo build --release --example counters (with counters, and --featur
 (cd "$REPO_DIR" && cargo build -q --release --example counters --features test-support)
 (cd "$REPO_DIR" && CARGO_TARGET_DIR=target/bench-nocounters cargo build -q --release --example counters --features test-support,no-counters)
 
-N1=2000
-N2=12000
-# Instructions of a whole run of `bin n` (warm-up included), from cachegrind's summary.
-irefs() {
-    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$1" "$2" 2>&1 |
-        sed -n 's/.*I *refs: *//p' | tr -d ,
-}
+N1=$BENCH_IR_N1
+N2=$BENCH_IR_N2
 # Each measurement runs in this shell (never in $(...), where set -e, the cleanup trap
 # and the list of started servers do not reach) and leaves its result in RESULT.
-per_req() {
-    local a b
-    a=$(irefs "$1" $N1)
-    b=$(irefs "$1" $N2)
-    [[ -n $a && -n $b ]] || bench_die "cachegrind gave no count for $1"
-    RESULT=$(((b - a) / (N2 - N1)))
-}
+per_req() { bench_ir_per_request "$1"; }
 # alternated N ON_ARRAY OFF_ARRAY FN ON_ARG OFF_ARG — N pairs of `FN ARG REP`, on first,
 # each RESULT appended to its array.
 alternated() {

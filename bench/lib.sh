@@ -81,6 +81,23 @@ bench_reps_out() {
     [[ -n $OUT ]] || OUT=$REPO_DIR/bench/results/$name-$(date -u +%Y-%m-%dT%H%M).md
 }
 
+# Instructions per request of bench/counters.rs under cachegrind: (I(N2) - I(N1)) /
+# (N2 - N1) for `BIN N [MODE]`, so start-up and warm-up cancel; into RESULT.
+BENCH_IR_N1=2000
+BENCH_IR_N2=12000
+bench_irefs() {
+    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 |
+        sed -n 's/.*I *refs: *//p' | tr -d ,
+}
+# bench_ir_per_request BIN [MODE]
+bench_ir_per_request() {
+    local a b
+    a=$(bench_irefs "$1" "$BENCH_IR_N1" ${2:+"$2"})
+    b=$(bench_irefs "$1" "$BENCH_IR_N2" ${2:+"$2"})
+    [[ -n $a && -n $b ]] || bench_die "cachegrind gave no count for $1 ${2:-}"
+    RESULT=$(((b - a) / (BENCH_IR_N2 - BENCH_IR_N1)))
+}
+
 # bench_spawn LOG CMD... — starts CMD in the background, output to LOG; SPAWNED_PID.
 bench_spawn() {
     local log=$1

@@ -4,9 +4,14 @@
 # sidecar (`--precompressed br`, `Accept-Encoding: br`: one more open, cached), a script
 # with no sidecars under `--precompressed br,zstd,gzip` (three misses, remembered), and
 # the plain request with header, Cache-Control and CORS rules on (`--header` x3,
-# `--cache-control` x2, `--cors`). 256 connections, REPS alternated rounds; server
-# pinned to CPU 0 (one ring), wrk -t1 to CPU 1. Reports requests and server CPU per
-# request for each run and their medians, as ratios to plain. Never gates.
+# `--cache-control` x2, `--cors`), each to the same request (a browser's for a script
+# of another origin: Accept-Encoding: br, zstd, gzip, and an Origin). 256 connections,
+# REPS alternated rounds; server pinned to CPU 0 (one ring), wrk -t1 to CPU 1. Reports
+# requests and server CPU per request for each run and their medians, as ratios to
+# plain. This machine's timings drift by a fifth between runs, so it also counts
+# instructions per request of the driver and protocol for each mode under cachegrind
+# (bench/counters.rs MODE, the same requests in memory): a count that does not move
+# with the load. Never gates.
 #
 # Usage: bench/site.sh [--reps N] [--out FILE]
 set -euo pipefail
@@ -33,11 +38,13 @@ RULES=(--header "X-Content-Type-Options: nosniff" --header "Referrer-Policy: sam
     --cors "https://app.example")
 # run MODE — one 2 s warm-up and one 8 s measured wrk run; RESULT="req cpu_us".
 run() {
-    local args=() hdr=() url=/assets/app.js
+    # Every mode gets the same request, a browser's for a script of another origin.
+    local args=() url=/assets/app.js
+    local hdr=(-H "Accept-Encoding: br, zstd, gzip" -H "Origin: https://app.example")
     case $1 in
-    sidecar) args=(--precompressed br) hdr=(-H "Accept-Encoding: br") ;;
-    nosidecar) args=(--precompressed br,zstd,gzip) hdr=(-H "Accept-Encoding: br, zstd, gzip") url=/assets/lib.js ;;
-    rules) args=("${RULES[@]}") hdr=(-H "Origin: https://app.example") ;;
+    sidecar) args=(--precompressed br) ;;
+    nosidecar) args=(--precompressed br,zstd,gzip) url=/assets/lib.js ;;
+    rules) args=("${RULES[@]}") ;;
     esac
     bench_spawn "$BENCH_TMP/serve-$1.log" taskset -c 0 "$RINGSERVE_BIN" serve "$SITE" \
         --listen "127.0.0.1:$PORT" --backend uring --uring-threads 1 "${args[@]}"
@@ -70,9 +77,10 @@ declare -A COL
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO_DIR" && git rev-parse --short HEAD), kernel $(uname -r)."
     echo "A 1 KiB script at 256 connections, $REPS alternated rounds of 8 s runs (after 2 s of"
     echo "warm-up each); server on CPU 0 (\`--uring-threads 1\`), \`wrk -t1\` on CPU 1. Made by \`bench/site.sh\`."
-    echo "sidecar: \`--precompressed br\` and \`Accept-Encoding: br\` (app.js.br sent). nosidecar: \`lib.js\`, which"
-    echo "has none, under \`--precompressed br,zstd,gzip\` and \`Accept-Encoding: br, zstd, gzip\`. rules: three \`--header\`,"
-    echo "two \`--cache-control\` and a \`--cors\` origin, requests with that \`Origin\`."
+    echo "Every request carries \`Accept-Encoding: br, zstd, gzip\` and an \`Origin\`, as a browser's for a script"
+    echo "of another origin. sidecar: \`--precompressed br\` (app.js.br sent). nosidecar: \`lib.js\`, which"
+    echo "has none, under \`--precompressed br,zstd,gzip\`. rules: three \`--header\`,"
+    echo "two \`--cache-control\` and a \`--cors\` origin (the requests' \`Origin\`)."
     echo
     echo "| run | way | requests | server CPU per request (µs) |"
     echo "|---|---|---|---|"
@@ -105,5 +113,27 @@ done
         echo "| $mode | $(median ${COL[$mode-req]}) | $m | $(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.3f×", a / b}') | $(awk -v a="$paired" 'BEGIN {printf "%.3f×", a}') |"
     done
 } >>"$OUT"
+
+# Instructions per request, the same four modes in memory (see the top).
+if command -v valgrind >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; } >/dev/null 2>&1; then
+    bench_log "cachegrind: instructions per request of each mode"
+    (cd "$REPO_DIR" && cargo build -q --release --example counters --features test-support)
+    {
+        echo
+        echo "Instructions per request of the driver and the protocol, the same requests in memory"
+        echo "(\`bench/counters.rs MODE\` under cachegrind, $BENCH_IR_N1 → $BENCH_IR_N2 requests; no kernel, no socket):"
+        echo
+        echo "| mode | instructions per request | vs plain |"
+        echo "|---|---|---|"
+    } >>"$OUT"
+    for mode in "${MODES[@]}"; do
+        bench_ir_per_request "$TARGET_DIR/release/examples/counters" "$mode"
+        [[ $mode == plain ]] && IR_PLAIN=$RESULT
+        echo "| $mode | $RESULT | $(awk -v a="$RESULT" -v b="$IR_PLAIN" 'BEGIN {printf "%+d (%+.1f %%)", a - b, (a - b) * 100 / b}') |" >>"$OUT"
+    done
+else
+    echo "SKIP instruction counts: valgrind could not be installed" | tee -a "$OUT" >&2
+fi
 cat "$OUT"
 bench_log "wrote $OUT"

@@ -18,9 +18,7 @@
 //! does. (Changes made through this server forget the path at once.) A file that
 //! changes between that check and the send is the same race every server has: one that
 //! shrinks ends the connection, never padded. Only successful opens are cached: a 404
-//! is never stale. The one miss remembered is that of a variant of a file
-//! ([`crate::proto::FsOp::OpenVariant`], a precompressed sidecar), for `valid` like a hit:
-//! a sidecar that appears in that time is not yet chosen, and the file itself is sent. A small body an io_uring ring keeps on a cached handle
+//! is never stale. A small body an io_uring ring keeps on a cached handle
 //! ([`crate::proto::FileRef`], read whole once) goes with the handle: a change `fstat`
 //! sees drops both; one it cannot see (the same size within one mtime tick) is sent as
 //! the kept bytes with the metadata they were read under, for at most `valid`.
@@ -47,8 +45,6 @@ pub type Replaced = Arc<AtomicU64>;
 #[derive(Debug)]
 pub struct OpenCache {
     map: HashMap<Box<str>, Entry>,
-    /// Variants found missing, and when ([`OpenCache::put_absent`]).
-    absent: HashMap<Box<str>, Instant>,
     cap: usize,
     valid: Duration,
     /// The server's forget count, and the value this cache's entries are older than.
@@ -75,7 +71,6 @@ impl OpenCache {
     pub fn sharing(cap: usize, valid: Duration, replaced: Replaced) -> OpenCache {
         OpenCache {
             map: HashMap::new(),
-            absent: HashMap::new(),
             cap: if valid.is_zero() { 0 } else { cap },
             valid,
             seen: replaced.load(Ordering::Acquire),
@@ -103,7 +98,12 @@ impl OpenCache {
         turn: Option<u64>,
         fresh: impl FnOnce(&Opened) -> bool,
     ) -> Option<Opened> {
-        if self.fell_behind() {
+        // Acquire: pairs with the Release in `forget`, which follows the link or
+        // unlink, so a lookup that sees the count also sees the new directory entry.
+        let replaced = self.replaced.load(Ordering::Acquire);
+        if replaced != self.seen {
+            self.seen = replaced;
+            self.map.clear();
             return None;
         }
         let valid = self.valid;
@@ -124,63 +124,11 @@ impl OpenCache {
         None
     }
 
-    /// Whether another cache of the server forgot a path since this one last looked:
-    /// then this one has emptied itself.
-    fn fell_behind(&mut self) -> bool {
-        // Acquire: pairs with the Release in `forget`, which follows the link or
-        // unlink, so a lookup that sees the count also sees the new directory entry.
-        let replaced = self.replaced.load(Ordering::Acquire);
-        if replaced == self.seen {
-            return false;
-        }
-        self.seen = replaced;
-        self.map.clear();
-        self.absent.clear();
-        true
-    }
-
-    /// Whether `path`, a variant of a file, was found missing less than `valid` before
-    /// `now` ([`OpenCache::put_absent`]).
-    pub fn is_absent(&mut self, path: &str, now: Instant) -> bool {
-        if self.fell_behind() {
-            return false;
-        }
-        let Some(&born) = self.absent.get(path) else {
-            return false;
-        };
-        if now.saturating_duration_since(born) < self.valid {
-            return true;
-        }
-        self.absent.remove(path);
-        false
-    }
-
-    /// Remembers that `path`, a variant of a file (a precompressed sidecar), was missing
-    /// at `now`, so it is not looked for again for `valid`. Bounded like the hits: when
-    /// full, expired misses go first, then all of them.
-    pub fn put_absent(&mut self, path: &str, now: Instant) {
-        if self.cap == 0 {
-            return;
-        }
-        if self.absent.len() >= self.cap && !self.absent.contains_key(path) {
-            let valid = self.valid;
-            self.absent
-                .retain(|_, born| now.saturating_duration_since(*born) < valid);
-            if self.absent.len() >= self.cap {
-                self.absent.clear();
-            }
-        }
-        self.absent.insert(path.into(), now);
-    }
-
     /// Remembers a successful open of `path` made at `now`. When full, expired entries
     /// go first, then the oldest.
     pub fn put(&mut self, path: &str, opened: &Opened, now: Instant) {
         if self.cap == 0 {
             return;
-        }
-        if !self.absent.is_empty() {
-            self.absent.remove(path);
         }
         if self.map.len() >= self.cap && !self.map.contains_key(path) {
             self.sweep(now);
@@ -207,11 +155,9 @@ impl OpenCache {
         let before = self.replaced.fetch_add(1, Ordering::AcqRel);
         if before == self.seen {
             self.map.remove(path);
-            self.absent.remove(path);
         } else {
             // Another cache forgot something since this one last looked.
             self.map.clear();
-            self.absent.clear();
         }
         self.seen = before + 1;
     }
@@ -228,8 +174,6 @@ impl OpenCache {
         let valid = self.valid;
         self.map
             .retain(|_, e| now.saturating_duration_since(e.born) < valid);
-        self.absent
-            .retain(|_, born| now.saturating_duration_since(*born) < valid);
     }
 
     /// Entries held now.
@@ -372,33 +316,5 @@ mod tests {
         assert!(a.get("x", now).is_none());
         a.put("x", &opened(3), now);
         assert_eq!(a.get("x", now).unwrap().meta.len, 3, "lookups work again");
-    }
-
-    #[test]
-    fn misses_of_variants_are_bounded_expire_and_yield_to_a_hit() {
-        let t0 = Instant::now();
-        let mut c = OpenCache::new(2, Duration::from_secs(1));
-        c.put_absent("a.br", t0);
-        c.put_absent("b.br", t0);
-        assert!(c.is_absent("a.br", t0) && c.is_absent("b.br", t0));
-        // Full of live misses: they are all dropped for the new one.
-        c.put_absent("c.br", t0);
-        assert!(!c.is_absent("a.br", t0) && c.is_absent("c.br", t0));
-        assert!(!c.is_absent("c.br", t0 + Duration::from_secs(1)), "expired");
-        c.put_absent("d.br", t0);
-        c.put("d.br", &opened(1), t0);
-        assert!(
-            !c.is_absent("d.br", t0),
-            "an open that found it replaces the miss"
-        );
-        c.put_absent("e.br", t0);
-        c.sweep(t0 + Duration::from_secs(2));
-        assert!(c.absent.is_empty());
-        let mut off = OpenCache::new(0, Duration::from_secs(1));
-        off.put_absent("a.br", t0);
-        assert!(
-            !off.is_absent("a.br", t0),
-            "a cache turned off remembers nothing"
-        );
     }
 }

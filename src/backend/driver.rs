@@ -117,20 +117,6 @@ impl Cache<'_> {
             Cache::Shared(m) => super::lock(m).forget(path),
         }
     }
-
-    fn is_absent(&mut self, path: &str, now: Instant) -> bool {
-        match self {
-            Cache::Own(c) => c.is_absent(path, now),
-            Cache::Shared(m) => super::lock(m).is_absent(path, now),
-        }
-    }
-
-    fn put_absent(&mut self, path: &str, now: Instant) {
-        match self {
-            Cache::Own(c) => c.put_absent(path, now),
-            Cache::Shared(m) => super::lock(m).put_absent(path, now),
-        }
-    }
 }
 
 /// What the driver needs from the backend's thread at one step.
@@ -255,8 +241,6 @@ pub(crate) struct Core<P> {
     /// A request is being answered: from the protocol's first file-system step or
     /// file receive until it hands over a response.
     mid_request: bool,
-    /// The open in flight is an [`FsOp::OpenVariant`]: a miss is remembered.
-    variant: bool,
     doing: Doing,
     /// Files created and not linked, and a file-system operation of several steps in
     /// progress: boxed, so a connection that never writes (every idle one) pays one
@@ -325,7 +309,6 @@ impl<P: Protocol> Core<P> {
             heard_input: false,
             close_asked: false,
             mid_request: false,
-            variant: false,
             doing: Doing::Nothing,
             files: None,
             expired: false,
@@ -458,20 +441,6 @@ impl<P: Protocol> Core<P> {
                 }
                 None => return Some(Action::Open(path)),
             },
-            FsOp::OpenVariant(path) if env.cache.is_absent(&path, env.now) => {
-                crate::proto::pool::give_string(path);
-                FsDone::Opened(Err(io::Error::from_raw_os_error(libc::ENOENT)))
-            }
-            FsOp::OpenVariant(path) => match env.cache.get(&path, env.now, env.turn) {
-                Some(hit) => {
-                    crate::proto::pool::give_string(path);
-                    FsDone::Opened(Ok(hit))
-                }
-                None => {
-                    self.variant = true;
-                    return Some(Action::Open(path));
-                }
-            },
             FsOp::Sync(file) => return Some(Action::Sync(file)),
             // Listings and metadata changes are rare and have no ring lowering here:
             // done on the calling thread (a ring's, or a pool worker's).
@@ -596,8 +565,7 @@ impl<P: Protocol> Core<P> {
         self.finish_log();
     }
 
-    /// The backend's open of `path` finished; a success is cached, and so is a miss of
-    /// an [`FsOp::OpenVariant`].
+    /// The backend's open of `path` finished; a success is cached.
     pub(crate) fn opened(
         &mut self,
         env: &mut Env<'_>,
@@ -605,11 +573,8 @@ impl<P: Protocol> Core<P> {
         result: io::Result<crate::proto::Opened>,
     ) {
         self.doing = Doing::Nothing;
-        let variant = std::mem::take(&mut self.variant);
-        match &result {
-            Ok(o) => env.cache.put(path, o, env.now),
-            Err(e) if variant && crate::proto::is_missing(e) => env.cache.put_absent(path, env.now),
-            Err(_) => {}
+        if let Ok(o) = &result {
+            env.cache.put(path, o, env.now);
         }
         self.proto.handle_fs(FsDone::Opened(result));
     }
@@ -936,61 +901,6 @@ mod tests {
         // The second open is answered from the cache without leaving the driver.
         assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
         assert_eq!(c.proto.heard, ["opened true", "opened true"]);
-    }
-
-    /// A variant's miss is remembered for the cache's `valid`; a plain open's never is
-    /// (a 404 is never stale), and a variant created through the server is looked for
-    /// again at once.
-    #[test]
-    fn a_variants_miss_is_remembered_until_valid_ends_or_the_path_is_forgotten() {
-        let mut w = World::new("variant");
-        let variant = |s: &str| Step::Fs(FsOp::OpenVariant(s.into()));
-        let mut c = core(
-            vec![
-                open("gone"),
-                open("gone"),
-                variant("a.txt.br"),
-                variant("a.txt.br"),
-            ],
-            &w,
-        );
-        for _ in 0..2 {
-            let Action::Open(path) = c.next(&mut w.env()) else {
-                panic!("a plain miss always goes to the backend")
-            };
-            let r = w.root.open_beneath(&path);
-            c.opened(&mut w.env(), &path, r);
-        }
-        let Action::Open(path) = c.next(&mut w.env()) else {
-            panic!("the first look for a variant goes to the backend")
-        };
-        let r = w.root.open_beneath(&path);
-        c.opened(&mut w.env(), &path, r);
-        // The second is answered here: missing, with no open.
-        assert!(matches!(c.next(&mut w.env()), Action::Recv { .. }));
-        assert_eq!(c.proto.heard, ["opened false"; 4]);
-        c.recv(b"x", w.now);
-
-        // Once `valid` has passed, it is looked for again.
-        w.now += Duration::from_secs(61);
-        c.proto.steps.push_back(variant("a.txt.br"));
-        let Action::Open(path) = c.next(&mut w.env()) else {
-            panic!("an expired miss is looked for again")
-        };
-        let r = w.root.open_beneath(&path);
-        c.opened(&mut w.env(), &path, r);
-        assert!(w.cache.is_absent("a.txt.br", w.now));
-        // A change made through the server (an upload's link) forgets the miss.
-        w.cache.forget("a.txt.br");
-        assert!(!w.cache.is_absent("a.txt.br", w.now));
-        std::fs::write(w.dir.join("a.txt.br"), "br").unwrap();
-        c.proto.steps.push_back(variant("a.txt.br"));
-        let Action::Open(path) = c.next(&mut w.env()) else {
-            panic!("a forgotten miss is looked for again")
-        };
-        let r = w.root.open_beneath(&path);
-        c.opened(&mut w.env(), &path, r);
-        assert_eq!(c.proto.heard.last().unwrap(), "opened true");
     }
 
     #[test]

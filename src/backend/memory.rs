@@ -38,6 +38,8 @@ pub struct Memory<P> {
     waiting: Option<Pending>,
     closed: bool,
     opened: Vec<(String, FileMeta)>,
+    /// Every path the backend was asked to open, found or not.
+    looked: Vec<String>,
     /// Largest piece handed over per receive.
     pub piece: usize,
 }
@@ -60,6 +62,7 @@ impl<P: Protocol> Memory<P> {
             waiting: None,
             closed: false,
             opened: Vec::new(),
+            looked: Vec::new(),
             piece: usize::MAX,
         }
     }
@@ -93,6 +96,11 @@ impl<P: Protocol> Memory<P> {
     /// earlier opens and are not repeated).
     pub fn opened(&self) -> &[(String, FileMeta)] {
         &self.opened
+    }
+
+    /// Every path the backend was asked to open (cache hits are not asked), found or not.
+    pub fn looked(&self) -> &[String] {
+        &self.looked
     }
 
     /// Drops an armed receive the caller no longer needs (a client whose operation has
@@ -163,6 +171,7 @@ impl<P: Protocol> Memory<P> {
                     self.waiting = Some(Pending::File { sink, got: 0 })
                 }
                 Action::Open(path) => {
+                    self.looked.push(path.clone());
                     let r = self.root.open_beneath(&path);
                     if let Ok(o) = &r {
                         self.opened.push((path.clone(), o.meta));

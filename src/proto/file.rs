@@ -4,7 +4,7 @@
 //! protocol, in this crate or outside it, cannot do I/O with them.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 /// Longest start of a file a [`FileRef`] keeps in memory once a backend has read it
@@ -28,6 +28,9 @@ struct Shared {
     /// A backend sent a body of this handle whole: every page of it had been read in
     /// by then (no read-ahead of it still in flight).
     sent: AtomicBool,
+    /// Variants of this file a protocol found missing, one bit each (HTTP's
+    /// precompressed sidecars, `Coding::bit`): not looked for again through this handle.
+    absent: AtomicU8,
 }
 
 impl FileRef {
@@ -36,6 +39,7 @@ impl FileRef {
             file,
             start: OnceLock::new(),
             sent: AtomicBool::new(false),
+            absent: AtomicU8::new(0),
         }))
     }
 
@@ -79,6 +83,20 @@ impl FileRef {
     /// [`mark_sent`]: FileRef::mark_sent
     pub(crate) fn was_sent(&self) -> bool {
         self.0.sent.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the variants in `bits` of this file are missing (or unusable), so a
+    /// protocol need not look for them again while it serves through this handle. A
+    /// handle lives in the open-file cache for `--open-file-cache-valid` at most, so a
+    /// variant added later is looked for at most that late; meanwhile the file itself
+    /// is sent. Without the cache every request opens its own handle and looks afresh.
+    pub(crate) fn note_absent(&self, bits: u8) {
+        self.0.absent.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// The variants [`FileRef::note_absent`] marked.
+    pub(crate) fn absent(&self) -> u8 {
+        self.0.absent.load(Ordering::Relaxed)
     }
 
     /// The file itself when this is its last holder (so a backend can close it its own

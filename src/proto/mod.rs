@@ -141,12 +141,6 @@ pub struct RecvFile {
 pub enum FsOp {
     /// Open a file or directory for reading: [`FsDone::Opened`].
     Open(String),
-    /// [`FsOp::Open`] of a path that is often missing, where missing only means that
-    /// something plainer is sent (a precompressed sidecar: the file itself goes
-    /// instead). The backend may remember such a miss for as long as it trusts a cached
-    /// open, so a file without sidecars costs no failed open per request: the worst a
-    /// remembered miss can do is send the plain file for that long.
-    OpenVariant(String),
     /// List a directory: [`FsDone::Listed`].
     ReadDir(String),
     /// Create a new, empty file that will become `path` once linked: [`FsDone::Created`].

@@ -32,6 +32,11 @@ impl Coding {
         }
     }
 
+    /// This coding's bit in a set of codings ([`crate::proto::FileRef::note_absent`]).
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// The sidecar's suffix.
     pub const fn suffix(self) -> &'static str {
         match self {
@@ -150,6 +155,20 @@ impl Choice {
     /// The `i`th best, if there is one.
     pub fn get(&self, i: u8) -> Option<Coding> {
         (i < self.len).then(|| self.list[usize::from(i)])
+    }
+
+    /// This choice without the codings in `bits` ([`Coding::bit`]), in the same order.
+    pub fn without(mut self, bits: u8) -> Choice {
+        let mut n = 0;
+        for i in 0..usize::from(self.len) {
+            let c = self.list[i];
+            if bits & c.bit() == 0 {
+                self.list[n] = c;
+                n += 1;
+            }
+        }
+        self.len = n as u8;
+        self
     }
 }
 

@@ -226,7 +226,6 @@ impl Job {
         let path = self.path();
         Step::Fs(match self.look {
             Look::Listing => FsOp::ReadDir(path),
-            _ if self.side.is_some() => FsOp::OpenVariant(path),
             _ => FsOp::Open(path),
         })
     }
@@ -413,7 +412,16 @@ impl Http1 {
                     return self.file(now, &job, s, coding);
                 }
                 // Missing, not a file, stale or failing: the next one, or the file.
-                _ => {
+                // The first three stay so until the file changes (a new handle): the
+                // file's handle remembers, so the next request does not look again.
+                r => {
+                    let unusable = match &r {
+                        Ok(_) => true,
+                        Err(e) => is_missing(e),
+                    };
+                    if let (true, Some(c)) = (unusable, coding) {
+                        side.original.file.note_absent(c.bit());
+                    }
                     side.tried += 1;
                     if side.choice.get(side.tried).is_some() {
                         job.side = Some(side);
@@ -450,6 +458,8 @@ impl Http1 {
             (_, FileKind::File) => {
                 if self.sidecars_apply(&job) {
                     let choice = job.req.conditions.accept.choose(&self.cfg.precompressed);
+                    // Less those already found missing through this handle.
+                    let choice = choice.without(opened.file.absent());
                     if choice.get(0).is_some() {
                         job.side = Some(Sidecars {
                             original: opened,

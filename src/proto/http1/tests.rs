@@ -252,7 +252,7 @@ impl Driver {
                             .push((f.op, f.path, f.error.raw_os_error(), f.request));
                     }
                 }
-                Step::Fs(FsOp::Open(path) | FsOp::OpenVariant(path)) => {
+                Step::Fs(FsOp::Open(path)) => {
                     let r = self.fs.open(&path);
                     self.t.opens.push(path);
                     self.p.handle_fs(FsDone::Opened(r));
@@ -1989,4 +1989,33 @@ fn review_fixes_preflight_hidden_404_and_vary_accept() {
     // A route without an extension falls back whatever Accept says: no Vary.
     let (r, _) = spa(cfg(), &get("/route", ""));
     assert_eq!((r.status, r.header("vary")), (200, None));
+}
+
+/// Through the real driver and open-file cache: a sidecar found missing is not looked
+/// for again while the file's handle is cached, and one that exists is taken from the
+/// cache too, so the second request opens nothing at all.
+#[test]
+fn sidecars_found_missing_are_not_looked_for_again_through_the_same_handle() {
+    use crate::backend::memory::Memory;
+    let dir = std::env::temp_dir().join(format!("ringserve-absent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.js"), "the script").unwrap();
+    std::fs::write(dir.join("app.js.gz"), "GZ").unwrap();
+    let proto = HttpFactory::new(sidecar_cfg()).new_conn("127.0.0.1:9".parse().unwrap());
+    let mut conn = Memory::new(proto, crate::fs::Root::open(&dir).unwrap());
+    let req = b"GET /app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: br, zstd, gzip\r\n\r\n";
+    for _ in 0..3 {
+        conn.push(req);
+        let out = String::from_utf8(conn.run()).unwrap();
+        assert!(
+            out.contains("Content-Encoding: gzip") && out.ends_with("GZ"),
+            "{out}"
+        );
+    }
+    // The file, then .br and .zst (missing) and .gz, once.
+    assert_eq!(
+        conn.looked(),
+        ["app.js", "app.js.br", "app.js.zst", "app.js.gz"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
