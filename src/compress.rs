@@ -6,14 +6,19 @@
 //!   whose type `--precompressed` applies to ([`http1::precompressible`]), at least
 //!   `min_size` bytes long. Symlinks are not followed and dotfiles are skipped; every
 //!   path is opened and written through [`Root`], so nothing outside ROOT is read or
-//!   written, whatever its links say.
+//!   written, whatever its links say. Names that are not UTF-8 are reached as a request
+//!   for them is ([`crate::proto::path_from_bytes`]).
 //! - **A sidecar only where it helps.** One that would not be smaller than its file is
-//!   not written (a stale one left from before stays stale, which the server ignores).
-//! - **In step with the file.** A sidecar gets its file's mtime and permission bits, so
-//!   the server's "no older than the file" test holds exactly while the file is
-//!   unchanged, and a sidecar is never readable by more users than its file. A run skips
-//!   sidecars already in step (same mtime), so running it again after a deploy
-//!   compresses only what changed. A file that changes while it is compressed is left
+//!   not written, and an old one not in step with the file is removed: were the file's
+//!   mtime to go back (a rollback), the old one would look current.
+//! - **In step with the file.** A sidecar gets its file's mtime, owner, group and
+//!   permission bits (no setuid), so the server's "no older than the file" test holds
+//!   exactly while the file is unchanged, and a sidecar is readable by exactly those
+//!   who can read its file (where the owner cannot be given, its group gets nothing).
+//!   A run skips sidecars in step: the same mtime, owner and mode, and a ctime no older
+//!   than the file's (content rewritten under a kept mtime, as `tar` and `rsync -t` do,
+//!   moves the file's ctime). So running it again after a deploy compresses only what
+//!   changed. A file that changes, or is renamed over, while it is compressed is left
 //!   for the next run.
 //! - **Never half-written.** A sidecar is written as an unnamed file (`O_TMPFILE`, or a
 //!   hidden name the server never serves), fsynced, then renamed over the old one: the
@@ -27,7 +32,7 @@ use crate::proto::{FileKind, FileMeta};
 use anyhow::{anyhow, Context};
 use std::fs::{FileTimes, Permissions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -70,8 +75,8 @@ pub struct Summary {
     pub changed: u64,
     /// Files or sidecars that failed (each said on stderr).
     pub failed: u64,
-    /// Names that are not UTF-8, which no `--precompressed` lookup could ask for.
-    pub unnamed: u64,
+    /// Names too long to take a sidecar's suffix (NAME_MAX).
+    pub too_long: u64,
 }
 
 impl Summary {
@@ -84,7 +89,7 @@ impl Summary {
         self.not_smaller += o.not_smaller;
         self.changed += o.changed;
         self.failed += o.failed;
-        self.unnamed += o.unnamed;
+        self.too_long += o.too_long;
     }
 
     /// The summary line: `6 files: 12 sidecars written (812 KiB from 3.1 MiB, 26%); ...`.
@@ -111,7 +116,7 @@ impl Summary {
                 self.changed,
                 "changed while compressing, left for the next run",
             ),
-            (self.unnamed, "names not UTF-8, skipped"),
+            (self.too_long, "names too long for a sidecar, skipped"),
             (self.failed, "failed"),
         ] {
             if n > 0 {
@@ -187,8 +192,8 @@ fn progress(total: u64) -> Option<indicatif::ProgressBar> {
 
 /// Every regular file beneath the root that sidecars apply to, of at least `min` bytes,
 /// with its length, the largest first (so the threads finish together). Symlinks
-/// (listed as `Other`) are not followed; dotfiles and names that are not UTF-8 are
-/// skipped.
+/// (listed as `Other`) are not followed; dotfiles and names with no room for a suffix
+/// are skipped.
 fn walk(root: &Root, min: u64, sum: &mut Summary) -> Result<Vec<(String, u64)>, Failure> {
     let mut files = Vec::new();
     let mut dirs = vec![String::new()];
@@ -208,10 +213,13 @@ fn walk(root: &Root, min: u64, sum: &mut Summary) -> Result<Vec<(String, u64)>, 
             if e.name.first() == Some(&b'.') {
                 continue;
             }
-            let Ok(name) = String::from_utf8(e.name) else {
-                sum.unnamed += 1;
+            // NAME_MAX: a name with no room for `.zst` can have no sidecar.
+            if e.kind == FileKind::File && e.name.len() + ".zst".len() > 255 {
+                sum.too_long += 1;
                 continue;
-            };
+            }
+            // Escaped as a request for it resolves (names that are not UTF-8 too).
+            let name = crate::proto::path_from_bytes(&e.name);
             let rel = if dir.is_empty() {
                 name
             } else {
@@ -291,50 +299,83 @@ fn write_sidecar(
         // Replaced by something else since the walk.
         return Ok(Done::Changed);
     }
-    if !args.force {
-        if let Ok(s) = root.open_beneath(side) {
-            if s.meta.kind == FileKind::File
-                && (s.meta.mtime_sec, s.meta.mtime_nsec) == (meta.mtime_sec, meta.mtime_nsec)
-            {
-                return Ok(Done::InStep);
-            }
+    let file = orig.file.file();
+    let fmeta = file.metadata().context("fstat")?;
+    // An existing sidecar: in step, or to be replaced (or removed, if none is written).
+    let old = root
+        .open_beneath(side)
+        .ok()
+        .filter(|s| s.meta.kind == FileKind::File);
+    if let (false, Some(s)) = (args.force, &old) {
+        if in_step(&fmeta, &meta, s) {
+            return Ok(Done::InStep);
         }
     }
-    let file = orig.file.file();
-    let mode = file.metadata().context("fstat")?.permissions().mode() & 0o7777;
     let mut temp = root.create(side).context("create")?;
     let out = temp.file().file();
-    let written = {
+    let encoded = {
         let mut w = Counting {
             inner: BufWriter::with_capacity(128 * 1024, out),
             n: 0,
         };
         let mut r = io::BufReader::with_capacity(128 * 1024, file).take(meta.len);
-        encode(coding, &mut r, &mut w, meta.len, args).context("compress")?;
-        w.inner.flush().context("write")?;
-        w.n
+        encode(coding, &mut r, &mut w, meta.len, args)
+            .and_then(|()| w.inner.flush())
+            .map(|()| w.n)
     };
-    // The file must be what it was when opened, or the sidecar is of no version of it.
+    // The file must be what it was when opened, or the sidecar is of no version of it
+    // (one that shrank while being read fails the encoder: the same answer).
     if crate::fs::meta_of(file).ok() != Some(meta) {
         return Ok(Done::Changed);
     }
+    let written = encoded.context("compress")?;
     if written >= meta.len {
+        // An old sidecar not in step must not stay: were the file's mtime to go back
+        // (a rollback), it would look current.
+        if old.is_some() {
+            root.remove_entry(side).context("remove the old sidecar")?;
+        }
         return Ok(Done::NotSmaller {
             from: meta.len,
             to: written,
         });
+    }
+    // The file's owner and mode, so the sidecar is readable by exactly those who can
+    // read the file. Where they cannot be given (a user compressing files not their
+    // own), the sidecar's group, which is not the file's, gets nothing.
+    let mut mode = fmeta.mode() & 0o777;
+    if std::os::unix::fs::fchown(out, Some(fmeta.uid()), Some(fmeta.gid())).is_err() {
+        mode &= 0o707;
     }
     out.set_permissions(Permissions::from_mode(mode))
         .context("chmod")?;
     out.set_times(FileTimes::new().set_modified(mtime(&meta)))
         .context("set its mtime")?;
     out.sync_all().context("fsync")?;
+    // The path must still name the file compressed (a deploy renames files over).
+    match root.open_beneath(rel) {
+        Ok(now) if now.meta == meta => {}
+        _ => return Ok(Done::Changed),
+    }
     root.link_entry(&mut temp, true)
         .context("rename into place")?;
     Ok(Done::Written {
         from: meta.len,
         to: written,
     })
+}
+
+/// Whether sidecar `s` is in step with the file (`fmeta`, `meta`): the same mtime, owner
+/// and mode, and changed no earlier than the file was (a file rewritten with its mtime
+/// kept, as `tar` and `rsync -t` do, has a newer ctime, which nothing can set back).
+fn in_step(fmeta: &std::fs::Metadata, meta: &FileMeta, s: &crate::proto::Opened) -> bool {
+    let Ok(sm) = s.file.file().metadata() else {
+        return false;
+    };
+    (s.meta.mtime_sec, s.meta.mtime_nsec) == (meta.mtime_sec, meta.mtime_nsec)
+        && (sm.uid(), sm.gid()) == (fmeta.uid(), fmeta.gid())
+        && sm.mode() & 0o777 == fmeta.mode() & 0o777
+        && (sm.ctime(), sm.ctime_nsec()) >= (fmeta.ctime(), fmeta.ctime_nsec())
 }
 
 /// Compresses `len` bytes of `r` into `w`.
@@ -387,10 +428,11 @@ impl<W: Write> Write for Counting<W> {
 }
 
 fn mtime(m: &FileMeta) -> SystemTime {
-    let d = Duration::new(m.mtime_sec.unsigned_abs(), m.mtime_nsec);
-    if m.mtime_sec >= 0 {
-        SystemTime::UNIX_EPOCH + d
+    let secs = Duration::from_secs(m.mtime_sec.unsigned_abs());
+    let at = if m.mtime_sec >= 0 {
+        SystemTime::UNIX_EPOCH + secs
     } else {
-        SystemTime::UNIX_EPOCH - d
-    }
+        SystemTime::UNIX_EPOCH - secs
+    };
+    at + Duration::from_nanos(u64::from(m.mtime_nsec))
 }

@@ -998,7 +998,8 @@ backend_test! {
             for side in [&br, &zst] {
                 let s = std::fs::metadata(side).unwrap();
                 assert_eq!((s.mtime(), s.mtime_nsec()), (m.mtime(), m.mtime_nsec()), "{f}: the mtime");
-                assert_eq!(s.mode() & 0o777, m.mode() & 0o777, "{f}: the permissions");
+                assert_eq!(s.mode() & 0o7777, m.mode() & 0o777, "{f}: the permissions");
+                assert_eq!((s.uid(), s.gid()), (m.uid(), m.gid()), "{f}: the owner");
                 assert!(s.len() < m.len());
             }
             let mut plain = Vec::new();
@@ -1040,6 +1041,26 @@ backend_test! {
             }
         });
         assert!(new_sidecar, "[{b}] the new sidecar was never served");
+
+        // Not in step, so written again: a file whose mode changed, and one rewritten
+        // with its mtime put back (as tar and rsync -t do; its ctime moves).
+        std::fs::set_permissions(root.join("site.css"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let kept = std::fs::metadata(root.join("assets/app.js")).unwrap().modified().unwrap();
+        let js3 = "let y = 1;\n".repeat(500);
+        std::fs::write(root.join("assets/app.js"), &js3).unwrap();
+        std::fs::File::options().write(true).open(root.join("assets/app.js")).unwrap().set_modified(kept).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let (code, out, _) = compress(&[r]);
+        assert_eq!((code, out.starts_with("3 files: 4 sidecars written")), (0, true), "{out}");
+        assert_eq!(std::fs::metadata(root.join("site.css.br")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(zstd::decode_all(std::fs::File::open(root.join("assets/app.js.zst")).unwrap()).unwrap(), js3.as_bytes());
+        // A file that no longer shrinks loses its old sidecars: were its mtime to go
+        // back, they would look current.
+        std::fs::copy(root.join("assets/noise.json"), root.join("site.css")).unwrap();
+        let (code, out, _) = compress(&[r]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("4 not smaller"), "{out}");
+        assert!(!root.join("site.css.br").exists() && !root.join("site.css.zst").exists(), "{out}");
 
         // Refused with exit 2 and one line: gzip, a bad level, a root that is no directory.
         for bad in [&["--formats", "gzip"][..], &["--zstd-level", "23"], &["--brotli-quality", "12"]] {
