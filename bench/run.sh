@@ -5,7 +5,7 @@
 #
 #   bench/run.sh            full run: 3 repetitions, about 20 minutes → bench/results/
 #                           (with bench/site.sh's static-site rows at the end)
-#   bench/run.sh --quick    about 1.5 minutes, 1 repetition → bench/results/quick/ (gitignored)
+#   bench/run.sh --quick    about 3 minutes, 1 repetition (site.sh's once) → bench/results/quick/ (gitignored)
 #
 # Exits 0 whenever the harness itself worked, whatever the numbers (it reports, never
 # gates); a contender that cannot run is reported as SKIP with the reason.
@@ -401,8 +401,9 @@ NAME=$DATE${TAG:+-$TAG}
 python3 "$BENCH_DIR/report.py" "$RUN" "$OUT_DIR/$NAME"
 # Static-site serving (bench/site.sh, about 3 minutes at 3 repetitions): that a
 # precompressed sidecar, a file with none, and header and CORS rules cost no more per
-# request than a plain file, measured in the same run. Full, un-narrowed runs only.
-if ((!QUICK && !NARROWED)); then
+# request than a plain file, measured in the same run. Un-narrowed runs only (a quick
+# one runs it once, as its smoke test).
+if ((!NARROWED)); then
     if "$BENCH_DIR/site.sh" --reps "$REPS" --out "$OUT_DIR/$NAME-site.md"; then
         {
             echo

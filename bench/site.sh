@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/site.sh — what static-site serving costs per request on the uring backend:
 # a 1 KiB script served plain, the same request answered from its precompressed
-# sidecar (`--precompressed br`, `Accept-Encoding: br`: one more open, cached), a script
-# with no sidecars under `--precompressed br,zstd,gzip` (three misses, remembered), and
+# sidecar (`--precompressed br`: one more open, cached), a script with no sidecars
+# under `--precompressed br,zstd,gzip` (three misses, remembered by its handle), and
 # the plain request with header, Cache-Control and CORS rules on (`--header` x3,
 # `--cache-control` x2, `--cors`), each to the same request (a browser's for a script
 # of another origin: Accept-Encoding: br, zstd, gzip, and an Origin). 256 connections,
