@@ -4,11 +4,16 @@
 # `auto` chose and why, pass/fail counts and wall time per cell.
 #
 # Usage: kernel-compat/matrix.sh [--host-only | --vm-only] [--cells ID,ID,...]
-#                                [--auto-only] [--strict] [--vm-timeout SECONDS] [--out DIR]
+#                                [--auto-only] [--short] [--strict] [--vm-timeout SECONDS]
+#                                [--out DIR]
 #   --host-only   only the host cells (no qemu needed)
 #   --vm-only     only the VM cells
 #   --cells       exactly these cells (ids as listed in CELLS below)
-#   --auto-only   no cell runs the suite again forced to epoll (CI's short matrix)
+#   --auto-only   no cell runs the suite again forced to epoll
+#   --short       CI's short form: --auto-only, and the cells where io_uring cannot be
+#                 had at all run the tests of the probe's choice, not the whole suite
+#                 (host-enosys: the lib unit tests, cli, listen; 6.12-disabled: those
+#                 and http). Their whole epoll suite is host-eperm's, on this kernel.
 #   --strict      a SKIPPED cell fails the run too
 #   --out DIR     write matrix.{md,json} there
 # Output: results/matrix.md and results/matrix.json for a run of every cell; a partial
@@ -42,7 +47,7 @@ CELLS=(
   "5.10-memlock|vm|5.10|memlock:64"
 )
 
-only_where= only_cells= strict=0 vm_timeout=1500 out= auto_only=0
+only_where= only_cells= strict=0 vm_timeout=1500 out= auto_only=0 short=0
 while (($#)); do
   case "$1" in
     --host-only) only_where=host; shift ;;
@@ -50,6 +55,7 @@ while (($#)); do
     --cells) only_cells=",$2,"; shift 2 ;;
     --strict) strict=1; shift ;;
     --auto-only) auto_only=1; shift ;;
+    --short) short=1 auto_only=1; shift ;;
     --vm-timeout) vm_timeout=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
@@ -137,23 +143,37 @@ for c in "${selected[@]}"; do
   esac
   modes_why=cell
   ((auto_only)) && [[ "$modes" != auto ]] && { modes="auto"; modes_why=auto-only; }
-  # The test binaries the cell runs: all of them, except on 5.10-memlock. Its setup
-  # changes only how ring memory is charged, and on Debian's 5.10 it changes nothing
+  # The test binaries the cell runs (by target name; `ringserve` is the lib's and the
+  # bin's unit tests): all of them, except on 5.10-memlock. Its setup changes only how
+  # ring memory is charged, and on Debian's 5.10 it changes nothing
   # (kernel-compat/README.md), so it runs what builds rings and starts servers on them:
   # the lib unit tests (the ring's own), tests/uring.rs, the listener and CLI tests.
-  # The rest of the suite on 5.10 is the 5.10 cell's.
+  # The rest of the suite on 5.10 is the 5.10 cell's. Under --short, the cells where
+  # io_uring cannot be had at all run what tests the probe's choice and its reasons
+  # (the unit tests, the CLI's banner, probe and forced-backend tests, the listeners),
+  # and 6.12-disabled the HTTP tests too, epoll's main job on a guest's kernel; the
+  # whole suite on epoll with io_uring refused is host-eperm's.
+  keep= bins_why=
+  case "$id" in
+    5.10-memlock) keep="ringserve uring listen cli" bins_why=memlock ;;
+    host-enosys | 6.12-disabled)
+      if ((short)); then
+        keep="ringserve listen cli" bins_why=short
+        if [[ "$id" == 6.12-disabled ]]; then keep+=" http"; fi
+      fi ;;
+  esac
   cell_bins=("${test_bins[@]}")
-  if [[ "$id" == 5.10-memlock ]]; then
+  if [[ -n "$keep" ]]; then
     cell_bins=()
     for b in "${test_bins[@]}"; do
       n=${b##*/}
-      case "${n%-*}" in ringserve | uring | listen | cli) cell_bins+=("$b") ;; esac
+      [[ " $keep " == *" ${n%-*} "* ]] && cell_bins+=("$b")
     done
   fi
   bins_note=all
   ((${#cell_bins[@]} == ${#test_bins[@]})) || bins_note=$(for b in "${cell_bins[@]}"; do n=${b##*/}; echo "${n%-*}"; done | sort -u | xargs)
-  printf 'id=%s\nwhere=%s\nkernel_id=%s\nsetup=%s\nmodes=%s\nmodes_why=%s\nbins=%s\n' \
-    "$id" "$where" "$kernel" "$setup" "$modes" "$modes_why" "$bins_note" >"$meta"
+  printf 'id=%s\nwhere=%s\nkernel_id=%s\nsetup=%s\nmodes=%s\nmodes_why=%s\nbins=%s\nbins_why=%s\n' \
+    "$id" "$where" "$kernel" "$setup" "$modes" "$modes_why" "$bins_note" "$bins_why" >"$meta"
   log "cell $id ($where${kernel:+ $kernel}, $setup)"
   start=$(date +%s)
   rc=0

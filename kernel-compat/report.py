@@ -220,8 +220,13 @@ def check(cid, where, parsed, meta):
             notes.append("not run forced to epoll here (matrix.sh: the setup changes only "
                          "io_uring, or the kernel lies between 5.10 and 7.3, which do run it)")
     if meta.get("bins", "all") != "all":
-        notes.append(f"test binaries run here: {meta['bins']} (matrix.sh: this setup changes "
-                     "only ring memory accounting; the rest of the suite is its kernel's plain cell's)")
+        if meta.get("bins_why") == "short":
+            why = ("--short, CI's matrix: io_uring cannot be had here, so these test the probe's "
+                   "choice; the whole suite on epoll with io_uring refused is host-eperm's")
+        else:
+            why = ("matrix.sh: this setup changes only ring memory accounting; the rest of the "
+                   "suite is its kernel's plain cell's")
+        notes.append(f"test binaries run here: {meta['bins']} ({why})")
     for mode, md in modes.items():
         if md["failed"] or md["failed_binaries"]:
             problems.append(f"{mode}: {md['failed']} tests failed ("

@@ -22,6 +22,22 @@ fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, val: i32) -> io::Re
     .map(drop)
 }
 
+fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
+    let mut v: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` is a live i32 and `len` its size; `fd` is valid for the borrow.
+    unsafe {
+        syscall!(getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut v as *mut i32).cast(),
+            &mut len
+        ))
+    }?;
+    Ok(v)
+}
+
 fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -132,21 +148,7 @@ pub fn listen_unix(path: &std::path::Path, backlog: u32, mode: u32) -> io::Resul
 pub fn inherited_listener(
     fd: BorrowedFd<'_>,
 ) -> io::Result<Result<SocketAddr, Option<std::path::PathBuf>>> {
-    let int = |level, name| -> io::Result<i32> {
-        let mut v: i32 = 0;
-        let mut len = size_of::<i32>() as libc::socklen_t;
-        // SAFETY: `v` is a live i32 and `len` its size.
-        unsafe {
-            syscall!(getsockopt(
-                fd.as_raw_fd(),
-                level,
-                name,
-                (&mut v as *mut i32).cast(),
-                &mut len
-            ))
-        }?;
-        Ok(v)
-    };
+    let int = |level, name| getsockopt_int(fd, level, name);
     let not = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
     match int(libc::SOL_SOCKET, libc::SO_TYPE) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => return Err(not("not a socket")),
@@ -372,6 +374,18 @@ pub fn set_sndbuf(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
 pub fn set_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     let v = i32::try_from(bytes).unwrap_or(i32::MAX);
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
+}
+
+/// TCP_CORK (nginx's `tcp_nopush`): while on, TCP sends only full segments; turning it
+/// off pushes what is held. Around a large file body, from its header to its last byte.
+pub fn set_cork(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK, on.into())
+}
+
+/// Whether TCP_CORK is on (the backends' tests).
+#[cfg(test)]
+pub fn corked(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK).map(|v| v != 0)
 }
 
 /// SO_LINGER {on, 0}: the next close sends RST instead of FIN. Used by tests that

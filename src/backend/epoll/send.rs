@@ -17,7 +17,7 @@
 //! [`send_all`] is the same cursor driven to the end on the calling thread: the xfer
 //! client's blocking send, which has nothing else to do meanwhile.
 
-use crate::backend::chunks::{advance, gather, more_after};
+use crate::backend::chunks::{advance, gather, more_after, wants_cork};
 use crate::backend::CloseReason;
 use crate::proto::Chunk;
 use crate::stats::Stats;
@@ -48,6 +48,9 @@ pub(crate) struct Sending {
     last_progress: Instant,
     /// The copy fallback's buffer, made the first time sendfile refuses.
     copy: Option<Vec<u8>>,
+    /// Whether TCP_CORK is on for this response (a large body, [`wants_cork`]): decided
+    /// at its first step (`None` before), cleared when its last byte is in the kernel.
+    corked: Option<bool>,
 }
 
 /// What [`Sending::advance`] left the send as.
@@ -82,6 +85,7 @@ impl Sending {
             off: 0,
             last_progress: now,
             copy: None,
+            corked: None,
         }
     }
 
@@ -103,6 +107,9 @@ impl Sending {
     ) -> Result<Sent, CloseReason> {
         let stats = r.stats;
         let chunks = &self.chunks;
+        if self.corked.is_none() {
+            self.corked = Some(wants_cork(chunks) && net::set_cork(fd, true).is_ok());
+        }
         while self.i < chunks.len() {
             let res = match &chunks[self.i] {
                 Chunk::File { file, offset, len } => {
@@ -192,6 +199,11 @@ impl Sending {
                 Err(e) => return Err(CloseReason::Error(e.kind())),
             }
         }
+        if self.corked == Some(true) {
+            // Pushes the body's last partial segment.
+            let _ = net::set_cork(fd, false);
+            self.corked = Some(false);
+        }
         Ok(Sent::Done)
     }
 }
@@ -221,4 +233,87 @@ pub(crate) fn send_all(
 pub(super) fn send_once(fd: BorrowedFd<'_>, chunks: &[Chunk]) -> u64 {
     let (slices, _) = gather(chunks, 0, 0);
     net::send_vectored(fd, slices.as_slice(), false).map_or(0, |n| n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::FileRef;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A TCP connection on loopback: the server's end (non-blocking, as accepted
+    /// sockets are) and the peer's.
+    fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (ours, peer)
+    }
+
+    /// A body of at least CORK_MIN goes under TCP_CORK from its header on, through
+    /// a park, and the cork is off once its last byte is in (so its last partial
+    /// segment goes at once, not after the kernel's 200 ms); a small response is never
+    /// corked. Every byte arrives in order.
+    #[test]
+    fn a_large_body_is_corked_until_its_last_byte_is_in() {
+        let path = std::env::temp_dir().join(format!("ringserve-cork-{}", std::process::id()));
+        let body: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &body).unwrap();
+        let file = FileRef::new(std::fs::File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let (ours, mut peer) = tcp_pair();
+        let (abort, stats) = (EventFd::new().unwrap(), Stats::default());
+        let (mut wrote, before_wait) = (|_| {}, || {});
+        let mut r = Report {
+            stats: &stats,
+            wrote: &mut wrote,
+            before_wait: &before_wait,
+        };
+        let len = body.len() as u64;
+        let chunks = vec![
+            Chunk::Mem(b"head".to_vec()),
+            Chunk::File {
+                file,
+                offset: 0,
+                len,
+            },
+        ];
+        let mut s = Sending::new(chunks, Instant::now());
+        let wait = Duration::from_millis(10);
+        let timeout = Duration::from_secs(5);
+        // Nobody reads yet: the socket fills and the send parks, corked.
+        let first = s.advance(ours.as_fd(), wait, timeout, &abort, &mut r);
+        assert!(matches!(first, Ok(Sent::Full)), "4 MiB fit in the socket");
+        assert!(net::corked(ours.as_fd()).unwrap(), "not corked mid-body");
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; body.len() + 4];
+            peer.read_exact(&mut got).unwrap();
+            (got, body, peer)
+        });
+        loop {
+            match s.advance(ours.as_fd(), wait, timeout, &abort, &mut r) {
+                Ok(Sent::Done) => break,
+                Ok(Sent::Full) => continue,
+                Err(e) => panic!("the send failed: {e:?}"),
+            }
+        }
+        assert!(
+            !net::corked(ours.as_fd()).unwrap(),
+            "still corked after the body"
+        );
+        let (got, body, mut peer) = reader.join().unwrap();
+        assert!(
+            got[..4] == *b"head" && got[4..] == body[..],
+            "the bytes changed"
+        );
+        // A small response: no cork.
+        let mut s = Sending::new(vec![Chunk::Mem(b"small".to_vec())], Instant::now());
+        let done = s.advance(ours.as_fd(), wait, timeout, &abort, &mut r);
+        assert!(matches!(done, Ok(Sent::Done)) && s.corked == Some(false));
+        let mut small = [0u8; 5];
+        peer.read_exact(&mut small).unwrap();
+        assert_eq!(&small, b"small");
+    }
 }

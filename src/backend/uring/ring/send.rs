@@ -12,7 +12,7 @@ use super::super::bufs::Pipe;
 use super::step::{Done, StepState};
 use super::user_data::{self, Op};
 use super::{Conn, Io};
-use crate::backend::chunks::{advance, more_after, visit_run};
+use crate::backend::chunks::{advance, more_after, visit_run, wants_cork};
 use crate::backend::CloseReason;
 use crate::conn::Key;
 use crate::proto::{Chunk, FileRef, ProtocolFactory};
@@ -65,6 +65,9 @@ pub(super) struct Sending {
     /// Of this step's READs, those from offset 0 of a small file: the chunk read into,
     /// kept by the file ([`FileRef::keep_start`]) once every READ of the step is whole.
     keep: Vec<(usize, FileRef)>,
+    /// Whether TCP_CORK is on for this response (a large body, [`wants_cork`]): decided
+    /// at its first step (`None` before), cleared when its last byte is in the kernel.
+    corked: Option<bool>,
 }
 
 /// Bytes cachestat checks at a time, and sendfile then sends at most.
@@ -137,6 +140,10 @@ impl<F: ProtocolFactory> Io<'_, F> {
         let Some(st) = conn.send.as_mut() else {
             return;
         };
+        if st.corked.is_none() {
+            let cork = wants_cork(&st.chunks) && sys::net::set_cork(conn.fd.as_fd(), true).is_ok();
+            st.corked = Some(cork);
+        }
         while let Some(chunk) = st.chunks.get(st.i) {
             if let Chunk::File { file, offset, len } = chunk {
                 let (ffd, offset, len) = (types::Fd(file.file().as_raw_fd()), *offset, *len);
@@ -346,6 +353,9 @@ impl<F: ProtocolFactory> Io<'_, F> {
             return;
         }
         // Every byte is in the kernel: promise 2 lets the protocol go on.
+        if st.corked == Some(true) {
+            let _ = sys::net::set_cork(conn.fd.as_fd(), false);
+        }
         if let Some(st) = conn.send.take() {
             self.release(st);
         }
@@ -536,6 +546,7 @@ impl Sending {
             read_failed: None,
             inlined: Vec::new(),
             keep: Vec::new(),
+            corked: None,
         }
     }
 }

@@ -83,6 +83,25 @@ fn connect<F: ProtocolFactory>(
     (key, theirs)
 }
 
+/// Adds a connection on the server's end of a loopback TCP connection (for what only
+/// TCP has, such as TCP_CORK); returns its key and the peer's end.
+fn connect_tcp<F: ProtocolFactory>(
+    io: &mut Io<'_, F>,
+    conns: &mut Conns<F::Proto>,
+) -> (Key, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let theirs = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, peer) = l.accept().unwrap();
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let key = conns.vacant_key();
+    let core = Core::new(io.sh.ctx.factory.new_conn(peer), peer, io.now);
+    let k = conns.insert(Box::new(Conn::new(ours.into(), core)));
+    assert_eq!(k, key);
+    (key, theirs)
+}
+
 /// This process's descriptors open on `path`.
 fn open_on(path: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -282,7 +301,7 @@ fn statx_and_fstat_give_the_same_metadata() {
 }
 
 /// One response from `peer`: its head and a Content-Length body.
-fn read_response(peer: &mut UnixStream) -> (String, Vec<u8>) {
+fn read_response(peer: &mut impl Read) -> (String, Vec<u8>) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -454,5 +473,60 @@ fn a_cached_large_body_goes_by_sendfile_until_the_socket_fills_then_by_splice() 
             assert_eq!(sendfile, 0, "sendfile without cachestat");
         }
         io.teardown(&mut conns);
+    }
+}
+
+/// A body of at least CORK_MIN goes under TCP_CORK from its header on, and the cork is
+/// off once its last byte is in the kernel (so its last partial segment goes at once,
+/// not after the kernel's 200 ms); a small response after it on the same connection
+/// is not corked. Every byte arrives.
+#[test]
+fn a_large_body_is_corked_until_its_last_byte_is_in() {
+    let Some(r) = ring() else { return };
+    let dir = Dir::new("cork");
+    let body: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.0.join("big"), &body).unwrap();
+    std::fs::write(dir.0.join("small"), b"small").unwrap();
+    let sh = shared(
+        HttpFactory::new(HttpConfig::default()),
+        &dir,
+        Caps::from_probe(),
+    );
+    let inbox = Notifier::new().unwrap();
+    let st = Arc::new(Stats::default());
+    let mut io = Io::new(&sh, &inbox, 0, r, Vec::new(), None, st.clone());
+    let mut conns = ConnTable::shard(4, 0);
+    let (key, mut peer) = connect_tcp(&mut io, &mut conns);
+    let conn = conns.get_mut(key).unwrap();
+    io.drive(key, conn);
+    let corked = |c: &Conns<_>| {
+        crate::sys::net::corked(std::os::fd::AsFd::as_fd(&c.get(key).unwrap().fd)).unwrap()
+    };
+    // (Counted when the response starts.)
+    let mut before = st.responses.load(Ordering::Relaxed);
+    peer.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Nobody reads yet: the body is in flight, corked.
+    let mid = |_: &mut Io<'_, _>, c: &mut Conns<_>| c.get(key).unwrap().send.is_some() && corked(c);
+    assert!(turn_until(&mut io, &mut conns, mid), "not corked mid-body");
+    for (path, want) in [("big", &body[..]), ("small", b"small")] {
+        if path == "small" {
+            before = st.responses.load(Ordering::Relaxed);
+            peer.write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        let reader = std::thread::spawn(move || (read_response(&mut peer), peer));
+        let answered = |_: &mut Io<'_, _>, c: &mut Conns<_>| {
+            st.responses.load(Ordering::Relaxed) > before && c.get(key).unwrap().send.is_none()
+        };
+        assert!(
+            turn_until(&mut io, &mut conns, answered),
+            "no response to {path}"
+        );
+        assert!(!corked(&conns), "still corked after /{path}");
+        let ((head, got), p) = reader.join().unwrap();
+        peer = p;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+        assert!(got == want, "/{path} arrived changed ({} bytes)", got.len());
     }
 }
