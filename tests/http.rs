@@ -422,9 +422,7 @@ backend_test! {
             r.body[..mark].iter().chain(&r.body[mark + 4..]).all(|&c| c == 0),
             "[{b}] stray bytes around the 4 GiB line"
         );
-        if std::env::var_os("RINGSERVE_TEST_SKIP_HUGE").is_some() {
-            let why = "RINGSERVE_TEST_SKIP_HUGE is set (the kernel-compat cells: the plain cargo test runs it)";
-            skip("its whole 5 GiB body", why);
+        if huge_skipped("its whole 5 GiB body") {
             return;
         }
         // The whole body: sendfile must loop past its 0x7ffff000-byte per-call cap.

@@ -225,9 +225,7 @@ backend_test! {
     fn a_sparse_file_over_4_gib_round_trips(b) {
         const LEN: u64 = (4 << 30) + 12_345;
         let tmp = std::env::temp_dir();
-        if std::env::var_os("RINGSERVE_TEST_SKIP_HUGE").is_some() {
-            let why = "RINGSERVE_TEST_SKIP_HUGE is set (the kernel-compat cells: the plain cargo test runs it)";
-            skip(&test_name(), why);
+        if huge_skipped(&test_name()) {
             return;
         }
         let (free, in_ram) = space(&tmp);

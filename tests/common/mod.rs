@@ -84,6 +84,18 @@ pub fn skip(what: &str, why: &str) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Whether the multi-GiB bodies are left out here (`RINGSERVE_TEST_SKIP_HUGE`, set by
+/// the kernel-compat cells; the plain `cargo test` sends them): says so as a SKIP of
+/// `what` when they are.
+pub fn huge_skipped(what: &str) -> bool {
+    let set = std::env::var_os("RINGSERVE_TEST_SKIP_HUGE").is_some();
+    if set {
+        let why = "RINGSERVE_TEST_SKIP_HUGE is set (the kernel-compat cells: the plain cargo test runs it)";
+        skip(what, why);
+    }
+    set
+}
+
 /// The running test's name, as libtest names its thread (`NAME::uring`).
 pub fn test_name() -> String {
     std::thread::current()

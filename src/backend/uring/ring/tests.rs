@@ -11,6 +11,7 @@ use crate::proto::http1::{HttpConfig, HttpFactory};
 use crate::stats::StatsHub;
 use io_uring::opcode;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -75,12 +76,24 @@ fn connect<F: ProtocolFactory>(
     theirs
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let peer = "192.0.2.9:1".parse().unwrap();
+    (
+        add_conn(io, conns, ours.into(), "192.0.2.9:1".parse().unwrap()),
+        theirs,
+    )
+}
+
+/// Puts a connection on `fd` from `peer` into the table; returns its key.
+fn add_conn<F: ProtocolFactory>(
+    io: &mut Io<'_, F>,
+    conns: &mut Conns<F::Proto>,
+    fd: std::os::fd::OwnedFd,
+    peer: std::net::SocketAddr,
+) -> Key {
     let key = conns.vacant_key();
     let core = Core::new(io.sh.ctx.factory.new_conn(peer), peer, io.now);
-    let k = conns.insert(Box::new(Conn::new(ours.into(), core)));
+    let k = conns.insert(Box::new(Conn::new(fd, core)));
     assert_eq!(k, key);
-    (key, theirs)
+    key
 }
 
 /// Adds a connection on the server's end of a loopback TCP connection (for what only
@@ -95,11 +108,7 @@ fn connect_tcp<F: ProtocolFactory>(
     theirs
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let key = conns.vacant_key();
-    let core = Core::new(io.sh.ctx.factory.new_conn(peer), peer, io.now);
-    let k = conns.insert(Box::new(Conn::new(ours.into(), core)));
-    assert_eq!(k, key);
-    (key, theirs)
+    (add_conn(io, conns, ours.into(), peer), theirs)
 }
 
 /// This process's descriptors open on `path`.
@@ -499,9 +508,7 @@ fn a_large_body_is_corked_until_its_last_byte_is_in() {
     let (key, mut peer) = connect_tcp(&mut io, &mut conns);
     let conn = conns.get_mut(key).unwrap();
     io.drive(key, conn);
-    let corked = |c: &Conns<_>| {
-        crate::sys::net::corked(std::os::fd::AsFd::as_fd(&c.get(key).unwrap().fd)).unwrap()
-    };
+    let corked = |c: &Conns<_>| crate::sys::net::corked(c.get(key).unwrap().fd.as_fd()).unwrap();
     // (Counted when the response starts.)
     let mut before = st.responses.load(Ordering::Relaxed);
     peer.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
