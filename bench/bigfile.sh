@@ -58,6 +58,7 @@ out="$REPO_DIR/bench/results/bigfile-$(date -u +%Y-%m-%dT%H%M).md"
   echo "# 1 GiB × 4 connections into a zero-copy receiver ($(date -u +%Y-%m-%d), $(uname -r))"
   echo
   echo "\`bench/bigfile.sh $secs $reps\`: medians of $reps alternated runs of $secs s; server on CPU $SERVER_CPU, \`bigget\` on CPU $LOAD_CPU."
+  echo "$(bench_provenance)."
   echo
   echo "| contender | GB/s | × nginx | × limit | server CPU per GB | × nginx | × limit | runs (GB/s) |"
   echo "|---|---|---|---|---|---|---|---|"

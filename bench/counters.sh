@@ -133,7 +133,7 @@ PD_ALL=$(median $(pair_diffs 4))
 {
     echo "# The counters' cost per request — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
-    echo "ringserve \`$(git -C "$REPO_DIR" rev-parse --short=12 HEAD)\`$(git -C "$REPO_DIR" diff --quiet HEAD -- src || echo ' (with uncommitted changes)') · $(uname -r) · $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') · bench/counters.sh"
+    echo "$(bench_provenance) · bench/counters.sh"
     echo
     echo "One keep-alive HTTP/1.1 connection in memory (bench/counters.rs), a 1 KiB file"
     echo "fetched over and over: the driver and the protocol, no socket."

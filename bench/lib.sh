@@ -35,6 +35,15 @@ bench_die() {
     exit 1
 }
 
+# One line for a result file's head: when, which commit (marked when src/ differs from
+# it), which kernel and CPU, so a number can be traced to what made it.
+bench_provenance() {
+    local commit dirty=""
+    commit=$(git -C "$REPO_DIR" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    git -C "$REPO_DIR" diff --quiet HEAD -- src 2>/dev/null || dirty=" (with uncommitted changes)"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC') · ringserve \`$commit\`$dirty · kernel $(uname -r) · $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs"
+}
+
 # Makes the temp dir and installs the cleanup trap. Every exit path ends what we started.
 bench_init() {
     BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringserve-bench.XXXXXX")

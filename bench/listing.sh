@@ -40,7 +40,7 @@ NPORT=$(bench_port nginx)
 {
     echo "# Directory listings: ringserve --listing against nginx autoindex"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO_DIR" && git rev-parse --short HEAD), kernel $(uname -r)."
+    echo "$(bench_provenance)."
     echo "Median of $REPS listings each (after one warm-up), one \`curl\` at a time on CPU 1, the server on"
     echo "CPU 0. Both list every entry (ringserve's \`--max-dir-entries\` is 50,000). Made by \`bench/listing.sh\`."
     echo

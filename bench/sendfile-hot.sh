@@ -48,7 +48,7 @@ declare -A COL
 {
     echo "# Large cached bodies on io_uring: sendfile on the ring thread vs splice"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO_DIR" && git rev-parse --short HEAD), kernel $(uname -r)."
+    echo "$(bench_provenance)."
     echo "100 KiB at 50 connections, $REPS alternated pairs of 8 s runs (after 2 s of warm-up each);"
     echo "server on CPU 0 (\`--uring-threads 1\`), \`wrk -t1 --latency\` on CPU 1. Made by \`bench/sendfile-hot.sh\`."
     echo

@@ -74,7 +74,7 @@ declare -A COL
 {
     echo "# Static-site serving on io_uring: plain, precompressed sidecar, no sidecar, header rules"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$REPO_DIR" && git rev-parse --short HEAD), kernel $(uname -r)."
+    echo "$(bench_provenance)."
     echo "A 1 KiB script at 256 connections, $REPS alternated rounds of 8 s runs (after 2 s of"
     echo "warm-up each); server on CPU 0 (\`--uring-threads 1\`), \`wrk -t1\` on CPU 1. Made by \`bench/site.sh\`."
     echo "Every request carries \`Accept-Encoding: br, zstd, gzip\` and an \`Origin\`, as a browser's for a script"
