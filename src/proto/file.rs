@@ -102,6 +102,13 @@ impl FileRef {
     /// The file itself when this is its last holder (so a backend can close it its own
     /// way, as IORING_OP_CLOSE); otherwise the handle back.
     pub(crate) fn into_only(self) -> Result<File, FileRef> {
+        // A plain load first: while the open-file cache holds its share, as it does for
+        // every hot file, the answer is no without a compare-exchange on the count. If
+        // the other holder lets go between the load and the caller's drop, that drop is
+        // the last one and closes the file itself, which is still correct.
+        if Arc::strong_count(&self.0) > 1 {
+            return Err(self);
+        }
         Arc::try_unwrap(self.0).map(|s| s.file).map_err(FileRef)
     }
 

@@ -93,6 +93,15 @@ const SENDFILE_BUDGET: u64 = 4 * SENDFILE_WINDOW;
 /// check and the send, and an access-time update the file system must journal (at
 /// most once a day per file under relatime). A root on NFS or FUSE, whose reads can
 /// revalidate over the network, never comes here (`Caps::cachestat` is off for it).
+/// Puts `body` where the file chunk `slot` was and hands back its file: the handle moves,
+/// so no clone and no drop touch its shared count (two atomic operations per response).
+fn take_file(slot: &mut Chunk, body: Vec<u8>) -> FileRef {
+    match std::mem::replace(slot, Chunk::Mem(body)) {
+        Chunk::File { file, .. } => file,
+        _ => unreachable!("take_file is called on a file chunk"),
+    }
+}
+
 fn sendfile_hot(sock: BorrowedFd<'_>, file: &FileRef, offset: u64, len: u64, off: &mut u64) -> u64 {
     let ffd = file.file().as_fd();
     let start = *off;
@@ -270,29 +279,29 @@ impl<F: ProtocolFactory> Io<'_, F> {
                 if !fits {
                     break;
                 }
-                let (file, offset, len) = (file.clone(), *offset, *len as u32);
+                let (offset, len) = (*offset, *len as u32);
                 let mut body = crate::proto::pool::bytes();
                 if let Some(kept) = file.kept(offset, u64::from(len)) {
                     // Read whole once through this handle: sent from memory, no READ.
                     body.extend_from_slice(kept);
                     Stats::add(&self.st.bodies_kept, 1);
-                    st.chunks[end] = Chunk::Mem(body);
+                    let file = take_file(&mut st.chunks[end], body);
                     st.inlined.push(file);
                     inline_bytes += u64::from(len);
                     kept_bytes += u64::from(len);
                     continue;
                 }
                 body.resize(len as usize, 0);
+                let ptr = body.as_mut_ptr();
+                // The Vec's heap buffer does not move with it.
+                let file = take_file(&mut st.chunks[end], body);
                 if file.would_keep(offset, len as usize) {
                     st.keep.push((end, file.clone()));
                 }
-                let e =
-                    opcode::Read::new(types::Fd(file.file().as_raw_fd()), body.as_mut_ptr(), len)
-                        .offset(offset)
-                        .build()
-                        .user_data(Op::Read.ud(k));
-                // The Vec's heap buffer does not move with it.
-                st.chunks[end] = Chunk::Mem(body);
+                let e = opcode::Read::new(types::Fd(file.file().as_raw_fd()), ptr, len)
+                    .offset(offset)
+                    .build()
+                    .user_data(Op::Read.ud(k));
                 st.inlined.push(file);
                 entries[usize::from(st.reads)] = e;
                 st.reads += 1;
