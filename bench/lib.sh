@@ -35,12 +35,14 @@ bench_die() {
     exit 1
 }
 
-# One line for a result file's head: when, which commit (marked when src/ differs from
-# it), which kernel and CPU, so a number can be traced to what made it.
+# One line for a result file's head: when, which commit (marked when what is built
+# differs from it: src/, the manifest and lock file, bench/'s own programs, tracked or
+# not), which kernel and CPU, so a number can be traced to what made it.
 bench_provenance() {
     local commit dirty=""
     commit=$(git -C "$REPO_DIR" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-    git -C "$REPO_DIR" diff --quiet HEAD -- src 2>/dev/null || dirty=" (with uncommitted changes)"
+    [[ -z $(git -C "$REPO_DIR" status --porcelain -- src Cargo.toml Cargo.lock 'bench/*.rs' 2>/dev/null) ]] ||
+        dirty=" (with uncommitted changes)"
     echo "$(date -u '+%Y-%m-%d %H:%M UTC') · ringserve \`$commit\`$dirty · kernel $(uname -r) · $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs"
 }
 

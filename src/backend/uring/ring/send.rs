@@ -76,6 +76,15 @@ const SENDFILE_WINDOW: u64 = 1024 * 1024;
 /// body is spliced, so one fast reader of a large file cannot hold the ring.
 const SENDFILE_BUDGET: u64 = 4 * SENDFILE_WINDOW;
 
+/// Puts `body` where the file chunk `slot` was and hands back its file: the handle moves,
+/// so no clone and no drop touch its shared count (two atomic operations per response).
+fn take_file(slot: &mut Chunk, body: Vec<u8>) -> FileRef {
+    match std::mem::replace(slot, Chunk::Mem(body)) {
+        Chunk::File { file, .. } => file,
+        _ => unreachable!("take_file is called on a file chunk"),
+    }
+}
+
 /// A large body the page cache holds goes with sendfile(2) on the ring thread: no
 /// io-wq hop, no pipe, no CQE. Only for a handle a body already went out through whole
 /// ([`FileRef::was_sent`]): cachestat counts a page whose read is still in flight as
@@ -93,15 +102,6 @@ const SENDFILE_BUDGET: u64 = 4 * SENDFILE_WINDOW;
 /// check and the send, and an access-time update the file system must journal (at
 /// most once a day per file under relatime). A root on NFS or FUSE, whose reads can
 /// revalidate over the network, never comes here (`Caps::cachestat` is off for it).
-/// Puts `body` where the file chunk `slot` was and hands back its file: the handle moves,
-/// so no clone and no drop touch its shared count (two atomic operations per response).
-fn take_file(slot: &mut Chunk, body: Vec<u8>) -> FileRef {
-    match std::mem::replace(slot, Chunk::Mem(body)) {
-        Chunk::File { file, .. } => file,
-        _ => unreachable!("take_file is called on a file chunk"),
-    }
-}
-
 fn sendfile_hot(sock: BorrowedFd<'_>, file: &FileRef, offset: u64, len: u64, off: &mut u64) -> u64 {
     let ffd = file.file().as_fd();
     let start = *off;
